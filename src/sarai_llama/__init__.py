@@ -1,0 +1,44 @@
+"""sarai-llama: llama.cpp for Python on CPUs.
+
+``build_info()`` says how the compiled core was built; importing the package
+first checks that this CPU can run it (a native build on a CPU without the
+instructions it was compiled for raises ImportError instead of crashing).
+"""
+
+from ._version import __version__
+from .build_info import BuildMismatchError, build_info, check_cpu
+
+check_cpu()  # before the extension is loaded: never SIGILL
+
+from . import _core  # noqa: E402
+from ._system import system_info  # noqa: E402
+from .llama import (  # noqa: E402
+    LLAMA_DEFAULT_SEED,
+    Llama,
+    LlamaGrammar,
+    LlamaState,
+    LogitsProcessorList,
+    ModelLoadError,
+    StoppingCriteriaList,
+)
+from .threads import get_optimal_threads, optimal_threads  # noqa: E402
+
+Cancelled = _core.Cancelled
+
+__all__ = [
+    "LLAMA_DEFAULT_SEED",
+    "BuildMismatchError",
+    "Cancelled",
+    "Llama",
+    "LlamaGrammar",
+    "LlamaState",
+    "LogitsProcessorList",
+    "ModelLoadError",
+    "StoppingCriteriaList",
+    "__version__",
+    "build_info",
+    "check_cpu",
+    "get_optimal_threads",
+    "optimal_threads",
+    "system_info",
+]

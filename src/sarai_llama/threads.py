@@ -1,0 +1,67 @@
+"""How many threads llama.cpp should use here: ``optimal_threads`` and the design's env policy."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from . import cpu
+
+__all__ = ["MODES", "get_optimal_threads", "optimal_threads", "explain_threads"]
+
+#: share of the usable cores each mode takes
+MODES = {"max": 1.0, "balanced": 0.75, "low": 0.5, "single": 0.0}
+
+
+def _scaled(usable: int, mode: str) -> int:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "single":
+        return 1
+    if mode == "balanced" and usable == 4:
+        return 3  # the design's small-CPU rule
+    return max(1, math.floor(usable * MODES[mode]))
+
+
+def explain_threads(mode: str = "balanced") -> tuple[int, str]:
+    """(threads, reason) for ``mode`` on the CPUs this process may use right now."""
+    usable, why = cpu.usable_cpus()
+    n = _scaled(usable, mode)
+    return n, f"{n} of {usable} ({mode}): {why}"
+
+
+def optimal_threads(mode: str = "balanced") -> int:
+    """Threads for llama.cpp on this machine, now.
+
+    The usable CPUs are min(physical P-cores in the affinity mask, floor(cgroup
+    CPU quota)), at least 1. ``mode`` takes a share of them: ``max`` (100%),
+    ``balanced`` (75%, the production default; 4 cores give 3), ``low`` (50%),
+    ``single`` (1).
+    """
+    return explain_threads(mode)[0]
+
+
+def get_optimal_threads(job_type: str | None = None, default_mode: str = "balanced") -> int:
+    """The design's entry point: threads for a job, honouring the environment.
+
+    ``SARAI_THREAD_MODE`` picks the mode (``max``, ``balanced``, ``low``,
+    ``single``, or ``auto``); with ``auto`` and a ``job_type``, ``<JOB>_THREADS``
+    (e.g. ``CODING_THREADS=6``) wins. ``OMP_NUM_THREADS`` caps the answer.
+    """
+    mode = os.environ.get("SARAI_THREAD_MODE", default_mode).strip().lower() or default_mode
+    n: int | None = None
+    if mode == "auto":
+        if job_type:
+            raw = os.environ.get(f"{job_type.upper()}_THREADS")
+            if raw:
+                try:
+                    n = max(1, int(raw))
+                except ValueError as exc:
+                    raise ValueError(f"{job_type.upper()}_THREADS={raw!r} is not an integer") from exc
+        mode = "balanced"
+    if n is None:
+        n = optimal_threads(mode)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        n = min(n, int(omp))
+    return n
