@@ -29,11 +29,13 @@ def write_tiny_llama(
     n_ff: int = 128,
     n_ctx_train: int = 256,
     block_count: int | None = None,
+    duplicate_token: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write a random-weight llama GGUF with a byte-fallback SentencePiece vocabulary.
 
-    ``block_count`` overrides the recorded layer count (to produce hostile files).
+    ``block_count`` overrides the recorded layer count and ``duplicate_token``
+    repeats a vocabulary entry (to produce hostile files).
     """
     import gguf
 
@@ -44,7 +46,9 @@ def write_tiny_llama(
         tokens.append(f"<0x{b:02X}>".encode())
         types.append(gguf.TokenType.BYTE)
     words = ["\u2581", "\u2581the", "\u2581a", "\u2581is", "\u2581of", "\u2581and", "\u2581to", "\u2581in"]
-    words += [f"\u2581{c}" for c in "abcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,!?")
+    words += [f"\u2581{c}" for c in "bcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,!?")
+    if duplicate_token:
+        words.append(words[-1])  # a hostile vocabulary: llama.cpp asserts on duplicates
     for w in words:
         tokens.append(w.encode())
         types.append(gguf.TokenType.NORMAL)

@@ -18,6 +18,8 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "ggml-backend.h"
@@ -112,6 +114,21 @@ py::dict inspect_gguf(const std::string &path) {
         }
     }
     meta["__n_tensors__"] = gguf_get_n_tensors(ctx);
+    // llama.cpp asserts (aborts the process) on a vocabulary with duplicates.
+    const int64_t tok_key = gguf_find_key(ctx, "tokenizer.ggml.tokens");
+    if (tok_key >= 0 && gguf_get_kv_type(ctx, tok_key) == GGUF_TYPE_ARRAY &&
+        gguf_get_arr_type(ctx, tok_key) == GGUF_TYPE_STRING) {
+        const size_t n_tok = gguf_get_arr_n(ctx, tok_key);
+        std::unordered_set<std::string_view> seen;
+        seen.reserve(n_tok);
+        for (size_t j = 0; j < n_tok; ++j) {
+            if (!seen.insert(gguf_get_arr_str(ctx, tok_key, j)).second) {
+                meta["__duplicate_token__"] = py::bytes(gguf_get_arr_str(ctx, tok_key, j));
+                break;
+            }
+        }
+        meta["__n_vocab__"] = n_tok;
+    }
     return meta;
 }
 

@@ -6,7 +6,7 @@ instructions it was compiled for raises ImportError instead of crashing).
 """
 
 from ._version import __version__
-from .build_info import BuildMismatchError, build_info, check_cpu
+from ._build_info import BuildMismatchError, build_info, check_cpu
 
 check_cpu()  # before the extension is loaded: never SIGILL
 

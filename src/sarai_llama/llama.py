@@ -248,6 +248,8 @@ class Llama:
             meta = _core.inspect_gguf(str(path))
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
+        if "__duplicate_token__" in meta:
+            raise ModelLoadError(f"{path}: the vocabulary has a duplicate token {meta['__duplicate_token__']!r}")
         arch = meta.get("general.architecture")
         if not isinstance(arch, bytes) or not arch:
             raise ModelLoadError(f"{path}: GGUF has no general.architecture")

