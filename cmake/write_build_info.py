@@ -74,12 +74,13 @@ def physical_cores() -> int:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--build-type", required=True, choices=["native", "generic"])
+    ap.add_argument("--build-type", required=True, choices=["native", "portable"])
     ap.add_argument("--lto", required=True)
     ap.add_argument("--blas", required=True)
     ap.add_argument("--compiler", required=True)
     ap.add_argument("--compiler-id", required=True)
     ap.add_argument("--isa-flags", default="")
+    ap.add_argument("--cpu-variants", default="")
     ap.add_argument("--cmake-flags-file", required=True)
     ap.add_argument("--vendor-record", required=True)
     ap.add_argument("--version-file", required=True)
@@ -100,7 +101,9 @@ def main() -> None:
         "hostname": socket.gethostname(),
         **cpu_facts(),
         "isa_flags": args.isa_flags,
+        # Portable builds: the baseline of everything outside the variant modules.
         "isa_features": compiled_isa_features(args.compiler, args.isa_flags),
+        "cpu_variants": [v for v in args.cpu_variants.split(",") if v],
         "cmake_flags": cmake_flags,
         "llama_version": {
             "commit": record["commit"],

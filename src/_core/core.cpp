@@ -12,6 +12,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <filesystem>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -21,6 +22,10 @@
 #include <string_view>
 #include <unordered_set>
 #include <vector>
+
+#if defined(SARAI_BACKEND_DL)
+#include <dlfcn.h>
+#endif
 
 #include "ggml-backend.h"
 #include "gguf.h"
@@ -75,6 +80,97 @@ std::string with_reason(const std::string &what) {
 }
 
 void clear_last_error() { take_last_error(); }
+
+// ------------------------------------------------------------------ backends
+// The portable build ships ggml's CPU backend as several modules, one per ISA
+// level, in <package>/lib. ggml only searches next to the executable and the
+// current directory, so we choose and load one here before llama.cpp's own
+// init (which loads nothing once a backend is registered). The choice is the
+// one ggml's loader makes, the highest ggml_backend_score(), but we keep its
+// name so the user can see which kernels run.
+struct BackendChoice {
+    std::string variant;  // e.g. "zen4"; "static" in native builds
+    int score = 0;
+    std::string reason;
+};
+BackendChoice g_backend;
+
+#if defined(SARAI_BACKEND_DL)
+int variant_score(const std::filesystem::path &path) {
+    void *handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) return -1;
+    using score_fn = int (*)();
+    auto fn = reinterpret_cast<score_fn>(dlsym(handle, "ggml_backend_score"));
+    const int score = fn ? fn() : -1;
+    dlclose(handle);
+    return score;
+}
+
+std::string variant_name(const std::filesystem::path &path) {
+    std::string stem = path.filename().string();
+    const std::string prefix = "libggml-cpu-", suffix = ".so";
+    if (stem.rfind(prefix, 0) == 0) stem = stem.substr(prefix.size());
+    if (stem.size() > suffix.size() && stem.compare(stem.size() - suffix.size(), suffix.size(), suffix) == 0)
+        stem.resize(stem.size() - suffix.size());
+    return stem;
+}
+#endif
+
+py::dict init_backends(const std::string &libdir, const std::string &forced) {
+    if (g_backend.variant.empty()) {
+#if defined(SARAI_BACKEND_DL)
+        namespace fs = std::filesystem;
+        std::vector<fs::path> candidates;
+        std::error_code ec;
+        for (const auto &entry : fs::directory_iterator(libdir, ec)) {
+            const std::string name = entry.path().filename().string();
+            if (name.rfind("libggml-cpu-", 0) == 0 && name.size() > 3 && name.compare(name.size() - 3, 3, ".so") == 0)
+                candidates.push_back(entry.path());
+        }
+        if (candidates.empty()) throw std::runtime_error("no CPU backend modules in " + libdir);
+        fs::path chosen;
+        int best = 0;
+        std::string available;
+        for (const auto &c : candidates) available += (available.empty() ? "" : ", ") + variant_name(c);
+        if (!forced.empty()) {
+            chosen = fs::path(libdir) / ("libggml-cpu-" + forced + ".so");
+            if (!fs::exists(chosen))
+                throw py::value_error("SARAI_CPU_VARIANT=" + forced + " is not shipped; available: " + available);
+            best = variant_score(chosen);
+            if (best <= 0)
+                throw std::runtime_error("SARAI_CPU_VARIANT=" + forced + ": this CPU lacks the instructions it needs");
+            g_backend.reason = "forced by SARAI_CPU_VARIANT";
+        } else {
+            for (const auto &c : candidates) {
+                const int sc = variant_score(c);
+                if (sc > best) {
+                    best = sc;
+                    chosen = c;
+                }
+            }
+            if (chosen.empty()) throw std::runtime_error("no CPU backend module supports this CPU (" + available + ")");
+            g_backend.reason = "highest score of " + std::to_string(candidates.size()) + " shipped variants";
+        }
+        clear_last_error();
+        if (!ggml_backend_load(chosen.c_str()))
+            throw std::runtime_error(with_reason("failed to load " + chosen.string()));
+        g_backend.variant = variant_name(chosen);
+        g_backend.score = best;
+#else
+        (void)libdir;
+        if (!forced.empty())
+            throw py::value_error("SARAI_CPU_VARIANT applies to the portable build; this is a native build");
+        g_backend.variant = "static";
+        g_backend.reason = "native build: one CPU backend compiled for this machine";
+#endif
+        llama_backend_init();
+    }
+    py::dict out;
+    out["variant"] = g_backend.variant;
+    out["score"] = g_backend.score;
+    out["reason"] = g_backend.reason;
+    return out;
+}
 
 // ------------------------------------------------------------------ GGUF
 // Reads a GGUF header with ggml's own parser, without loading tensors, so that
@@ -618,7 +714,6 @@ PYBIND11_MODULE(_core, m) {
 
     llama_log_set(log_sink, nullptr);
     ggml_log_set(log_sink, nullptr);
-    llama_backend_init();
 
     static py::exception<Cancelled> cancelled_exc(m, "Cancelled", PyExc_RuntimeError);
     py::register_exception_translator([](std::exception_ptr p) {
@@ -630,6 +725,8 @@ PYBIND11_MODULE(_core, m) {
     });
 
     m.attr("LLAMA_COMMIT") = SARAI_LLAMA_COMMIT;
+    m.def("init_backends", &init_backends, py::arg("libdir"), py::arg("forced_variant") = "",
+          "Load the CPU backend (the best shipped variant, or the forced one) and initialise llama.cpp; idempotent");
     m.def("llama_version", []() { return std::string(llama_version()); });
     m.def("system_info", []() { return std::string(llama_print_system_info()); },
           "llama.cpp's own report of the CPU features its kernels use");

@@ -10,7 +10,17 @@ from ._build_info import BuildMismatchError, build_info, check_cpu
 
 check_cpu()  # before the extension is loaded: never SIGILL
 
+import os as _os  # noqa: E402
+
 from . import _core  # noqa: E402
+
+#: Which CPU backend runs: {"variant", "score", "reason"} (see system_info()).
+try:
+    BACKEND = _core.init_backends(
+        _os.path.join(_os.path.dirname(__file__), "lib"), _os.environ.get("SARAI_CPU_VARIANT", "").strip()
+    )
+except (ValueError, RuntimeError) as _exc:
+    raise ImportError(f"sarai_llama cannot load its CPU backend: {_exc}") from _exc
 from ._system import system_info  # noqa: E402
 from .llama import (  # noqa: E402
     LLAMA_DEFAULT_SEED,

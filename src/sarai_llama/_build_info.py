@@ -33,9 +33,10 @@ def _load() -> dict[str, Any]:
 def build_info() -> dict[str, Any]:
     """How this copy of sarai-llama was built (a fresh dict each call).
 
-    Keys: ``build_type`` ("native" or "generic"), ``date`` (UTC, ISO 8601),
+    Keys: ``build_type`` ("native" or "portable"), ``date`` (UTC, ISO 8601),
     ``hostname``, ``cpu_model``, ``cpu_flags`` (of the build machine),
-    ``isa_flags`` and ``isa_features`` (what the compiler could use),
+    ``isa_flags`` and ``isa_features`` (what the compiler could use outside
+    the CPU variant modules), ``cpu_variants`` (portable: the variants shipped),
     ``cmake_flags``, ``llama_version`` (commit, build number), ``compiler``,
     ``reproducible`` (False for native builds), ``lto``, ``blas`` (None when
     off), ``optimal_threads`` (the *build machine's* answer; at run time use

@@ -8,11 +8,15 @@ from . import _core
 
 
 def system_info() -> dict[str, Any]:
-    """llama.cpp's run-time view: its version, backends and the CPU features its kernels use.
+    """llama.cpp's run-time view: the CPU backend loaded and the features its kernels use.
 
-    ``features`` maps each feature llama.cpp prints (``AVX2``, ``AVX512``,
-    ``LLAMAFILE``, ``OPENMP``, ...) to its value; ``raw`` is the unparsed line.
+    ``cpu_variant`` names the loaded CPU backend module (portable builds: e.g.
+    "zen4", "haswell"; native builds: "static"), ``variant_reason`` says why it
+    was chosen; ``features`` maps each feature llama.cpp prints (``AVX2``,
+    ``AVX512``, ``LLAMAFILE``, ``OPENMP``, ...) to its value; ``raw`` is the line.
     """
+    from . import BACKEND
+
     raw = _core.system_info()
     features: dict[str, str] = {}
     # llama.cpp prints "CPU : SSE3 = 1 | AVX2 = 1 | ... | OPENMP = 1 | REPACK = 1 |".
@@ -22,6 +26,9 @@ def system_info() -> dict[str, Any]:
             features[key.split(":")[-1].strip()] = value.strip()
     return {
         "llama_commit": _core.LLAMA_COMMIT,
+        "cpu_variant": BACKEND["variant"],
+        "variant_score": BACKEND["score"],
+        "variant_reason": BACKEND["reason"],
         "backends": _core.backends(),
         "features": features,
         "raw": raw,

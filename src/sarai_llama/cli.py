@@ -34,7 +34,7 @@ def _info_report() -> dict[str, Any]:
         "build": info,
         "build_source": "compiled on {} ({})".format(info.get("hostname"), info.get("date"))
         if info["build_type"] == "native"
-        else "generic build (baseline x86-64, runs on any CPU)",
+        else "zero-compile portable build: baseline x86-64 core, CPU kernels chosen at run time",
         "system": system,
         "threads": {"value": n, "reason": why},
         "cpu_model": _current_cpu_model(),
@@ -66,7 +66,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     blas = b.get("blas")
     print(f"OpenBLAS   : {'enabled (' + str(blas) + ')' if blas else 'disabled'}")
     print(f"CPU        : {report['cpu_model']}")
-    print(f"kernels    : {', '.join(k for k, v in report['system']['features'].items() if v == '1')}")
+    sysinfo = report["system"]
+    print(f"CPU backend: {sysinfo['cpu_variant']} ({sysinfo['variant_reason']})")
+    if b.get("cpu_variants"):
+        print(f"variants   : {', '.join(b['cpu_variants'])}")
+    print(f"kernels    : {', '.join(k for k, v in sysinfo['features'].items() if v == '1')}")
     print(f"threads    : {report['threads']['reason']}")
     print(f"build-time threads (build machine): {b['optimal_threads']['value']}")
     if report["missing_features"]:

@@ -1,0 +1,194 @@
+"""The zero-compile portable build, proven on this machine.
+
+A portable wheel is built once from the sdist (session fixture), installed
+into a private directory and exercised in subprocesses: the variant loaded
+here, a forced variant, a static instruction check of every shipped binary,
+and real runs under QEMU user-mode emulation of older CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+import sarai_llama
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+DECODE = (
+    "import json, sys, sarai_llama as s\n"
+    "llm = s.Llama(sys.argv[1], n_ctx=64, n_threads=1, verbose=False)\n"
+    "out = llm('the a', max_tokens=4, temperature=0)\n"
+    "print(json.dumps({'variant': s.system_info()['cpu_variant'], 'build': s.build_info()['build_type'],"
+    " 'n': out['usage']['completion_tokens'], 'text': out['choices'][0]['text']}))\n"
+)
+
+
+@pytest.fixture(scope="session")
+def portable_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Build sdist -> portable wheel -> install into a private site directory."""
+    pytest.importorskip("build")
+    tmp = tmp_path_factory.mktemp("portable")
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp), str(ROOT)],
+                   check=True, capture_output=True)
+    (sdist,) = tmp.glob("sarai_llama-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(tmp, filter="data")
+        else:
+            tar.extractall(tmp)
+    top = names[0].split("/")[0]
+    assert f"{top}/vendor/llama.cpp/.sarai-vendor.json" in names
+    bad = [n for n in names if "/vendor/llama.cpp/tests/" in n or "/ggml-cuda/" in n or "/vendor/llama.cpp/models/" in n
+           or "/vendor/llama.cpp/docs/" in n or "/vendor/llama.cpp/examples/" in n]
+    assert not bad, bad[:5]
+    src = tmp / top
+    # ccache keys on paths relative to the source tree: this build reuses the checkout's objects.
+    env = dict(os.environ, CCACHE_BASEDIR=str(src))
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                            str(tmp / "wheels"), str(src)], env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    (wheel,) = (tmp / "wheels").glob("sarai_llama-*.whl")
+    assert "native" not in wheel.name
+    site = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    return site
+
+
+def run_portable(site: Path, code: str, *args: str, env: dict[str, str] | None = None,
+                 prefix: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, PYTHONPATH=str(site), **(env or {}))
+    return subprocess.run([*(prefix or []), sys.executable, "-c", code, *args], env=full_env,
+                          capture_output=True, text=True, cwd="/", timeout=600)
+
+
+def test_wheel_holds_only_our_package(portable_site):
+    import zipfile
+
+    (wheel,) = (portable_site.parent / "wheels").glob("sarai_llama-*.whl")
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"sarai_llama"}  # no stray include/, lib/, bin/
+    libs = sorted(p.name for p in (portable_site / "sarai_llama" / "lib").iterdir())
+    assert {"libllama.so", "libggml.so", "libggml-base.so", "libggml-cpu-x64.so", "libggml-cpu-sse42.so",
+            "libggml-cpu-haswell.so", "libggml-cpu-zen4.so"} <= set(libs)
+    assert not any("sapphirerapids" in n for n in libs)  # the AMX variant is never shipped
+    assert not any(n.endswith((".a", ".h", ".cmake", ".pc")) for n in libs)
+
+
+def test_portable_picks_a_variant_and_decodes(portable_site, tiny_model_path):
+    run = run_portable(portable_site, DECODE, str(tiny_model_path))
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["build"] == "portable" and result["n"] >= 1
+    shipped = json.loads(run_portable(portable_site, "import json,sarai_llama as s;print(json.dumps(s.build_info()['cpu_variants']))").stdout)
+    assert result["variant"] in shipped
+    assert result["variant"] != "sapphirerapids"
+
+
+def test_forced_variant(portable_site, tiny_model_path):
+    auto = json.loads(run_portable(portable_site, DECODE, str(tiny_model_path)).stdout)
+    forced = run_portable(portable_site, DECODE, str(tiny_model_path), env={"SARAI_CPU_VARIANT": "sse42"})
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    result = json.loads(forced.stdout)
+    assert result["variant"] == "sse42"
+    assert result["text"] == auto["text"]  # same greedy tokens from different kernels (F32 tiny model)
+    bad = run_portable(portable_site, "import sarai_llama", env={"SARAI_CPU_VARIANT": "no-such-cpu"})
+    assert bad.returncode == 1 and "ImportError" in bad.stderr and "available" in bad.stderr
+
+
+def test_portable_gemma_decode(portable_site, gemma_path):
+    code = ("import sys, sarai_llama as s\nllm = s.Llama(sys.argv[1], n_ctx=128, verbose=False)\n"
+            "print(llm('The Eiffel Tower is located in the city of', max_tokens=4, temperature=0)['choices'][0]['text'])")
+    run = run_portable(portable_site, code, str(gemma_path))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith(" Paris")
+
+
+# ------------------------------------------------------------------ static instruction check
+AVX_REGS = re.compile(r"%ymm\d+|%zmm\d+")
+AVX512_ONLY = re.compile(r"%zmm\d+|%k[1-7]\b")
+# Instructions beyond baseline x86-64 (SSE2) that compilers emit without VEX.
+POST_SSE2 = re.compile(
+    r"\s(pshufb|palignr|phadd\w*|pabs[bwd]|pmaddubsw|pmulhrsw|ptest|pblendvb|pblendw|blendv?p[sd]|"
+    r"pmaxs[bd]|pmins[bd]|pmaxu[wd]|pminu[wd]|pmulld|pmovzx\w+|pmovsx\w+|pcmpeqq|pcmpgtq|pextr[bdq]|pinsr[bdq]|"
+    r"round[sp][sd]|dpp[sd]|insertps|extractps|packusdw|popcnt|lzcnt|tzcnt|andn|bzhi|shlx|shrx|sarx|pdep|pext|mulx|"
+    r"crc32\w*|movbe|lddqu|haddp[sd]|movddup|movs[hl]dup)\s"
+)
+VEX_MNEMONIC = re.compile(r"^\s*[0-9a-f]+:\s+(?:[0-9a-f]{2} )+\s*(v[a-z0-9]+)\s", re.M)
+
+
+def disassemble(path: Path) -> str:
+    return subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def offending(text: str, level: str) -> list[str]:
+    bad = []
+    for line in text.splitlines():
+        if "\t" not in line:
+            continue
+        insn = line.split("\t", 1)[1] if line.count("\t") else line
+        mnemonic = insn.split()[0] if insn.split() else ""
+        if level in ("baseline", "sse42"):
+            vex = mnemonic.startswith("v") and mnemonic not in ("verr", "verw")
+            if vex or AVX_REGS.search(insn) or (level == "baseline" and POST_SSE2.search(f" {insn} ")):
+                bad.append(insn.strip())
+        elif level == "avx2":
+            if AVX512_ONLY.search(insn):
+                bad.append(insn.strip())
+        if len(bad) >= 5:
+            break
+    return bad
+
+
+VARIANT_LEVEL = {"x64": "baseline", "sse42": "sse42", "sandybridge": "avx2", "ivybridge": "avx2",
+                 "piledriver": "avx2", "haswell": "avx2", "alderlake": "avx2"}
+
+
+def test_shipped_binaries_stay_within_their_isa(portable_site):
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed")
+    pkg = portable_site / "sarai_llama"
+    core = next(pkg.glob("_core*.so"))
+    for path in [core, pkg / "lib" / "libllama.so", pkg / "lib" / "libggml.so", pkg / "lib" / "libggml-base.so"]:
+        assert offending(disassemble(path), "baseline") == [], f"{path.name} uses instructions beyond x86-64"
+    for variant, level in VARIANT_LEVEL.items():
+        path = pkg / "lib" / f"libggml-cpu-{variant}.so"
+        assert offending(disassemble(path), level) == [], f"{path.name} uses instructions beyond {level}"
+
+
+# ------------------------------------------------------------------ QEMU: older CPUs for real
+@pytest.mark.parametrize("qemu_cpu, expected", [("Nehalem", "sse42"), ("SandyBridge", "sandybridge"), ("Haswell", "haswell")])
+def test_qemu_old_cpus_get_their_variant(portable_site, tiny_model_path, qemu_cpu, expected):
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-user is not installed (apt-get install qemu-user)")
+    run = run_portable(portable_site, DECODE, str(tiny_model_path), prefix=[qemu, "-cpu", qemu_cpu],
+                       env={"OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["variant"] == expected and result["n"] >= 1
+
+
+def test_qemu_native_build_refuses_old_cpu():
+    """The native build (installed here) under an older CPU: ImportError, not SIGILL."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-user is not installed (apt-get install qemu-user)")
+    if sarai_llama.build_info()["build_type"] != "native" or "avx512f" not in sarai_llama.build_info()["isa_features"]:
+        pytest.skip("needs the native build of an AVX-512 machine installed")
+    run = subprocess.run([qemu, "-cpu", "Haswell", sys.executable, "-c", "import sarai_llama"],
+                         capture_output=True, text=True, cwd="/", timeout=600)
+    assert run.returncode == 1, (run.returncode, run.stderr[-1000:])
+    assert "BuildMismatchError" in run.stderr and "avx512f" in run.stderr
