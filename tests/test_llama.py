@@ -281,6 +281,15 @@ def test_concurrent_calls_are_serialised(tiny):
     assert alone in results
 
 
+def test_nested_call_inside_a_stream_is_refused(tiny):
+    stream = tiny("the", max_tokens=5, temperature=0, stream=True)
+    next(stream)
+    with pytest.raises(RuntimeError, match="busy"):
+        tiny("the", max_tokens=1)
+    stream.close()
+    assert tiny("the", max_tokens=1, temperature=0)["usage"]["completion_tokens"] <= 1
+
+
 def test_cancel_from_another_thread(gemma):
     timer = threading.Timer(0.3, gemma.cancel)
     timer.start()

@@ -437,6 +437,8 @@ class Sampler {
             }
             add(g);
         }
+        greedy_only_ = p.temperature <= 0.0f && p.logit_bias.empty() && p.grammar.empty() &&
+                       p.repeat_penalty == 1.0f && p.frequency_penalty == 0.0f && p.presence_penalty == 0.0f;
         if (p.temperature <= 0.0f) {
             add(llama_sampler_init_greedy());
         } else if (p.mirostat == 1) {
@@ -467,6 +469,14 @@ class Sampler {
 
     // Applies the chain to `logits` (n_vocab floats) and returns the chosen token.
     llama_token sample_from(const float *logits, int32_t n_vocab) {
+        if (greedy_only_) {
+            // A plain argmax: same token as the greedy chain, without building a
+            // candidate array of n_vocab entries (3 MB per token for Gemma 3).
+            int32_t best = 0;
+            for (int32_t i = 1; i < n_vocab; ++i)
+                if (logits[i] > logits[best]) best = i;
+            return best;
+        }
         cur_.resize((size_t)n_vocab);
         for (int32_t i = 0; i < n_vocab; ++i) cur_[i] = llama_token_data{i, logits[i], 0.0f};
         llama_token_data_array arr{cur_.data(), cur_.size(), -1, false};
@@ -480,6 +490,7 @@ class Sampler {
   private:
     void add(llama_sampler *s) { llama_sampler_chain_add(chain_, s); }
     llama_sampler *chain_ = nullptr;
+    bool greedy_only_ = false;
     std::vector<llama_token_data> cur_;
 };
 

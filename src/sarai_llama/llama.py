@@ -61,6 +61,33 @@ class StoppingCriteriaList(list):
         return any(criterion(input_ids, logits) for criterion in self)
 
 
+class _OwnedLock:
+    """One caller at a time: other threads wait; the same thread re-entering gets an error.
+
+    A re-entrant lock would let a caller start a second generation inside the
+    loop of an unfinished stream and silently corrupt its context; a plain lock
+    would deadlock it. Both are bugs in the caller, so say so.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._owner: int | None = None
+
+    def __enter__(self) -> None:
+        me = threading.get_ident()
+        if self._owner == me:
+            raise RuntimeError(
+                "this Llama is busy with an unfinished generation in this thread "
+                "(finish or close the stream first)"
+            )
+        self._lock.acquire()
+        self._owner = me
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner = None
+        self._lock.release()
+
+
 class ModelLoadError(ValueError):
     """The model file exists but cannot be loaded (corrupt, unsupported, hostile)."""
 
@@ -168,7 +195,7 @@ class Llama:
         verbose: bool = True,
         **ignored: Any,
     ) -> None:
-        self._lock = threading.RLock()
+        self._lock = _OwnedLock()
         self._model: Any = None
         self._ctx: Any = None
         self.verbose = verbose
