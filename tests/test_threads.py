@@ -126,26 +126,40 @@ def test_taskset_limits_threads():
     assert usable == 1 and n == 1 and "affinity" in why
 
 
-def test_real_cgroup_quota():
-    """Inside a real cgroup v2 with a 1-CPU quota, where this machine lets us create one."""
-    base = Path("/sys/fs/cgroup")
-    if not (base / "cgroup.controllers").exists() or "cpu" not in (base / "cgroup.controllers").read_text():
-        pytest.skip("no cgroup v2 with the cpu controller here")
-    if not os.access(base, os.W_OK):
-        pytest.skip("cannot create cgroups here (not root / read-only cgroupfs)")
+def _new_cpu_cgroup() -> tuple[Path, str]:
+    """Create a cgroup with a 1-CPU quota (v2 or v1 cpu controller); skip where impossible."""
     if len(cpu.affinity()) < 2:
         pytest.skip("needs at least 2 CPUs to tell a quota from the core count")
-    group = base / f"sarai-test-{uuid.uuid4().hex[:8]}"
-    try:
-        group.mkdir()
-        (group / "cpu.max").write_text("100000 100000\n")
-    except OSError as exc:
-        pytest.skip(f"cannot create a cgroup with a CPU quota here: {exc}")
+    v2, v1 = cpu._cgroup_mounts(Path("/"))
+    name = f"sarai-test-{uuid.uuid4().hex[:8]}"
+    for mount, _ in v2:
+        controllers = mount / "cgroup.controllers"
+        if controllers.exists() and "cpu" in controllers.read_text().split():
+            try:
+                (mount / name).mkdir()
+                (mount / name / "cpu.max").write_text("100000 100000\n")
+                return mount / name, "v2"
+            except OSError:
+                continue
+    for mount, _ in v1:
+        try:
+            (mount / name).mkdir()
+            (mount / name / "cpu.cfs_period_us").write_text("100000\n")
+            (mount / name / "cpu.cfs_quota_us").write_text("100000\n")
+            return mount / name, "v1"
+        except OSError:
+            continue
+    pytest.skip("cannot create a cgroup with a CPU quota here (not root, or cgroupfs read-only)")
+
+
+def test_real_cgroup_quota():
+    """Inside a real cgroup with a 1-CPU quota, where this machine lets us create one."""
+    group, version = _new_cpu_cgroup()
     try:
         script = f"echo $$ > {group}/cgroup.procs && exec {sys.executable} -c \"{DETECT}\""
         run = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
         if run.returncode != 0 and "cgroup.procs" in run.stderr:
-            pytest.skip(f"cannot move a process into the cgroup: {run.stderr.strip()}")
+            pytest.skip(f"cannot move a process into the {version} cgroup: {run.stderr.strip()}")
         assert run.returncode == 0, run.stderr
         (usable, why), n = json.loads(run.stdout)
         assert usable == 1 and n == 1 and "quota" in why

@@ -80,21 +80,56 @@ def topology(root: str | Path = "/") -> CpuTopology:
     return topo
 
 
-def _cgroup_dirs(root: Path) -> list[Path]:
-    """This process's cgroup directories (v2 unified, then v1 cpu controller)."""
-    dirs: list[Path] = []
+def _cgroup_mounts(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """(v2 mounts, v1 cpu-controller mounts) as (mount point, hierarchy root) from mountinfo.
+
+    Falls back to the conventional /sys/fs/cgroup layout when mountinfo is absent
+    (recorded test trees).
+    """
+    v2: list[tuple[Path, str]] = []
+    v1: list[tuple[Path, str]] = []
+    text = _read(root / "proc/self/mountinfo")
+    if text:
+        for line in text.splitlines():
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if len(fields) < 5 or len(rfields) < 3:
+                continue
+            mount = root / fields[4].lstrip("/")
+            if rfields[0] == "cgroup2":
+                v2.append((mount, fields[3]))
+            elif rfields[0] == "cgroup" and "cpu" in rfields[2].split(","):
+                v1.append((mount, fields[3]))
+        return v2, v1
+    base = root / "sys/fs/cgroup"
+    v2 = [(base, "/"), (base / "unified", "/")]
+    v1 = [(base / name, "/") for name in ("cpu,cpuacct", "cpu", "cpuacct,cpu")]
+    return v2, v1
+
+
+def _cgroup_dirs(root: Path) -> list[tuple[Path, Path]]:
+    """(this process's cgroup directory, its mount point) for v2 and the v1 cpu controller."""
+    v2_mounts, v1_mounts = _cgroup_mounts(root)
+    dirs: list[tuple[Path, Path]] = []
     text = _read(root / "proc/self/cgroup") or ""
     for line in text.splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
-        _, controllers, rel = parts
-        rel = rel.lstrip("/")
+        _, controllers, path = parts
         if controllers == "":
-            dirs.append(root / "sys/fs/cgroup" / rel)
+            mounts = v2_mounts
         elif "cpu" in controllers.split(","):
-            for mount in ("cpu,cpuacct", "cpu", "cpuacct,cpu"):
-                dirs.append(root / "sys/fs/cgroup" / mount / rel)
+            mounts = v1_mounts
+        else:
+            continue
+        for mount, mount_root in mounts:
+            rel = path
+            if mount_root != "/" and (rel == mount_root or rel.startswith(mount_root.rstrip("/") + "/")):
+                rel = rel[len(mount_root):]
+            d = mount / rel.lstrip("/")
+            if d.is_dir():
+                dirs.append((d, mount))
     return dirs
 
 
@@ -107,9 +142,8 @@ def cgroup_cpu_quota(root: str | Path = "/") -> float | None:
     """
     root = Path(root)
     limits: list[float] = []
-    for start in _cgroup_dirs(root):
+    for start, top in _cgroup_dirs(root):
         d = start
-        top = root / "sys/fs/cgroup"
         while True:
             cpu_max = _read(d / "cpu.max")
             if cpu_max:
