@@ -5,6 +5,7 @@ PIP := $(PYTHON) -m pip
 BLAS ?= none
 MODEL ?=
 PROMPT ?= The Eiffel Tower is located in the city of
+THREADS ?= 1,2
 # ccache keys on paths relative to the checkout, so an sdist build elsewhere hits the same cache.
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
@@ -56,7 +57,7 @@ test-fast:
 	$(PYTHON) -m pytest -m "not slow"
 
 bench-llama-native:
-	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL))
+	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL)) -p 512 -n 128 -t $(THREADS)
 
 sdist: vendor
 	$(PYTHON) -m build --sdist --no-isolation --outdir dist .

@@ -140,6 +140,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    model = args.model or default_model()
+    total = len(args.n_prompt) + len(args.n_gen)
+    total *= len(args.threads) * len(args.batch_size) * len(args.ubatch_size) * args.repetitions
+    done = [0]
+
+    def progress() -> None:
+        done[0] += 1
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r[{done[0]}/{total}]")
+            sys.stderr.flush()
+
+    results = bench.run_bench(
+        model, n_prompt=args.n_prompt, n_gen=args.n_gen, threads=args.threads, n_batch=args.batch_size,
+        n_ubatch=args.ubatch_size, type_k=args.cache_type_k, repetitions=args.repetitions, progress=progress,
+    )
+    if sys.stderr.isatty():
+        sys.stderr.write("\r")
+    print(bench.format_results(results, args.output))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sarai-llama", description="llama.cpp for Python on CPUs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check that build, CPU and environment agree")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_doctor)
+
+    from .bench import parse_int_list
+
+    p = sub.add_parser("bench", help="prompt and generation speed, llama-bench's method and output")
+    p.add_argument("model", nargs="?", help="GGUF file (default: the Gemma 3 270M demo model)")
+    p.add_argument("-p", "--n-prompt", type=parse_int_list, default=[512], help="prompt tokens (list: 128,512)")
+    p.add_argument("-n", "--n-gen", type=parse_int_list, default=[128], help="generated tokens (list)")
+    p.add_argument("-t", "--threads", type=parse_int_list, default=None, help="threads: 1,2,4 or 1-16")
+    p.add_argument("-b", "--batch-size", type=parse_int_list, default=[2048])
+    p.add_argument("-ub", "--ubatch-size", type=parse_int_list, default=[512])
+    p.add_argument("-ctk", "--cache-type-k", default="f16")
+    p.add_argument("-r", "--repetitions", type=int, default=5)
+    p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("run", help="generate text from a prompt (streams tokens)")
     p.add_argument("model", nargs="?", help="GGUF file (default: the Gemma 3 270M demo model)")
@@ -178,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             args.prompt, args.model = args.model, None
         else:
             args.prompt = DEFAULT_PROMPT
+    if getattr(args, "command", None) == "bench" and args.threads is None:
+        args.threads = [threads.optimal_threads("max")]
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,172 @@
+"""``sarai-llama bench``: prompt processing and generation speed, measured llama-bench's way.
+
+Method (as llama-bench): one warm-up run, then ``repetitions`` runs; each run
+clears the KV cache and decodes random tokens through the package's own decode
+path (``_core.Context.eval``): ``n_prompt`` tokens in batches of ``n_batch``
+for pp, then ``n_gen`` single-token decodes for tg. Results carry llama-bench's
+field names (``n_prompt``, ``n_gen``, ``n_threads``, ``avg_ts``, ``stddev_ts``,
+``samples_ts`` ...) plus what was measured where (build, CPU variant, model).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import random
+import statistics
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BenchResult:
+    model_filename: str
+    model_type: str
+    model_size: int
+    model_n_params: int
+    n_threads: int
+    n_batch: int
+    n_ubatch: int
+    type_k: str
+    n_prompt: int
+    n_gen: int
+    avg_ts: float
+    stddev_ts: float
+    samples_ts: list[float]
+    samples_ns: list[int]
+    build_type: str
+    cpu_variant: str
+    cpu_info: str
+    build_commit: str
+    test_time: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def test(self) -> str:
+        parts = []
+        if self.n_prompt:
+            parts.append(f"pp{self.n_prompt}")
+        if self.n_gen:
+            parts.append(f"tg{self.n_gen}")
+        return "+".join(parts)
+
+
+def parse_int_list(text: str) -> list[int]:
+    """``"1,2,4"`` or ``"1-4"`` (llama-bench's list syntax) -> integers."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out.extend(range(int(lo), int(hi) + 1))
+        elif part:
+            out.append(int(part))
+    if not out or any(v < 1 for v in out):
+        raise ValueError(f"expected positive integers, got {text!r}")
+    return out
+
+
+def _one_run(ctx: Any, n_vocab: int, n_prompt: int, n_gen: int, rng: random.Random) -> int:
+    """One repetition; returns nanoseconds."""
+    ctx.clear()
+    start = time.perf_counter_ns()
+    if n_prompt:
+        ctx.eval([rng.randrange(n_vocab) for _ in range(n_prompt)], False)
+    for _ in range(n_gen):
+        ctx.eval([rng.randrange(n_vocab)], False)
+    return time.perf_counter_ns() - start
+
+
+def run_bench(
+    model_path: str | Path,
+    *,
+    n_prompt: Iterable[int] = (512,),
+    n_gen: Iterable[int] = (128,),
+    threads: Iterable[int] = (2,),
+    n_batch: Iterable[int] = (2048,),
+    n_ubatch: Iterable[int] = (512,),
+    type_k: str = "f16",
+    repetitions: int = 5,
+    progress: Any = None,
+) -> list[BenchResult]:
+    """Measure every combination; pp tests (n_gen=0) and tg tests (n_prompt=0) separately, as llama-bench."""
+    import sarai_llama
+    from sarai_llama import _core
+    from sarai_llama.llama import KV_TYPES
+
+    info = sarai_llama.build_info()
+    sysinfo = sarai_llama.system_info()
+    model = _core.Model(str(model_path))
+    tests = [(p, 0) for p in n_prompt if p] + [(0, g) for g in n_gen if g]
+    results: list[BenchResult] = []
+    rng = random.Random(42)
+    for nb in n_batch:
+        for nub in n_ubatch:
+            for nt in threads:
+                params = _core.ContextParams()
+                params.n_ctx = max(p + g for p, g in tests) + 16
+                params.n_batch = nb
+                params.n_ubatch = min(nub, nb)
+                params.n_threads = nt
+                params.n_threads_batch = nt
+                params.type_k = params.type_v = KV_TYPES[type_k]
+                ctx = _core.Context(model, params)
+                for p, g in tests:
+                    _one_run(ctx, model.n_vocab, p, g, rng)  # warm-up
+                    samples = []
+                    for _ in range(repetitions):
+                        samples.append(_one_run(ctx, model.n_vocab, p, g, rng))
+                        if progress:
+                            progress()
+                    ts = [(p + g) / (ns / 1e9) for ns in samples]
+                    results.append(BenchResult(
+                        model_filename=str(model_path), model_type=model.desc, model_size=model.size,
+                        model_n_params=model.n_params, n_threads=nt, n_batch=nb, n_ubatch=params.n_ubatch,
+                        type_k=type_k, n_prompt=p, n_gen=g, avg_ts=statistics.mean(ts),
+                        stddev_ts=statistics.stdev(ts) if len(ts) > 1 else 0.0, samples_ts=ts, samples_ns=samples,
+                        build_type=info["build_type"], cpu_variant=sysinfo["cpu_variant"],
+                        cpu_info=_cpu_model(), build_commit=info["llama_version"]["commit"][:7],
+                        test_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        extra={"build_info": {k: info[k] for k in ("build_type", "date", "isa_flags", "lto", "blas", "compiler")}},
+                    ))
+                del ctx
+    return results
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def format_results(results: list[BenchResult], fmt: str) -> str:
+    """llama-bench's ``-o md|csv|json``."""
+    if fmt == "json":
+        return json.dumps([{**asdict(r), "test": r.test} for r in results], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        rows = [{k: v for k, v in asdict(r).items() if k != "extra"} for r in results]
+        if rows:
+            writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in row.items()})
+        return buf.getvalue()
+    if fmt != "md":
+        raise ValueError(f"unknown output format {fmt!r} (md, csv, json)")
+    header = "| model | size | build | variant | threads | n_batch | n_ubatch | test | t/s |"
+    lines = [header, "|" + "---|" * 9]
+    for r in results:
+        lines.append(
+            f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.build_type} | {r.cpu_variant} | {r.n_threads} | "
+            f"{r.n_batch} | {r.n_ubatch} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |"
+        )
+    return "\n".join(lines)

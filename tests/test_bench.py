@@ -1,0 +1,42 @@
+"""``sarai-llama bench`` on the real core: llama-bench's fields and formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sarai_llama import bench
+
+
+def test_parse_int_list():
+    assert bench.parse_int_list("1,2,4") == [1, 2, 4]
+    assert bench.parse_int_list("1-3,8") == [1, 2, 3, 8]
+    with pytest.raises(ValueError):
+        bench.parse_int_list("0")
+
+
+def test_bench_measures_and_formats(tiny_model_path):
+    results = bench.run_bench(tiny_model_path, n_prompt=[32], n_gen=[8], threads=[1], n_batch=[16], repetitions=2)
+    assert [r.test for r in results] == ["pp32", "tg8"]
+    for r in results:
+        assert r.avg_ts > 0 and len(r.samples_ts) == 2 and r.stddev_ts >= 0
+        assert r.cpu_variant and r.build_type in ("native", "portable")
+    rows = json.loads(bench.format_results(results, "json"))
+    for key in ("n_prompt", "n_gen", "n_threads", "n_batch", "n_ubatch", "avg_ts", "stddev_ts", "samples_ts", "model_filename"):
+        assert key in rows[0]
+    parsed = list(csv.DictReader(io.StringIO(bench.format_results(results, "csv"))))
+    assert float(parsed[1]["avg_ts"]) == pytest.approx(results[1].avg_ts)
+    md = bench.format_results(results, "md")
+    assert "| pp32 |" in md and "| tg8 |" in md
+
+
+def test_bench_cli_json(tiny_model_path):
+    run = subprocess.run([sys.executable, "-m", "sarai_llama", "bench", str(tiny_model_path), "-p", "16", "-n", "4",
+                          "-t", "1", "-r", "1", "-o", "json"], capture_output=True, text=True, cwd="/", check=True)
+    rows = json.loads(run.stdout)
+    assert {r["n_prompt"] for r in rows} == {16, 0} and rows[0]["n_threads"] == 1
