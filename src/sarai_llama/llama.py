@@ -532,6 +532,7 @@ class Llama:
             text = ""      # generated text so far (stop strings are searched in it)
             emitted = 0    # characters of `text` already handed out
             finish: str | None = None
+            stop_hit = False
             generated = 0
             try:
                 while True:
@@ -562,6 +563,7 @@ class Llama:
                     if hit >= 0:
                         text = text[:hit]
                         finish = "stop"
+                        stop_hit = True
                         break
                     safe = len(text) - _stop_prefix_len(text, stops)
                     if safe > emitted or token_logprobs:
@@ -578,8 +580,9 @@ class Llama:
                         break
             except _core.Cancelled:
                 finish = "cancelled"
-            if finish != "stop" or not stops:
-                text += ctx.flush_text().decode("utf-8", errors="replace")
+            tail = ctx.flush_text()  # bytes of a character the last token left unfinished
+            if not stop_hit:
+                text += tail.decode("utf-8", errors="replace")
             yield text[emitted:], finish, None, usage
 
     def create_completion(
