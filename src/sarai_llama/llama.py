@@ -464,19 +464,22 @@ class Llama:
             ctx = self._context()
             ctx.reset_cancel()
             tokens = [int(t) for t in tokens]
-            if reset:
-                self._prefill(tokens)
-            else:
-                ctx.eval(tokens, False)
-            while True:
-                logits = None
-                if logits_processor:
-                    logits = logits_processor(self.input_ids, ctx.logits())
-                token, _ = ctx.sample(sampler, logits)
-                if stopping_criteria and stopping_criteria(self.input_ids, ctx.logits()):
-                    return
-                yield token
-                ctx.eval([token], False)
+            try:
+                if reset:
+                    self._prefill(tokens)
+                else:
+                    ctx.eval(tokens, False)
+                while True:
+                    logits = None
+                    if logits_processor:
+                        logits = logits_processor(self.input_ids, ctx.logits())
+                    token, _ = ctx.sample(sampler, logits)
+                    if stopping_criteria and stopping_criteria(self.input_ids, ctx.logits()):
+                        return
+                    yield token
+                    ctx.eval([token], False)
+            except _core.Cancelled:  # cancel() ends the iteration
+                return
 
     # ------------------------------------------------------------- completion
     def _prompt_tokens(self, prompt: str | bytes | Sequence[int]) -> list[int]:
@@ -523,9 +526,13 @@ class Llama:
             sampler = self._sampler(**sampling)
             room = self._n_ctx - len(tokens)
             limit = room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
-            self._prefill(tokens)
-            ctx.flush_text()
             usage = {"prompt_tokens": len(tokens), "completion_tokens": 0, "total_tokens": len(tokens)}
+            try:
+                self._prefill(tokens)
+            except _core.Cancelled:  # cancel() while the prompt was evaluated
+                yield "", "cancelled", None, usage
+                return
+            ctx.flush_text()
             if echo:
                 yield self.detokenize(tokens).decode("utf-8", errors="ignore"), None, None, usage
 
