@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--build-type", required=True, choices=["native", "portable"])
     ap.add_argument("--lto", required=True)
     ap.add_argument("--blas", required=True)
+    ap.add_argument("--blas-source", default="")
+    ap.add_argument("--blas-version", default="")
+    ap.add_argument("--blas-threading", default="")
     ap.add_argument("--compiler", required=True)
     ap.add_argument("--compiler-id", required=True)
     ap.add_argument("--isa-flags", default="")
@@ -114,7 +117,13 @@ def main() -> None:
         "compiler": args.compiler_id,
         "reproducible": not native,
         "lto": args.lto.upper() in ("ON", "TRUE", "1", "YES"),
-        "blas": None if args.blas == "none" else {"vendor": args.blas},
+        "blas": None if args.blas == "none" else {
+            "vendor": "OpenBLAS",
+            "version": args.blas_version,
+            "source": args.blas_source,
+            "threading": args.blas_threading,
+            "requested": args.blas,
+        },
         "optimal_threads": {
             "value": threads,
             "note": "the build machine's physical cores; the run-time answer (sarai_llama.optimal_threads) wins",

@@ -119,10 +119,12 @@ def test_portable_gemma_decode(portable_site, gemma_path):
 AVX_REGS = re.compile(r"%ymm\d+|%zmm\d+")
 AVX512_ONLY = re.compile(r"%zmm\d+|%k[1-7]\b")
 # Instructions beyond baseline x86-64 (SSE2) that compilers emit without VEX.
+# (tzcnt is absent on purpose: GCC emits `rep bsf` for ctz, which objdump shows
+# as tzcnt and which runs as bsf on CPUs without BMI1.)
 POST_SSE2 = re.compile(
     r"\s(pshufb|palignr|phadd\w*|pabs[bwd]|pmaddubsw|pmulhrsw|ptest|pblendvb|pblendw|blendv?p[sd]|"
     r"pmaxs[bd]|pmins[bd]|pmaxu[wd]|pminu[wd]|pmulld|pmovzx\w+|pmovsx\w+|pcmpeqq|pcmpgtq|pextr[bdq]|pinsr[bdq]|"
-    r"round[sp][sd]|dpp[sd]|insertps|extractps|packusdw|popcnt|lzcnt|tzcnt|andn|bzhi|shlx|shrx|sarx|pdep|pext|mulx|"
+    r"round[sp][sd]|dpp[sd]|insertps|extractps|packusdw|popcnt|lzcnt|andn|bzhi|shlx|shrx|sarx|pdep|pext|mulx|"
     r"crc32\w*|movbe|lddqu|haddp[sd]|movddup|movs[hl]dup)\s"
 )
 VEX_MNEMONIC = re.compile(r"^\s*[0-9a-f]+:\s+(?:[0-9a-f]{2} )+\s*(v[a-z0-9]+)\s", re.M)

@@ -808,7 +808,9 @@ PYBIND11_MODULE(_core, m) {
         .def_readwrite("mirostat_eta", &SamplerParams::mirostat_eta);
 
     py::class_<Sampler>(m, "Sampler")
-        .def(py::init<const Model &, const SamplerParams &>(), py::arg("model"), py::arg("params"))
+        // The grammar and penalty samplers keep pointers into the model's vocabulary.
+        .def(py::init<const Model &, const SamplerParams &>(), py::arg("model"), py::arg("params"),
+             py::keep_alive<1, 2>())
         .def("accept", &Sampler::accept)
         .def("reset", &Sampler::reset);
 

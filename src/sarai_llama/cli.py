@@ -64,7 +64,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"build type : {b['build_type']}  ({report['build_source']})")
     print(f"compiler   : {b['compiler']}  LTO: {'on' if b['lto'] else 'off'}  ISA flags: {b['isa_flags'] or '(baseline)'}")
     blas = b.get("blas")
-    print(f"OpenBLAS   : {'enabled (' + str(blas) + ')' if blas else 'disabled'}")
+    if blas:
+        print(f"OpenBLAS   : enabled ({blas['source']} {blas['version']}, {blas['threading']} threads)")
+    else:
+        print("OpenBLAS   : disabled")
     print(f"CPU        : {report['cpu_model']}")
     sysinfo = report["system"]
     print(f"CPU backend: {sysinfo['cpu_variant']} ({sysinfo['variant_reason']})")
@@ -93,6 +96,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     omp = os.environ.get("OMP_NUM_THREADS")
     if omp and omp.isdigit() and int(omp) > usable:
         problems.append(f"OMP_NUM_THREADS={omp} exceeds the {usable} usable cores ({why})")
+    blas = info.get("blas")
+    if blas and blas.get("threading") == "pthread":
+        obt = os.environ.get("OPENBLAS_NUM_THREADS")
+        if not (obt and obt.isdigit() and int(obt) <= 1):
+            problems.append(
+                "OpenBLAS uses its own pthread pool beside ggml's OpenMP threads: during prompt processing "
+                "both can run at once and oversubscribe the cores. Use blas=vendored (OpenMP) or set "
+                "OPENBLAS_NUM_THREADS=1"
+            )
     quota = cpu.cgroup_cpu_quota()
     if quota is not None and quota < len(cpu.affinity()):
         print(f"note: cgroup quota {quota:g} CPUs < {len(cpu.affinity())} CPUs in the affinity mask; threads follow the quota")
