@@ -30,6 +30,7 @@ def write_tiny_llama(
     n_ctx_train: int = 256,
     block_count: int | None = None,
     duplicate_token: bool = False,
+    f16: bool = False,
     seed: int = 0,
 ) -> Path:
     """Write a random-weight llama GGUF with a byte-fallback SentencePiece vocabulary.
@@ -65,7 +66,7 @@ def write_tiny_llama(
     writer.add_head_count_kv(n_head)
     writer.add_rope_dimension_count(n_embd // n_head)
     writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -77,7 +78,8 @@ def write_tiny_llama(
     writer.add_add_eos_token(False)
 
     def t(name: str, *shape: int, scale: float = 0.2) -> None:
-        writer.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+        # Matrices in F16 when asked (what BLAS helps with); norms stay F32 as in real files.
+        writer.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float16 if f16 else np.float32))
 
     t("token_embd.weight", n_vocab, n_embd)
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))

@@ -40,3 +40,33 @@ def test_bench_cli_json(tiny_model_path):
                           "-t", "1", "-r", "1", "-o", "json"], capture_output=True, text=True, cwd="/", check=True)
     rows = json.loads(run.stdout)
     assert {r["n_prompt"] for r in rows} == {16, 0} and rows[0]["n_threads"] == 1
+
+
+def test_compare_two_result_files(tiny_model_path, tmp_path):
+    results = bench.run_bench(tiny_model_path, n_prompt=[16], n_gen=[4], threads=[1], n_batch=[16], repetitions=1)
+    a = tmp_path / "a.json"
+    a.write_text(bench.format_results(results, "json"))
+    rows = json.loads(a.read_text())
+    for row in rows:
+        row["avg_ts"] *= 2
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(rows))
+    run = subprocess.run([sys.executable, "-m", "sarai_llama", "bench", "--compare", str(a), str(b)],
+                         capture_output=True, text=True, cwd="/", check=True)
+    assert "| pp16 | 1 | 16 |" in run.stdout and "2.000 |" in run.stdout
+
+
+def test_tune_saves_and_llama_auto_uses_it(tiny_model_path, tmp_path, monkeypatch):
+    from sarai_llama import Llama, tune
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    best, trials = tune.tune(tiny_model_path, budget_s=5, n_prompt=32, n_gen=4)
+    assert trials and best in trials and best.pp_ts > 0 and best.tg_ts > 0
+    assert {t.repack for t in trials} == {True, False}  # repacking is part of the search
+    tune.save(tiny_model_path, "coding", {**tune.result_record(best, "balanced"), "n_threads": 1})
+    assert tune.load_saved(tiny_model_path, "coding")["n_threads"] == 1
+    assert tune.load_saved(tiny_model_path, "research") is None
+    llm = Llama(str(tiny_model_path), n_threads="auto", job="coding", verbose=False)
+    assert llm.n_threads == 1 and llm.tuned is not None
+    untuned = Llama(str(tiny_model_path), n_threads="auto", job="research", verbose=False)
+    assert untuned.tuned is None and untuned.n_threads >= 1

@@ -170,3 +170,36 @@ def format_results(results: list[BenchResult], fmt: str) -> str:
             f"{r.n_batch} | {r.n_ubatch} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |"
         )
     return "\n".join(lines)
+
+
+def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]], a_name: str = "A", b_name: str = "B") -> str:
+    """The ratio table of two ``-o json`` result files (B / A), matched by test and settings."""
+
+    def key(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["n_prompt"], row["n_gen"], row["n_threads"], row["n_batch"], row["n_ubatch"], row["type_k"])
+
+    def label(rows: list[dict[str, Any]]) -> str:
+        r = rows[0]
+        blas = (r.get("extra", {}).get("build_info", {}) or {}).get("blas")
+        return f"{r['build_type']}/{r['cpu_variant']}" + (f"+{blas['vendor']}" if blas else "")
+
+    b_by_key = {key(r): r for r in b_rows}
+    lines = [f"A = {a_name} ({label(a_rows)}), B = {b_name} ({label(b_rows)})"]
+    if {r["model_filename"] for r in a_rows} != {r["model_filename"] for r in b_rows}:
+        lines.append("note: the two files measured different models")
+    if {r["cpu_info"] for r in a_rows} != {r["cpu_info"] for r in b_rows}:
+        lines.append("note: the two files were measured on different CPUs")
+    lines += ["| test | threads | n_batch | A t/s | B t/s | B/A |", "|---|---|---|---|---|---|"]
+    unmatched = 0
+    for row in a_rows:
+        other = b_by_key.get(key(row))
+        if other is None:
+            unmatched += 1
+            continue
+        test = "+".join(x for x in (f"pp{row['n_prompt']}" if row["n_prompt"] else "",
+                                    f"tg{row['n_gen']}" if row["n_gen"] else "") if x)
+        lines.append(f"| {test} | {row['n_threads']} | {row['n_batch']} | {row['avg_ts']:.2f} ± {row['stddev_ts']:.2f} | "
+                     f"{other['avg_ts']:.2f} ± {other['stddev_ts']:.2f} | {other['avg_ts'] / row['avg_ts']:.3f} |")
+    if unmatched:
+        lines.append(f"note: {unmatched} result(s) of A have no counterpart with the same settings in B")
+    return "\n".join(lines)

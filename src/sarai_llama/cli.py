@@ -135,7 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .llama import Llama
 
     model = args.model or default_model()
-    llm = Llama(model, n_ctx=args.ctx_size, n_threads=args.threads, verbose=args.verbose, seed=args.seed)
+    llm = Llama(model, n_ctx=args.ctx_size, n_threads=args.threads or "auto", verbose=args.verbose, seed=args.seed,
+                job=args.job)
     sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                     repeat_penalty=args.repeat_penalty, stream=True)
     if args.chat:
@@ -155,6 +156,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.compare:
+        a, b = args.compare
+        print(bench.compare(json.loads(open(a).read()), json.loads(open(b).read()), a, b))
+        return 0
     model = args.model or default_model()
     total = len(args.n_prompt) + len(args.n_gen)
     total *= len(args.threads) * len(args.batch_size) * len(args.ubatch_size) * args.repetitions
@@ -173,6 +178,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r")
     print(bench.format_results(results, args.output))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from . import tune
+
+    model = args.model or default_model()
+
+    def log(trial: tune.Trial) -> None:
+        if not args.json:
+            print(f"  threads={trial.n_threads:<3} n_batch={trial.n_batch:<5} n_ubatch={trial.n_ubatch:<5} "
+                  f"repack={'on ' if trial.repack else 'off'}  pp {trial.pp_ts:8.1f} t/s  tg {trial.tg_ts:7.2f} t/s",
+                  flush=True)
+
+    best, trials = tune.tune(model, budget_s=args.budget, workload=args.workload, log=log)
+    record = tune.result_record(best, args.workload)
+    path = tune.save(model, args.job, record)
+    if args.json:
+        json.dump({"best": record, "trials": [vars(t) for t in trials], "saved_to": str(path)}, sys.stdout, indent=2)
+        print()
+    else:
+        print(f"best for {args.workload} work: threads={best.n_threads} n_batch={best.n_batch} "
+              f"n_ubatch={best.n_ubatch} repack={'on' if best.repack else 'off'} "
+              f"(pp {best.pp_ts:.1f} t/s, tg {best.tg_ts:.2f} t/s); saved for job {args.job!r} in {path}")
     return 0
 
 
@@ -200,7 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-ctk", "--cache-type-k", default="f16")
     p.add_argument("-r", "--repetitions", type=int, default=5)
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="print the B/A ratio table of two `-o json` result files instead of measuring")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("tune", help="search threads, batch sizes and repacking; save the fastest")
+    p.add_argument("model", nargs="?", help="GGUF file (default: the Gemma 3 270M demo model)")
+    p.add_argument("--budget", type=float, default=60.0, help="seconds to spend (default 60)")
+    p.add_argument("--workload", choices=["balanced", "prompt", "generate"], default="balanced")
+    p.add_argument("--job", default="default", help="save under this job (marketing, coding, research, ...)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("run", help="generate text from a prompt (streams tokens)")
     p.add_argument("model", nargs="?", help="GGUF file (default: the Gemma 3 270M demo model)")
@@ -214,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0xFFFFFFFF)
+    p.add_argument("--job", default=None, help="use this job's tuned settings / <JOB>_THREADS")
     p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     p.set_defaults(func=cmd_run)
     return parser

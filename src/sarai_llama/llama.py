@@ -151,7 +151,9 @@ class Llama:
         n_ubatch: physical batch size in tokens (default 512).
         n_threads: threads for generation; None = ``get_optimal_threads()`` for
             this machine (all physical P-cores allowed by affinity and cgroup quota,
-            unless ``SARAI_THREAD_MODE`` says otherwise).
+            unless ``SARAI_THREAD_MODE`` says otherwise); "auto" = the result of
+            ``sarai-llama tune`` for this model, build and CPU (threads and weight
+            repacking) when one is saved, else the same as None.
         n_threads_batch: threads for prompt processing; None = ``n_threads``.
         seed: sampling seed (default ``LLAMA_DEFAULT_SEED`` = random).
         f16_kv: F16 KV cache (default True); ``type_k``/``type_v`` ("f16", "q8_0",
@@ -165,6 +167,7 @@ class Llama:
         use_extra_bufts: let llama.cpp repack weights for faster CPU kernels (default True).
         chat_format: a llama.cpp built-in template name ("gemma", "chatml",
             "llama3", ...) overriding the GGUF's template.
+        job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         verbose: print llama.cpp's log (default True, as llama-cpp-python).
     """
 
@@ -175,7 +178,7 @@ class Llama:
         n_ctx: int = 512,
         n_batch: int = 512,
         n_ubatch: int = 512,
-        n_threads: int | None = None,
+        n_threads: int | str | None = None,
         n_threads_batch: int | None = None,
         seed: int = LLAMA_DEFAULT_SEED,
         f16_kv: bool = True,
@@ -190,6 +193,7 @@ class Llama:
         use_extra_bufts: bool = True,
         swa_full: bool = False,
         chat_format: str | None = None,
+        job: str | None = None,
         logits_all: bool = False,
         last_n_tokens_size: int = 64,
         verbose: bool = True,
@@ -216,8 +220,19 @@ class Llama:
             raise ValueError(f"n_ctx must be >= 0, not {n_ctx}")
         _positive("n_batch", n_batch)
         _positive("n_ubatch", n_ubatch)
+        self.tuned: dict[str, Any] | None = None
+        if n_threads == "auto":
+            from .tune import load_saved
+
+            self.tuned = load_saved(path, job or "default")
+            if self.tuned:
+                n_threads = int(self.tuned["n_threads"])
+                use_extra_bufts = bool(self.tuned["repack"])
+                logger.info("using tuned settings: %s", self.tuned)
+            else:
+                n_threads = None
         if n_threads is None:
-            n_threads = get_optimal_threads(default_mode="max")
+            n_threads = get_optimal_threads(job, default_mode="max")
         _positive("n_threads", n_threads)
         n_threads_batch = n_threads if n_threads_batch is None else _positive("n_threads_batch", n_threads_batch)
         pooling = POOLING[pooling_type] if isinstance(pooling_type, str) else int(pooling_type)
