@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import vendor  # noqa: E402  (tools/vendor.py: the pins)
 
+sys.path.insert(0, str(ROOT / "cmake"))
+import write_build_info  # noqa: E402  (the macro -> cpuinfo name table)
+
 LLAMA_PIN = vendor.PINS["llama.cpp"]
 
 
@@ -93,6 +96,19 @@ def test_system_info_reports_kernels():
     assert sysinfo["features"].get("OPENMP") == "1"
     if sarai_llama.build_info()["build_type"] == "native" and "avx2" in proc_flags():
         assert sysinfo["features"].get("AVX2") == "1"
+
+
+def test_cpuid_probe_agrees_with_the_kernel():
+    """The guard's CPUID view matches /proc/cpuinfo on real hardware (not under emulation)."""
+    from sarai_llama import _cpuid
+
+    found = _cpuid.features()
+    if found is None:
+        pytest.skip("not x86-64")
+    mapped = set(write_build_info.X86_MACRO_TO_CPUINFO.values())
+    assert set(found) <= mapped
+    assert set(found) == proc_flags() & mapped
+    assert {"sse", "sse2"} <= set(found)
 
 
 def test_guard_reports_missing_features():

@@ -48,28 +48,41 @@ def build_info() -> dict[str, Any]:
 def cpu_flags() -> set[str]:
     """ISA flags of the running CPU, as Linux names them in /proc/cpuinfo.
 
-    Read from /proc/cpuinfo where it exists (cheap, no subprocess), else from
-    py-cpuinfo. Flags listed in ``$SARAI_HIDE_CPU_FLAGS`` are removed, so the
-    guard can be exercised on a machine that has everything.
+    Asked of the CPU itself (CPUID and XCR0, in the baseline-compiled
+    ``_cpuid`` module) where possible: /proc/cpuinfo describes the host under
+    emulation. Elsewhere: /proc/cpuinfo, then py-cpuinfo. Flags listed in
+    ``$SARAI_HIDE_CPU_FLAGS`` are removed, so the guard can be exercised on a
+    machine that has everything.
     """
     flags: set[str] = set()
+    try:
+        from . import _cpuid
+
+        found = _cpuid.features()
+        if found is not None:
+            flags = set(found)
+    except ImportError:
+        pass
+    if not flags:
+        flags = _os_cpu_flags()
+    hidden = {f.strip() for f in os.environ.get(HIDE_FLAGS_ENV, "").split(",") if f.strip()}
+    return flags - hidden
+
+
+def _os_cpu_flags() -> set[str]:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
                 if line.startswith("flags") or line.startswith("Features"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    if not flags:
-        try:
-            import cpuinfo
+    try:
+        import cpuinfo
 
-            flags = set(cpuinfo.get_cpu_info().get("flags", []))
-        except Exception:  # pragma: no cover - exotic platforms
-            flags = set()
-    hidden = {f.strip() for f in os.environ.get(HIDE_FLAGS_ENV, "").split(",") if f.strip()}
-    return flags - hidden
+        return set(cpuinfo.get_cpu_info().get("flags", []))
+    except Exception:  # pragma: no cover - exotic platforms
+        return set()
 
 
 def missing_features(info: dict[str, Any] | None = None, flags: set[str] | None = None) -> list[str]:
