@@ -389,6 +389,36 @@ std::vector<std::string> builtin_chat_templates() {
 }
 
 // ------------------------------------------------------------------ Sampler
+// First index of the largest logit (the greedy sampler's choice). Blocks of 16
+// reduce with a branch-free max the compiler vectorises; only a block that
+// beats the best so far is searched for its index.
+int32_t argmax(const float *x, int32_t n) {
+    int32_t best = 0;
+    float best_val = x[0];
+    int32_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        float m = x[i];
+        for (int j = 1; j < 16; ++j) m = x[i + j] > m ? x[i + j] : m;
+        if (m > best_val) {
+            for (int j = 0; j < 16; ++j) {
+                if (x[i + j] == m) {
+                    best = i + j;
+                    break;
+                }
+            }
+            best_val = m;
+        }
+    }
+    for (; i < n; ++i) {
+        if (x[i] > best_val) {
+            best_val = x[i];
+            best = i;
+        }
+    }
+    return best;
+}
+
+
 struct SamplerParams {
     float temperature = 0.8f;
     int32_t top_k = 40;
@@ -472,10 +502,7 @@ class Sampler {
         if (greedy_only_) {
             // A plain argmax: same token as the greedy chain, without building a
             // candidate array of n_vocab entries (3 MB per token for Gemma 3).
-            int32_t best = 0;
-            for (int32_t i = 1; i < n_vocab; ++i)
-                if (logits[i] > logits[best]) best = i;
-            return best;
+            return argmax(logits, n_vocab);
         }
         cur_.resize((size_t)n_vocab);
         for (int32_t i = 0; i < n_vocab; ++i) cur_[i] = llama_token_data{i, logits[i], 0.0f};

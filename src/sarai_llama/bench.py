@@ -55,8 +55,13 @@ class BenchResult:
         return "+".join(parts)
 
 
-def parse_int_list(text: str) -> list[int]:
-    """``"1,2,4"`` or ``"1-4"`` (llama-bench's list syntax) -> integers."""
+def parse_count_list(text: str) -> list[int]:
+    """Like :func:`parse_int_list` but 0 is allowed (``-p 0``: no prompt test, as llama-bench)."""
+    return parse_int_list(text, minimum=0)
+
+
+def parse_int_list(text: str, minimum: int = 1) -> list[int]:
+    """``"1,2,4"`` or ``"1-4"`` (llama-bench's list syntax) -> integers >= ``minimum``."""
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
@@ -65,8 +70,8 @@ def parse_int_list(text: str) -> list[int]:
             out.extend(range(int(lo), int(hi) + 1))
         elif part:
             out.append(int(part))
-    if not out or any(v < 1 for v in out):
-        raise ValueError(f"expected positive integers, got {text!r}")
+    if not out or any(v < minimum for v in out):
+        raise ValueError(f"expected integers >= {minimum}, got {text!r}")
     return out
 
 

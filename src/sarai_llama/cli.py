@@ -217,12 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_doctor)
 
-    from .bench import parse_int_list
+    from .bench import parse_count_list, parse_int_list
 
     p = sub.add_parser("bench", help="prompt and generation speed, llama-bench's method and output")
     p.add_argument("model", nargs="?", help="GGUF file (default: the Gemma 3 270M demo model)")
-    p.add_argument("-p", "--n-prompt", type=parse_int_list, default=[512], help="prompt tokens (list: 128,512)")
-    p.add_argument("-n", "--n-gen", type=parse_int_list, default=[128], help="generated tokens (list)")
+    p.add_argument("-p", "--n-prompt", type=parse_count_list, default=[512], help="prompt tokens (list: 128,512; 0 = none)")
+    p.add_argument("-n", "--n-gen", type=parse_count_list, default=[128], help="generated tokens (list; 0 = none)")
     p.add_argument("-t", "--threads", type=parse_int_list, default=None, help="threads: 1,2,4 or 1-16")
     p.add_argument("-b", "--batch-size", type=parse_int_list, default=[2048])
     p.add_argument("-ub", "--ubatch-size", type=parse_int_list, default=[512])
