@@ -91,8 +91,12 @@ def main() -> None:
     for _, __ in zip(range(8), llm.generate(bos, temp=0)):
         pass
 
-    greedy, stream = [], []
+    # Interleaved: each repetition runs llama-bench, then our two paths, so that
+    # the machine's drift (shared cores, frequency) lands on all three alike.
+    greedy, stream, lb_runs = [], [], []
     for _ in range(args.reps):
+        lb_runs.append(run_llama_bench(exe, model, args.threads, args.n_gen, 1)[0])
+
         llm.reset()
         llm.eval(bos)  # prompt outside the timing: generation only, like -p 0
         gen = llm.generate(bos, temp=0)
@@ -111,7 +115,7 @@ def main() -> None:
         # generated token is decoded once, so llama.cpp's eval counter counts them.
         stream.append((llm.perf()["n_eval"] - evaluated) / (time.perf_counter() - start))
 
-    lb = run_llama_bench(exe, model, args.threads, args.n_gen, args.reps)
+    lb = mean_sd(lb_runs)
     g, s = mean_sd(greedy), mean_sd(stream)
     print(f"model: {Path(model).name}  threads: {args.threads}  build: {info['build_type']} "
           f"(lto={info['lto']}, {info['isa_flags'] or 'baseline'})  cpu: {info['cpu_model']}")
