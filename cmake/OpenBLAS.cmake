@@ -11,6 +11,35 @@
 # Sets SARAI_BLAS_SOURCE (system|vendored), SARAI_BLAS_VERSION and
 # SARAI_BLAS_THREADING (openmp|pthread|serial|unknown) in the caller's scope.
 
+# OpenBLAS 0.3.21 cannot detect CPUs newer than itself (e.g. Emerald Rapids)
+# and then stops; name the TARGET from what the compiler enables for this CPU.
+function(_sarai_openblas_target out)
+  if(SARAI_OPENBLAS_TARGET)
+    set(${out} "${SARAI_OPENBLAS_TARGET}" PARENT_SCOPE)
+    return()
+  endif()
+  if(NOT CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
+    set(${out} "" PARENT_SCOPE)  # let OpenBLAS detect other architectures
+    return()
+  endif()
+  execute_process(COMMAND "${CMAKE_C_COMPILER}" -march=native -dM -E -x c /dev/null
+                  OUTPUT_VARIABLE macros ERROR_QUIET)
+  if(macros MATCHES "__AVX512BF16__")
+    set(target COOPERLAKE)
+  elseif(macros MATCHES "__AVX512F__")
+    set(target SKYLAKEX)
+  elseif(macros MATCHES "__AVX2__")
+    set(target HASWELL)
+  elseif(macros MATCHES "__AVX__")
+    set(target SANDYBRIDGE)
+  elseif(macros MATCHES "__SSE4_2__")
+    set(target NEHALEM)
+  else()
+    set(target PRESCOTT)
+  endif()
+  set(${out} ${target} PARENT_SCOPE)
+endfunction()
+
 function(_sarai_openblas_vendored)
   set(src "${CMAKE_CURRENT_SOURCE_DIR}/vendor/OpenBLAS")
   if(NOT EXISTS "${src}/Makefile")
@@ -20,10 +49,15 @@ function(_sarai_openblas_vendored)
   set(work "${CMAKE_BINARY_DIR}/openblas-src")
   set(prefix "${CMAKE_BINARY_DIR}/openblas-install")
   set(stamp "${prefix}/.sarai-built")
+  _sarai_openblas_target(target)
   set(args "CC=${CMAKE_C_COMPILER}" USE_OPENMP=1 USE_THREAD=1 NUM_THREADS=256 NO_LAPACK=1 NO_LAPACKE=1
            NOFORTRAN=1 C_LAPACK=0 DYNAMIC_ARCH=0 NO_SHARED=1 NO_AFFINITY=1 NO_WARMUP=1)
+  if(target)
+    list(APPEND args "TARGET=${target}")
+  endif()
   if(NOT EXISTS "${stamp}")
-    message(STATUS "Building vendored OpenBLAS (BLAS only, static, OpenMP); log: ${CMAKE_BINARY_DIR}/openblas-build.log")
+    message(STATUS "Building vendored OpenBLAS (BLAS only, static, OpenMP, TARGET=${target}); "
+                   "log: ${CMAKE_BINARY_DIR}/openblas-build.log")
     file(REMOVE_RECURSE "${work}" "${prefix}")
     # Build in a copy: vendor/ stays pristine and an interrupted build leaves no half state there.
     file(COPY "${src}/" DESTINATION "${work}")
@@ -57,6 +91,7 @@ function(_sarai_openblas_vendored)
   set(SARAI_BLAS_SOURCE vendored PARENT_SCOPE)
   set(SARAI_BLAS_VERSION 0.3.21 PARENT_SCOPE)
   set(SARAI_BLAS_THREADING openmp PARENT_SCOPE)
+  set(SARAI_BLAS_TARGET "${target}" PARENT_SCOPE)
 endfunction()
 
 macro(sarai_configure_openblas)
