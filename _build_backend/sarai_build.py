@@ -20,7 +20,6 @@ import os
 from typing import Any
 
 from scikit_build_core import build as _skbuild
-from scikit_build_core.build import *  # noqa: F401,F403  (re-export every hook)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +17,26 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 from random_gguf import write_tiny_llama  # noqa: E402,F401  (tests import it from here)
+
+
+def build_into_site(src: Path, tmp: Path, *config_settings: str) -> tuple[Path, Path]:
+    """``pip wheel`` the project at ``src`` with ``config_settings``, install it into ``tmp/site``.
+
+    Returns (wheel, site). ccache keys on paths relative to ``src``, so this build
+    reuses objects compiled from another copy of the tree.
+    """
+    env = dict(os.environ, CCACHE_BASEDIR=str(src))
+    run = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheels"),
+         *(f"--config-settings={c}" for c in config_settings), str(src)],
+        env=env, capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (wheel,) = (tmp / "wheels").glob("sarai_llama-*.whl")
+    site = tmp / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    return wheel, site
 
 
 @pytest.fixture(scope="session")

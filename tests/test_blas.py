@@ -13,7 +13,7 @@ import pytest
 
 import sarai_llama
 
-from conftest import write_tiny_llama
+from conftest import build_into_site, write_tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -28,19 +28,9 @@ LOGITS = (
 
 
 def build_blas(tmp: Path, blas: str) -> Path:
-    """Build a native wheel with ``blas`` into a private site directory (reusing the checkout's build dir)."""
-    env = dict(os.environ, CCACHE_BASEDIR=str(ROOT))
-    run = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheels"),
-         "--config-settings=native=true", f"--config-settings=blas={blas}",
-         f"--config-settings=build-dir=build/{{wheel_tag}}-native-blas-{blas}", str(ROOT)],
-        env=env, capture_output=True, text=True,
-    )
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    (wheel,) = (tmp / "wheels").glob("sarai_llama-*.whl")
-    site = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
+    """A native wheel with ``blas`` in a private site directory (its own persistent build dir)."""
+    _wheel, site = build_into_site(ROOT, tmp, "native=true", f"blas={blas}",
+                                   f"build-dir=build/{{wheel_tag}}-native-blas-{blas}")
     return site
 
 

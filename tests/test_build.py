@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import socket
 import subprocess
@@ -130,7 +129,7 @@ def test_native_import_refuses_cpu_without_its_features():
     assert "BuildMismatchError" in run.stderr and hidden in run.stderr
     assert "make install-optimized" in run.stderr
     # and the guard ran before the extension was loaded
-    code = f"import sys\ntry:\n import sarai_llama\nexcept ImportError:\n pass\nprint('sarai_llama._core' in sys.modules)"
+    code = "import sys\ntry:\n import sarai_llama\nexcept ImportError:\n pass\nprint('sarai_llama._core' in sys.modules)"
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd="/")
     assert run.stdout.strip() == "False"
 

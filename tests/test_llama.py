@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sarai_llama import Cancelled, Llama, LlamaGrammar, LogitsProcessorList, ModelLoadError, StoppingCriteriaList
+from sarai_llama import Llama, LlamaGrammar, LogitsProcessorList, ModelLoadError, StoppingCriteriaList
 from sarai_llama.llama import _stop_prefix_len
 
 from conftest import write_tiny_llama

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import sarai_llama
+from conftest import build_into_site
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -52,17 +53,8 @@ def portable_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bad = [n for n in names if "/vendor/llama.cpp/tests/" in n or "/ggml-cuda/" in n or "/vendor/llama.cpp/models/" in n
            or "/vendor/llama.cpp/docs/" in n or "/vendor/llama.cpp/examples/" in n]
     assert not bad, bad[:5]
-    src = tmp / top
-    # ccache keys on paths relative to the source tree: this build reuses the checkout's objects.
-    env = dict(os.environ, CCACHE_BASEDIR=str(src))
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                            str(tmp / "wheels"), str(src)], env=env, capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    (wheel,) = (tmp / "wheels").glob("sarai_llama-*.whl")
+    wheel, site = build_into_site(tmp / top, tmp)
     assert "native" not in wheel.name
-    site = tmp / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True)
     return site
 
 
