@@ -76,6 +76,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"kernels    : {', '.join(k for k, v in sysinfo['features'].items() if v == '1')}")
     print(f"threads    : {report['threads']['reason']}")
     print(f"build-time threads (build machine): {b['optimal_threads']['value']}")
+    if b["build_type"] == "native":
+        recorded = {k: v for k, v in b.items() if k not in ("cpu_flags", "cmake_flags")}
+        print("recorded build (cpu_flags and cmake_flags: --json):")
+        for key, value in recorded.items():
+            print(f"  {key}: {json.dumps(value)}")
     if report["missing_features"]:
         print(_colour(f"WARNING: this CPU lacks {', '.join(report['missing_features'])} used by the build", "31"))
     return 0
