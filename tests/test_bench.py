@@ -70,3 +70,24 @@ def test_tune_saves_and_llama_auto_uses_it(tiny_model_path, tmp_path, monkeypatc
     assert llm.n_threads == 1 and llm.tuned is not None
     untuned = Llama(str(tiny_model_path), n_threads="auto", job="research", verbose=False)
     assert untuned.tuned is None and untuned.n_threads >= 1
+
+
+def test_bench_plot(tiny_model_path, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "threads.png"
+    subprocess.run([sys.executable, "-m", "sarai_llama", "bench", str(tiny_model_path), "-p", "16", "-n", "4",
+                    "-t", "1,2", "-r", "1", "--plot", str(out)], capture_output=True, text=True, cwd="/", check=True)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_bench_refuses_hostile_model_without_dying(tmp_path):
+    """Every load path (not only Llama) refuses files llama.cpp would abort on."""
+    from conftest import write_tiny_llama
+    from sarai_llama import _core
+
+    dup = write_tiny_llama(tmp_path / "dup.gguf", duplicate_token=True)
+    with pytest.raises(ValueError, match="duplicate"):
+        _core.Model(str(dup))
+    run = subprocess.run([sys.executable, "-m", "sarai_llama", "bench", str(dup), "-p", "8", "-n", "2", "-r", "1"],
+                         capture_output=True, text=True, cwd="/")
+    assert run.returncode == 2 and "duplicate" in run.stderr

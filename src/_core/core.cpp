@@ -210,7 +210,42 @@ py::dict inspect_gguf(const std::string &path) {
         }
     }
     meta["__n_tensors__"] = gguf_get_n_tensors(ctx);
-    // llama.cpp asserts (aborts the process) on a vocabulary with duplicates.
+
+    return meta;
+}
+
+// Refuses, with std::invalid_argument (Python: ValueError), the GGUF files on
+// which llama.cpp would abort the process instead of failing: unreadable or
+// corrupt headers, no architecture, zero layers, no tensors, duplicate
+// vocabulary entries. Every model load goes through here, whichever Python
+// path asked for it.
+void validate_gguf(const std::string &path, bool vocab_only) {
+    gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
+    clear_last_error();
+    gguf_context *ctx = gguf_init_from_file(path.c_str(), params);
+    if (!ctx) throw std::invalid_argument(with_reason("not a readable GGUF file: " + path));
+    std::unique_ptr<gguf_context, decltype(&gguf_free)> guard(ctx, gguf_free);
+    const int64_t arch_key = gguf_find_key(ctx, "general.architecture");
+    if (arch_key < 0 || gguf_get_kv_type(ctx, arch_key) != GGUF_TYPE_STRING)
+        throw std::invalid_argument(path + ": GGUF has no general.architecture");
+    const std::string arch = gguf_get_val_str(ctx, arch_key);
+    if (!vocab_only) {
+        const int64_t blocks_key = gguf_find_key(ctx, (arch + ".block_count").c_str());
+        int64_t blocks = -1;
+        if (blocks_key >= 0) {
+            switch (gguf_get_kv_type(ctx, blocks_key)) {
+                case GGUF_TYPE_UINT32: blocks = gguf_get_val_u32(ctx, blocks_key); break;
+                case GGUF_TYPE_INT32: blocks = gguf_get_val_i32(ctx, blocks_key); break;
+                case GGUF_TYPE_UINT64: blocks = (int64_t)gguf_get_val_u64(ctx, blocks_key); break;
+                default: break;
+            }
+        }
+        if (blocks <= 0)
+            throw std::invalid_argument(path + ": GGUF says " + arch + ".block_count=" +
+                                        (blocks_key < 0 ? std::string("(missing)") : std::to_string(blocks)) +
+                                        "; a model needs at least one layer");
+        if (gguf_get_n_tensors(ctx) <= 0) throw std::invalid_argument(path + ": GGUF has no tensors");
+    }
     const int64_t tok_key = gguf_find_key(ctx, "tokenizer.ggml.tokens");
     if (tok_key >= 0 && gguf_get_kv_type(ctx, tok_key) == GGUF_TYPE_ARRAY &&
         gguf_get_arr_type(ctx, tok_key) == GGUF_TYPE_STRING) {
@@ -218,14 +253,11 @@ py::dict inspect_gguf(const std::string &path) {
         std::unordered_set<std::string_view> seen;
         seen.reserve(n_tok);
         for (size_t j = 0; j < n_tok; ++j) {
-            if (!seen.insert(gguf_get_arr_str(ctx, tok_key, j)).second) {
-                meta["__duplicate_token__"] = py::bytes(gguf_get_arr_str(ctx, tok_key, j));
-                break;
-            }
+            if (!seen.insert(gguf_get_arr_str(ctx, tok_key, j)).second)
+                throw std::invalid_argument(path + ": the vocabulary has a duplicate token " +
+                                            std::string(gguf_get_arr_str(ctx, tok_key, j)));
         }
-        meta["__n_vocab__"] = n_tok;
     }
-    return meta;
 }
 
 // ------------------------------------------------------------------ UTF-8
@@ -260,6 +292,7 @@ class Model {
         else params.load_mode = LLAMA_LOAD_MODE_NONE;
         {
             py::gil_scoped_release release;
+            validate_gguf(path, vocab_only);
             clear_last_error();
             model_ = llama_model_load_from_file(path.c_str(), params);
         }

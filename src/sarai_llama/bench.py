@@ -208,3 +208,29 @@ def compare(a_rows: list[dict[str, Any]], b_rows: list[dict[str, Any]], a_name: 
     if unmatched:
         lines.append(f"note: {unmatched} result(s) of A have no counterpart with the same settings in B")
     return "\n".join(lines)
+
+
+def plot(results: list[BenchResult], path: str | Path) -> Path:
+    """Draw throughput against threads, one line per test (needs ``pip install sarai-llama[plot]``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RuntimeError("--plot needs matplotlib: pip install 'sarai-llama[plot]'") from exc
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for test in dict.fromkeys(r.test for r in results):
+        rows = sorted((r for r in results if r.test == test), key=lambda r: r.n_threads)
+        ax.errorbar([r.n_threads for r in rows], [r.avg_ts for r in rows], yerr=[r.stddev_ts for r in rows],
+                    marker="o", capsize=3, label=test)
+    first = results[0]
+    ax.set_xlabel("threads")
+    ax.set_ylabel("tokens / s")
+    ax.set_title(f"{first.model_type} - {first.build_type} ({first.cpu_variant}) - {first.cpu_info}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -183,6 +183,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         sys.stderr.write("\r")
     print(bench.format_results(results, args.output))
+    if args.plot:
+        bench.plot(results, args.plot)
+        print(f"plot written to {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -234,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-ctk", "--cache-type-k", default="f16")
     p.add_argument("-r", "--repetitions", type=int, default=5)
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")
+    p.add_argument("--plot", metavar="OUT.png", help="draw throughput against threads (needs matplotlib)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print the B/A ratio table of two `-o json` result files instead of measuring")
     p.set_defaults(func=cmd_bench)
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"sarai-llama: error: {exc}", file=sys.stderr)
         return 2
 

@@ -246,7 +246,7 @@ class Llama:
                 self.model_path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
                 use_extra_bufts=use_extra_bufts,
             )
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:  # ValueError: a GGUF refused before loading
             raise ModelLoadError(str(exc)) from exc
 
         self.n_threads = n_threads
@@ -285,23 +285,11 @@ class Llama:
     # ------------------------------------------------------------- lifecycle
     @staticmethod
     def _check_gguf(path: Path, vocab_only: bool) -> dict[str, Any]:
-        """Refuse files that would make llama.cpp abort, before llama.cpp sees them."""
+        """The GGUF header; files llama.cpp would abort on are refused here (and again by ``_core.Model``)."""
         try:
-            meta = _core.inspect_gguf(str(path))
+            return _core.inspect_gguf(str(path))
         except ValueError as exc:
             raise ModelLoadError(str(exc)) from exc
-        if "__duplicate_token__" in meta:
-            raise ModelLoadError(f"{path}: the vocabulary has a duplicate token {meta['__duplicate_token__']!r}")
-        arch = meta.get("general.architecture")
-        if not isinstance(arch, bytes) or not arch:
-            raise ModelLoadError(f"{path}: GGUF has no general.architecture")
-        if not vocab_only:
-            blocks = meta.get(f"{arch.decode(errors='replace')}.block_count")
-            if not isinstance(blocks, int) or blocks <= 0:
-                raise ModelLoadError(f"{path}: GGUF says block_count={blocks!r}; a model needs at least one layer")
-            if meta.get("__n_tensors__", 0) <= 0:
-                raise ModelLoadError(f"{path}: GGUF has no tensors")
-        return meta
 
     def close(self) -> None:
         """Free the context and the model now (also done by ``with`` and garbage collection)."""
