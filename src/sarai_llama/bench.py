@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import cpu
+
 
 @dataclass
 class BenchResult:
@@ -134,22 +136,12 @@ def run_bench(
                         type_k=type_k, n_prompt=p, n_gen=g, avg_ts=statistics.mean(ts),
                         stddev_ts=statistics.stdev(ts) if len(ts) > 1 else 0.0, samples_ts=ts, samples_ns=samples,
                         build_type=info["build_type"], cpu_variant=sysinfo["cpu_variant"],
-                        cpu_info=_cpu_model(), build_commit=info["llama_version"]["commit"][:7],
+                        cpu_info=cpu.model_name(), build_commit=info["llama_version"]["commit"][:7],
                         test_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         extra={"build_info": {k: info[k] for k in ("build_type", "date", "isa_flags", "lto", "blas", "compiler")}},
                     ))
                 del ctx
     return results
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def format_results(results: list[BenchResult], fmt: str) -> str:

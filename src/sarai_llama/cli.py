@@ -37,20 +37,9 @@ def _info_report() -> dict[str, Any]:
         else "zero-compile portable build: baseline x86-64 core, CPU kernels chosen at run time",
         "system": system,
         "threads": {"value": n, "reason": why},
-        "cpu_model": _current_cpu_model(),
+        "cpu_model": cpu.model_name(),
         "missing_features": missing,
     }
-
-
-def _current_cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def cmd_info(args: argparse.Namespace) -> int:

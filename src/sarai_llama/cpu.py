@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["CpuTopology", "affinity", "cgroup_cpu_quota", "topology"]
+__all__ = ["CpuTopology", "affinity", "cgroup_cpu_quota", "model_name", "topology", "usable_cpus"]
 
 
 def _read(path: Path) -> str | None:
@@ -35,6 +35,15 @@ def parse_cpu_list(text: str) -> set[int]:
         else:
             cpus.add(int(part))
     return cpus
+
+
+def model_name() -> str:
+    """The running CPU's model name as the kernel reports it ("" when unknown)."""
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def affinity() -> set[int]:

@@ -52,14 +52,8 @@ def tune_key(model_path: str | os.PathLike[str]) -> str:
     info = sarai_llama.build_info()
     return "|".join([
         os.path.abspath(model_path), str(st.st_size), str(int(st.st_mtime)),
-        info["build_type"], info["date"], sarai_llama.system_info()["cpu_variant"], _cpu_model(),
+        info["build_type"], info["date"], sarai_llama.system_info()["cpu_variant"], cpu.model_name(),
     ])
-
-
-def _cpu_model() -> str:
-    from .cli import _current_cpu_model
-
-    return _current_cpu_model()
 
 
 def load_saved(model_path: str | os.PathLike[str], job: str = "default") -> dict[str, Any] | None:
