@@ -11,7 +11,7 @@ export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: help deps vendor install install-fast install-optimized show-llama-build \
+.PHONY: help deps vendor clean-vendor install install-fast install-optimized show-llama-build \
         clean-llama-build demo test test-fast bench-llama-native sdist clean
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make clean-llama-build  remove the native build and reinstall the portable one"
 	@echo "make bench-llama-native benchmark the installed build [MODEL=path]"
 	@echo "make vendor             fill vendor/ with the pinned sources (offline capable)"
+	@echo "make clean-vendor       empty vendor/ again (make vendor refills it from the cache)"
 
 deps:
 	$(PIP) install -q "scikit-build-core>=1.1" "pybind11>=2.12" "py-cpuinfo>=9" cmake ninja numpy \
@@ -30,6 +31,10 @@ deps:
 
 vendor:
 	$(PYTHON) tools/vendor.py
+
+# Back to what a fresh clone has (empty submodule folders); the download cache stays.
+clean-vendor:
+	$(PYTHON) tools/vendor.py --clean
 
 install: install-fast
 

@@ -287,15 +287,31 @@ def fill(pin: Pin) -> None:
     extract(pin, download(pin))
 
 
+def clean(pin: Pin) -> None:
+    """Empty ``vendor/<name>`` again, as an uninitialised submodule is (the cache stays)."""
+    dest = VENDOR / pin.name
+    if dest.exists() and any(dest.iterdir()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{pin.name}-old-", dir=VENDOR))
+        os.replace(dest, aside / "tree")  # one rename: vendor/ never holds half a tree
+        dest.mkdir()
+        shutil.rmtree(aside)
+        log(f"{pin.name}: emptied (make vendor fills it again from the cache)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"which sources, of {', '.join(PINS)} (default: all)")
     parser.add_argument("--check", action="store_true", help="only report whether vendor/ is filled")
+    parser.add_argument("--clean", action="store_true", help="empty the submodule folders again")
     args = parser.parse_args(argv)
     names = args.names or list(PINS)
     unknown = [n for n in names if n not in PINS]
     if unknown:
         parser.error(f"unknown source(s): {', '.join(unknown)}")
+    if args.clean:
+        for n in names:
+            clean(PINS[n])
+        return 0
     if args.check:
         missing = [n for n in names if not is_filled(PINS[n])]
         for n in names:
