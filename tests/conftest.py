@@ -49,3 +49,28 @@ def gemma_path() -> Path:
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("gguf", reason="pip install sarai-llama[test]")
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-f32.gguf")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say plainly, as the run's last lines, which tests did not run, why, and what fixes it.
+
+    `make test` is the whole suite: a skip means a part of the product went
+    unchecked on this machine, so it must not scroll by unnoticed.
+    """
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons: dict[str, list[str]] = {}
+    for report in skipped:
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons.setdefault(reason, []).append(report.nodeid.split("::")[-1])
+    terminalreporter.section("tests that did not run")
+    system = False
+    for reason, tests in reasons.items():
+        terminalreporter.write_line(f"{len(tests)} skipped: {reason}")
+        terminalreporter.write_line(f"    {', '.join(tests[:6])}{' ...' if len(tests) > 6 else ''}")
+        system = system or "apt-get install" in reason
+    if system:
+        terminalreporter.write_line("To run the skipped system-package tests: sudo make system-deps  (then make test)")

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from sarai_llama import Llama, LlamaGrammar, LogitsProcessorList, ModelLoadError, StoppingCriteriaList
-from sarai_llama.llama import _stop_prefix_len
 
 from conftest import write_tiny_llama
 
@@ -84,11 +83,6 @@ def test_stop_string_cuts_output(tiny):
     assert cut["choices"][0]["finish_reason"] == "stop"
     streamed = "".join(c["choices"][0]["text"] for c in tiny("the", max_tokens=30, temperature=0, stop=stop, stream=True))
     assert streamed == cut["choices"][0]["text"]
-
-
-def test_stop_prefix_holdback():
-    assert _stop_prefix_len("hello wor", ["world"]) == 3
-    assert _stop_prefix_len("hello", ["xyz"]) == 0
 
 
 def test_logit_bias_and_processor(tiny):

@@ -119,7 +119,7 @@ DETECT = "import json; from sarai_llama import cpu, threads; print(json.dumps([c
 
 def test_taskset_limits_threads():
     if shutil.which("taskset") is None:
-        pytest.skip("taskset (util-linux) is not installed")
+        pytest.skip("taskset is not installed (apt-get install util-linux)")
     run = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", DETECT], capture_output=True, text=True, check=True)
     (usable, why), n = json.loads(run.stdout)
     assert usable == 1 and n == 1 and "affinity" in why

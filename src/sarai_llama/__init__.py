@@ -21,6 +21,7 @@ try:
     )
 except (ValueError, RuntimeError) as _exc:
     raise ImportError(f"sarai_llama cannot load its CPU backend: {_exc}") from _exc
+from ._numpy import NumpyUnavailableError  # noqa: E402
 from ._system import system_info  # noqa: E402
 from .llama import (  # noqa: E402
     LLAMA_DEFAULT_SEED,
@@ -44,6 +45,7 @@ __all__ = [
     "LlamaState",
     "LogitsProcessorList",
     "ModelLoadError",
+    "NumpyUnavailableError",
     "StoppingCriteriaList",
     "__version__",
     "build_info",

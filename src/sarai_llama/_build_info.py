@@ -4,6 +4,19 @@
 ``cmake/write_build_info.py``). A native build lists the ISA extensions its
 compiler was allowed to use; :func:`check_cpu` compares them with the running
 CPU before any compiled code is loaded.
+
+Two views of a CPU's features exist and they can differ, so each field says
+which one it holds:
+
+* **CPUID** (with XCR0): what the processor executes. ``-march=native`` asks
+  CPUID, so a native build's ``isa_features`` are a CPUID view, and the guard
+  compares them with the running CPU's CPUID view (``_cpuid``, compiled for
+  baseline x86-64). This is the view that decides SIGILL or not.
+* **The kernel** (``/proc/cpuinfo``): what Linux chose to advertise. It can
+  leave out a feature the processor still executes (:data:`KERNEL_MAY_HIDE`),
+  and under qemu-user it describes the host, not the emulated CPU. The build
+  records it as ``cpu_flags``, for people; the guard uses it only where CPUID
+  cannot be asked, and then does not refuse on a flag the kernel is known to hide.
 """
 
 from __future__ import annotations
@@ -14,10 +27,21 @@ import os
 from importlib import resources
 from typing import Any
 
-__all__ = ["BuildMismatchError", "build_info", "check_cpu", "cpu_flags", "missing_features"]
+__all__ = ["KERNEL_MAY_HIDE", "BuildMismatchError", "build_info", "check_cpu", "cpu_flags", "missing_features"]
 
 #: Set to a comma-separated list of flags to pretend the CPU lacks them (tests, demos).
 HIDE_FLAGS_ENV = "SARAI_HIDE_CPU_FLAGS"
+
+#: Features a Linux kernel leaves out of /proc/cpuinfo on some CPUs although
+#: CPUID reports them and the instructions execute (no SIGILL), with the reason.
+#: A native build of such a machine lists them in ``isa_features`` (the compiler
+#: asked CPUID); ``cpu_flags`` lacks them. Compilers never emit these two on
+#: their own (only their intrinsics do, which llama.cpp does not use).
+KERNEL_MAY_HIDE = {
+    "rdseed": "AMD Zen 5: Linux 6.15+ stops advertising RDSEED for an erratum (16/32-bit forms may return 0 "
+              "as success); CPUID still reports it and the instruction runs",
+    "rdrand": "AMD families 15h/16h with RDRAND broken after suspend: Linux stops advertising it",
+}
 
 
 class BuildMismatchError(ImportError):
@@ -34,9 +58,12 @@ def build_info() -> dict[str, Any]:
     """How this copy of sarai-llama was built (a fresh dict each call).
 
     Keys: ``build_type`` ("native" or "portable"), ``date`` (UTC, ISO 8601),
-    ``hostname``, ``cpu_model``, ``cpu_flags`` (of the build machine),
-    ``isa_flags`` and ``isa_features`` (what the compiler could use outside
-    the CPU variant modules), ``cpu_variants`` (portable: the variants shipped),
+    ``hostname``, ``cpu_model``, ``cpu_flags`` (the build machine's flags as
+    its kernel listed them in /proc/cpuinfo: for people, never for the guard),
+    ``isa_flags`` and ``isa_features`` (the cpuinfo names of what the compiler
+    may emit outside the CPU variant modules; for ``-march=native`` that is the
+    build CPU's CPUID view less AMX: what the running CPU must execute),
+    ``cpu_variants`` (portable: the variants shipped),
     ``cmake_flags``, ``llama_version`` (commit, build number), ``compiler``,
     ``reproducible`` (False for native builds), ``lto``, ``blas`` (None when
     off), ``optimal_threads`` (the *build machine's* answer; at run time use
@@ -46,15 +73,20 @@ def build_info() -> dict[str, Any]:
 
 
 def cpu_flags() -> set[str]:
-    """ISA flags of the running CPU, as Linux names them in /proc/cpuinfo.
+    """ISA features the running CPU executes, under Linux's /proc/cpuinfo names.
 
     Asked of the CPU itself (CPUID and XCR0, in the baseline-compiled
-    ``_cpuid`` module) where possible: /proc/cpuinfo describes the host under
-    emulation. Elsewhere: /proc/cpuinfo, then py-cpuinfo. Flags listed in
-    ``$SARAI_HIDE_CPU_FLAGS`` are removed, so the guard can be exercised on a
-    machine that has everything.
+    ``_cpuid`` module) where possible; elsewhere the kernel's view
+    (/proc/cpuinfo, then py-cpuinfo). Flags listed in ``$SARAI_HIDE_CPU_FLAGS``
+    are removed, so the guard can be exercised on a machine that has everything.
     """
+    return _running_cpu()[0]
+
+
+def _running_cpu() -> tuple[set[str], str]:
+    """(features, "cpuid" | "kernel") for the running CPU, hidden flags removed."""
     flags: set[str] = set()
+    source = "cpuid"
     try:
         from . import _cpuid
 
@@ -64,9 +96,9 @@ def cpu_flags() -> set[str]:
     except ImportError:
         pass
     if not flags:
-        flags = _os_cpu_flags()
+        flags, source = _os_cpu_flags(), "kernel"
     hidden = {f.strip() for f in os.environ.get(HIDE_FLAGS_ENV, "").split(",") if f.strip()}
-    return flags - hidden
+    return flags - hidden, source
 
 
 def _os_cpu_flags() -> set[str]:
@@ -85,14 +117,25 @@ def _os_cpu_flags() -> set[str]:
         return set()
 
 
-def missing_features(info: dict[str, Any] | None = None, flags: set[str] | None = None) -> list[str]:
-    """The ISA features the build uses that the running CPU lacks (empty when it can run)."""
+def missing_features(
+    info: dict[str, Any] | None = None, flags: set[str] | None = None, source: str = "cpuid"
+) -> list[str]:
+    """The ISA features the build uses that the running CPU lacks (empty when it can run).
+
+    ``flags`` defaults to the running CPU's; ``source`` says which view they are
+    ("cpuid" or "kernel"). From the kernel's view a flag of :data:`KERNEL_MAY_HIDE`
+    is not held against the CPU: the kernel hides those from CPUs that run them.
+    """
     info = _load() if info is None else info
-    needed = info.get("isa_features") or []
-    have = cpu_flags() if flags is None else flags
-    if not have:  # unknown CPU: do not refuse on a guess
+    needed = set(info.get("isa_features") or [])
+    if flags is None:
+        flags, source = _running_cpu()
+    if not flags:  # unknown CPU: do not refuse on a guess
         return []
-    return sorted(set(needed) - have)
+    missing = needed - flags
+    if source == "kernel":
+        missing -= set(KERNEL_MAY_HIDE)
+    return sorted(missing)
 
 
 def check_cpu() -> None:

@@ -11,17 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from . import _core, chat
+from . import _core, chat, responses
+from ._numpy import numpy as _numpy
+from .sampling import SamplingParams
+from .stops import StopMatcher, normalize_stops
 from .threads import get_optimal_threads
+
+if TYPE_CHECKING:  # numpy is imported only by the APIs that use arrays (see _numpy.py)
+    import numpy as np
 
 __all__ = [
     "LLAMA_DEFAULT_SEED",
@@ -41,8 +43,8 @@ KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_
 POOLING = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 FLASH_ATTN = {None: -1, "auto": -1, False: 0, True: 1}
 
-LogitsProcessor = Callable[[np.ndarray, np.ndarray], np.ndarray]
-StoppingCriteria = Callable[[np.ndarray, np.ndarray], bool]
+LogitsProcessor = Callable[["np.ndarray", "np.ndarray"], "np.ndarray"]
+StoppingCriteria = Callable[["np.ndarray", "np.ndarray"], bool]
 
 
 class LogitsProcessorList(list):
@@ -337,6 +339,7 @@ class Llama:
     @property
     def input_ids(self) -> np.ndarray:
         """Tokens currently evaluated in the context (the prompt cache)."""
+        np = _numpy()
         return np.array(self._context().tokens, dtype=np.intc)
 
     @property
@@ -404,32 +407,12 @@ class Llama:
         ctx.eval(tokens[keep:], False)
         return keep
 
-    def _sampler(self, **kw: Any) -> Any:
-        params = _core.SamplerParams()
-        params.temperature = float(kw["temperature"])
-        params.top_k = int(kw["top_k"])
-        params.top_p = float(kw["top_p"])
-        params.min_p = float(kw["min_p"])
-        params.typical_p = float(kw["typical_p"])
-        params.repeat_penalty = float(kw["repeat_penalty"])
-        params.frequency_penalty = float(kw["frequency_penalty"])
-        params.presence_penalty = float(kw["presence_penalty"])
-        params.penalty_last_n = int(self.last_n_tokens_size)
-        seed = kw.get("seed")
-        params.seed = (self.seed if seed is None else int(seed)) & 0xFFFFFFFF
-        params.mirostat = int(kw.get("mirostat_mode") or 0)
-        params.mirostat_tau = float(kw.get("mirostat_tau", 5.0))
-        params.mirostat_eta = float(kw.get("mirostat_eta", 0.1))
-        grammar = kw.get("grammar")
-        if grammar is not None:
-            if isinstance(grammar, str):
-                grammar = LlamaGrammar(grammar)
-            params.grammar = grammar.grammar
-            params.grammar_root = grammar.root
-        bias = kw.get("logit_bias")
-        if bias:
-            params.logit_bias = [(int(k), float("-inf") if v == -100 else float(v)) for k, v in bias.items()]
-        return _core.Sampler(self._model, params)
+    def _sampler(self, params: SamplingParams) -> Any:
+        return _core.Sampler(self._model, params.to_core(self.seed))
+
+    def _sampling(self, **kw: Any) -> SamplingParams:
+        """llama-cpp-python's keywords -> one checked :class:`SamplingParams`."""
+        return SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size, **kw)
 
     def generate(
         self,
@@ -457,12 +440,14 @@ class Llama:
 
         End-of-generation tokens are yielded like any other; the caller decides.
         """
-        sampler = self._sampler(
+        sampler = self._sampler(self._sampling(
             temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, seed=seed, grammar=grammar, mirostat_mode=mirostat_mode,
-            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
-        )
+            mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, tfs_z=tfs_z, penalize_nl=penalize_nl,
+        ))
+        if logits_processor or stopping_criteria:
+            _numpy()  # they take arrays: a clear error where numpy cannot run
         with self._lock:
             ctx = self._context()
             ctx.reset_cancel()
@@ -517,19 +502,20 @@ class Llama:
         logprobs: int | None,
         logits_processor: LogitsProcessorList | None,
         stopping_criteria: StoppingCriteriaList | None,
-        sampling: dict[str, Any],
+        sampling: SamplingParams,
     ) -> Iterator[tuple[str, str | None, dict[str, Any] | None, dict[str, int]]]:
         """The generation loop: yields (text, finish_reason, logprobs, usage) pieces."""
-        stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-        longest_stop = max((len(s) for s in stops), default=0)
+        if logits_processor or stopping_criteria or logprobs is not None:
+            _numpy()  # these go through arrays: a clear error where numpy cannot run
+        stops = StopMatcher(normalize_stops(stop))
         with self._lock:
             ctx = self._context()
             ctx.reset_cancel()
             tokens = self._prompt_tokens(prompt)
-            sampler = self._sampler(**sampling)
+            sampler = self._sampler(sampling)
             room = self._n_ctx - len(tokens)
             limit = room if max_tokens is None or max_tokens <= 0 else min(max_tokens, room)
-            usage = {"prompt_tokens": len(tokens), "completion_tokens": 0, "total_tokens": len(tokens)}
+            usage = responses.usage(len(tokens), 0)
             try:
                 self._prefill(tokens)
             except _core.Cancelled:  # cancel() while the prompt was evaluated
@@ -539,10 +525,7 @@ class Llama:
             if echo:
                 yield self.detokenize(tokens).decode("utf-8", errors="ignore"), None, None, usage
 
-            text = ""      # generated text so far (stop strings are searched in it)
-            emitted = 0    # characters of `text` already handed out
             finish: str | None = None
-            stop_hit = False
             generated = 0
             try:
                 while True:
@@ -563,22 +546,20 @@ class Llama:
                         finish = "stop"
                         break
                     generated += 1
-                    usage = {"prompt_tokens": len(tokens), "completion_tokens": generated,
-                             "total_tokens": len(tokens) + generated}
+                    usage = responses.usage(len(tokens), generated)
                     piece = ctx.push_text(token).decode("utf-8", errors="replace")
-                    token_logprobs = _logprobs_entry(self, token, scores, logprobs, len(text)) if logprobs is not None else None
-                    text += piece
+                    token_logprobs = (
+                        _logprobs_entry(self, token, scores, logprobs, len(stops.text)) if logprobs is not None else None
+                    )
                     # Stop strings: cut at the first one; hold back a tail that could start one.
-                    hit = min((i for i in (text.find(s, max(0, emitted - longest_stop)) for s in stops) if i >= 0), default=-1)
-                    if hit >= 0:
-                        text = text[:hit]
+                    ready, hit = stops.feed(piece)
+                    if hit:
+                        if ready:
+                            yield ready, None, None, usage
                         finish = "stop"
-                        stop_hit = True
                         break
-                    safe = len(text) - _stop_prefix_len(text, stops)
-                    if safe > emitted or token_logprobs:
-                        yield text[emitted:safe], None, token_logprobs, usage
-                        emitted = max(emitted, safe)
+                    if ready or token_logprobs:
+                        yield ready, None, token_logprobs, usage
                     # Evaluate the token only now: a stop above costs no decode.
                     try:
                         ctx.eval([token], False)
@@ -591,9 +572,9 @@ class Llama:
             except _core.Cancelled:
                 finish = "cancelled"
             tail = ctx.flush_text()  # bytes of a character the last token left unfinished
-            if not stop_hit:
-                text += tail.decode("utf-8", errors="replace")
-            yield text[emitted:], finish, None, usage
+            if not stops.stopped:
+                stops.text += tail.decode("utf-8", errors="replace")
+            yield stops.release_all(), finish, None, usage
 
     def create_completion(
         self,
@@ -633,55 +614,37 @@ class Llama:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         if logprobs is not None and (not isinstance(logprobs, int) or logprobs < 0):
             raise ValueError(f"logprobs must be a non-negative integer, not {logprobs!r}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, not {temperature}")
-        sampling = dict(
+        sampling = self._sampling(
             temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty, seed=seed, grammar=grammar, logit_bias=logit_bias,
-            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, tfs_z=tfs_z,
         )
         pieces = self._completion_stream(
             prompt, max_tokens=max_tokens, stop=stop, echo=echo, logprobs=logprobs,
             logits_processor=logits_processor, stopping_criteria=stopping_criteria, sampling=sampling,
         )
-        completion_id = f"cmpl-{uuid.uuid4()}"
-        created = int(time.time())
+        completion_id = responses.completion_id()
+        created = responses.now()
         model_name = model or self.model_path
         if stream:
             return self._stream_chunks(pieces, completion_id, created, model_name)
         text_parts: list[str] = []
-        lp: dict[str, list[Any]] | None = (
-            {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []} if logprobs is not None else None
-        )
+        lp = responses.empty_logprobs() if logprobs is not None else None
         finish = None
-        usage: dict[str, int] = {}
+        usage = responses.usage(0, 0)
         for piece, finish, piece_lp, usage in pieces:
             text_parts.append(piece)
             if lp is not None and piece_lp:
-                for key in lp:
-                    lp[key].extend(piece_lp[key])
-        return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": model_name,
-            "choices": [{"text": "".join(text_parts), "index": 0, "logprobs": lp, "finish_reason": finish}],
-            "usage": usage,
-        }
+                responses.merge_logprobs(lp, piece_lp)
+        return responses.completion(completion_id, created, model_name, "".join(text_parts), finish, lp, usage)
 
     @staticmethod
     def _stream_chunks(pieces: Iterator[Any], completion_id: str, created: int, model_name: str) -> Iterator[dict[str, Any]]:
         for piece, finish, piece_lp, _usage in pieces:
             if not piece and finish is None and not piece_lp:
                 continue
-            yield {
-                "id": completion_id,
-                "object": "text_completion",
-                "created": created,
-                "model": model_name,
-                "choices": [{"text": piece, "index": 0, "logprobs": piece_lp, "finish_reason": finish}],
-            }
+            yield responses.completion_chunk(completion_id, created, model_name, piece, finish, piece_lp)
 
     def __call__(self, prompt: str | bytes | Sequence[int], **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Same as :meth:`create_completion`."""
@@ -744,36 +707,25 @@ class Llama:
             mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, model=model, logits_processor=logits_processor,
             grammar=grammar, logit_bias=logit_bias, logprobs=top_logprobs if logprobs else None,
         )
-        chat_id = f"chat{uuid.uuid4()}"
+        chat_id = responses.chat_id()
         if stream:
             return self._chat_chunks(result, chat_id)  # type: ignore[arg-type]
         assert isinstance(result, dict)
         choice = result["choices"][0]
-        return {
-            "id": chat_id,
-            "object": "chat.completion",
-            "created": result["created"],
-            "model": result["model"],
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": choice["text"]},
-                "logprobs": choice["logprobs"],
-                "finish_reason": choice["finish_reason"],
-            }],
-            "usage": result["usage"],
-        }
+        return responses.chat_completion(chat_id, result["created"], result["model"], choice["text"],
+                                         choice["finish_reason"], choice["logprobs"], result["usage"])
 
     @staticmethod
     def _chat_chunks(chunks: Iterator[dict[str, Any]], chat_id: str) -> Iterator[dict[str, Any]]:
         first = True
         for chunk in chunks:
             choice = chunk["choices"][0]
-            base = {"id": chat_id, "object": "chat.completion.chunk", "created": chunk["created"], "model": chunk["model"]}
+            created, model = chunk["created"], chunk["model"]
             if first:
-                yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "logprobs": None, "finish_reason": None}]}
+                yield responses.chat_chunk(chat_id, created, model, {"role": "assistant"}, None)
                 first = False
             delta = {"content": choice["text"]} if choice["text"] else {}
-            yield {**base, "choices": [{"index": 0, "delta": delta, "logprobs": choice["logprobs"], "finish_reason": choice["finish_reason"]}]}
+            yield responses.chat_chunk(chat_id, created, model, delta, choice["finish_reason"], choice["logprobs"])
 
     # ------------------------------------------------------------- embeddings
     def embed(
@@ -790,6 +742,7 @@ class Llama:
         """
         if not self.embedding:
             raise ValueError("create the Llama with embedding=True to compute embeddings")
+        _numpy()  # the core hands vectors over as arrays
         single = isinstance(input, str)
         texts = [input] if single else list(input)
         vectors: list[list[float]] = []
@@ -808,7 +761,7 @@ class Llama:
                 ctx.eval(tokens, False)
                 vec = ctx.embeddings()
                 if normalize:
-                    norm = float(np.linalg.norm(vec))
+                    norm = float(_numpy().linalg.norm(vec))
                     vec = vec / norm if norm > 0 else vec
                 vectors.append(vec.tolist())
                 total += len(tokens)
@@ -822,12 +775,7 @@ class Llama:
         vectors, total = self.embed(input, return_count=True)
         if single:
             vectors = [vectors]
-        return {
-            "object": "list",
-            "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
-            "model": model or self.model_path,
-            "usage": {"prompt_tokens": total, "total_tokens": total},
-        }
+        return responses.embeddings(vectors, model or self.model_path, total)
 
     # ------------------------------------------------------------- perf
     def perf(self) -> dict[str, float]:
@@ -835,20 +783,10 @@ class Llama:
         return dict(self._context().perf())
 
 
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of ``text`` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
-
-
 def _logprobs_entry(llm: Llama, token: int, scores: np.ndarray | None, top_n: int, offset: int) -> dict[str, list[Any]]:
     """llama-cpp-python's per-token logprobs record for one sampled token."""
     assert scores is not None
+    np = _numpy()
     shifted = scores - scores.max()
     log_probs = shifted - np.log(np.exp(shifted).sum())
     piece = llm.detokenize([token]).decode("utf-8", errors="replace")

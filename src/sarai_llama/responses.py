@@ -1,0 +1,145 @@
+"""OpenAI-shaped results as pure builders: completions, chat, chunks, embeddings, usage, ids.
+
+``Llama`` and the server build every dict they return here, so both speak the
+same shapes (those of the OpenAI API and llama-cpp-python). No model, no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal, TypedDict
+
+__all__ = [
+    "ChatLogprobs",
+    "CompletionLogprobs",
+    "Usage",
+    "chat_chunk",
+    "chat_completion",
+    "chat_id",
+    "chat_logprobs",
+    "completion",
+    "completion_chunk",
+    "completion_id",
+    "embeddings",
+    "merge_logprobs",
+    "usage",
+]
+
+FinishReason = Literal["stop", "length", "cancelled"] | None
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionLogprobs(TypedDict):
+    """llama-cpp-python's / OpenAI's legacy completion logprobs (one list entry per token)."""
+
+    tokens: list[str]
+    text_offset: list[int]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+
+
+class ChatTopLogprob(TypedDict):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChatLogprobs(TypedDict):
+    """The chat API's logprobs: ``{"content": [...]}``, one entry per token."""
+
+    content: list[ChatTokenLogprob]
+
+
+def completion_id() -> str:
+    return f"cmpl-{uuid.uuid4()}"
+
+
+def chat_id() -> str:
+    return f"chatcmpl-{uuid.uuid4()}"
+
+
+def now() -> int:
+    """``created``: seconds since the epoch."""
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def empty_logprobs() -> CompletionLogprobs:
+    return {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
+
+
+def merge_logprobs(into: CompletionLogprobs, part: CompletionLogprobs) -> None:
+    for key in into:
+        into[key].extend(part[key])  # type: ignore[literal-required]
+
+
+def completion(cid: str, created: int, model: str, text: str, finish: FinishReason,
+               logprobs: CompletionLogprobs | None, use: Usage) -> dict[str, Any]:
+    return {
+        "id": cid, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}],
+        "usage": use,
+    }
+
+
+def completion_chunk(cid: str, created: int, model: str, text: str, finish: FinishReason,
+                     logprobs: CompletionLogprobs | None) -> dict[str, Any]:
+    return {
+        "id": cid, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}],
+    }
+
+
+def chat_logprobs(lp: CompletionLogprobs | None) -> ChatLogprobs | None:
+    """Completion-shaped logprobs -> the chat API's ``{"content": [...]}`` shape."""
+    if lp is None:
+        return None
+    content: list[ChatTokenLogprob] = []
+    for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+        alternatives: list[ChatTopLogprob] = [
+            {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in (top or {}).items()
+        ]
+        content.append({"token": token, "logprob": float(logprob if logprob is not None else float("-inf")),
+                        "bytes": list(token.encode("utf-8")), "top_logprobs": alternatives})
+    return {"content": content}
+
+
+def chat_completion(cid: str, created: int, model: str, content: str, finish: FinishReason,
+                    logprobs: CompletionLogprobs | None, use: Usage) -> dict[str, Any]:
+    return {
+        "id": cid, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                     "logprobs": chat_logprobs(logprobs), "finish_reason": finish}],
+        "usage": use,
+    }
+
+
+def chat_chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: FinishReason,
+               logprobs: CompletionLogprobs | None = None) -> dict[str, Any]:
+    return {
+        "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": chat_logprobs(logprobs), "finish_reason": finish}],
+    }
+
+
+def embeddings(vectors: list[list[float]], model: str, n_tokens: int) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    }
