@@ -103,7 +103,7 @@ def run_bench(
     """Measure every combination; pp tests (n_gen=0) and tg tests (n_prompt=0) separately, as llama-bench."""
     import sarai_llama
     from sarai_llama import _core
-    from sarai_llama.llama import KV_TYPES
+    from sarai_llama.context_config import ContextConfig, kv_type
 
     info = sarai_llama.build_info()
     sysinfo = sarai_llama.system_info()
@@ -114,14 +114,9 @@ def run_bench(
     for nb in n_batch:
         for nub in n_ubatch:
             for nt in threads:
-                params = _core.ContextParams()
-                params.n_ctx = max(p + g for p, g in tests) + 16
-                params.n_batch = nb
-                params.n_ubatch = min(nub, nb)
-                params.n_threads = nt
-                params.n_threads_batch = nt
-                params.type_k = params.type_v = KV_TYPES[type_k]
-                ctx = _core.Context(model, params)
+                config = ContextConfig(n_ctx=max(p + g for p, g in tests) + 16, n_batch=nb, n_ubatch=nub,
+                                       n_threads=nt, type_k=kv_type(type_k), type_v=kv_type(type_k))
+                ctx = _core.Context(model, config.to_core())
                 for p, g in tests:
                     _one_run(ctx, model.n_vocab, p, g, rng)  # warm-up
                     samples = []
@@ -132,7 +127,7 @@ def run_bench(
                     ts = [(p + g) / (ns / 1e9) for ns in samples]
                     results.append(BenchResult(
                         model_filename=str(model_path), model_type=model.desc, model_size=model.size,
-                        model_n_params=model.n_params, n_threads=nt, n_batch=nb, n_ubatch=params.n_ubatch,
+                        model_n_params=model.n_params, n_threads=nt, n_batch=nb, n_ubatch=config.n_ubatch,
                         type_k=type_k, n_prompt=p, n_gen=g, avg_ts=statistics.mean(ts),
                         stddev_ts=statistics.stdev(ts) if len(ts) > 1 else 0.0, samples_ts=ts, samples_ns=samples,
                         build_type=info["build_type"], cpu_variant=sysinfo["cpu_variant"],

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _core, chat, responses
+from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from ._numpy import numpy as _numpy
 from .sampling import SamplingParams
 from .stops import StopMatcher, normalize_stops
@@ -38,10 +39,6 @@ __all__ = [
 logger = logging.getLogger("sarai_llama")
 
 LLAMA_DEFAULT_SEED = 0xFFFFFFFF
-#: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
-KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
-POOLING = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
-FLASH_ATTN = {None: -1, "auto": -1, False: 0, True: 1}
 
 LogitsProcessor = Callable[["np.ndarray", "np.ndarray"], "np.ndarray"]
 StoppingCriteria = Callable[["np.ndarray", "np.ndarray"], bool]
@@ -125,23 +122,6 @@ class LlamaState:
     n_ctx: int
 
 
-def _kv_type(value: str | int | None, f16_kv: bool) -> int:
-    if value is None:
-        return KV_TYPES["f16"] if f16_kv else KV_TYPES["f32"]
-    if isinstance(value, int):
-        return value
-    try:
-        return KV_TYPES[value.lower()]
-    except KeyError:
-        raise ValueError(f"unknown KV cache type {value!r}; expected one of {', '.join(KV_TYPES)}") from None
-
-
-def _positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, not {value!r}")
-    return value
-
-
 class Llama:
     """A GGUF model and one context, with llama-cpp-python's API.
 
@@ -220,8 +200,6 @@ class Llama:
         n_ctx = int(n_ctx)
         if n_ctx < 0:
             raise ValueError(f"n_ctx must be >= 0, not {n_ctx}")
-        _positive("n_batch", n_batch)
-        _positive("n_ubatch", n_ubatch)
         self.tuned: dict[str, Any] | None = None
         if n_threads == "auto":
             from .tune import load_saved
@@ -235,13 +213,20 @@ class Llama:
                 n_threads = None
         if n_threads is None:
             n_threads = get_optimal_threads(job, default_mode="max")
-        _positive("n_threads", n_threads)
-        n_threads_batch = n_threads if n_threads_batch is None else _positive("n_threads_batch", n_threads_batch)
+        if isinstance(pooling_type, str) and pooling_type not in POOLING:
+            raise ValueError(f"unknown pooling type {pooling_type!r}; expected one of {', '.join(POOLING)}")
         pooling = POOLING[pooling_type] if isinstance(pooling_type, str) else int(pooling_type)
         if embedding and pooling == -1:
             pooling = POOLING["mean"]
         if flash_attn not in FLASH_ATTN:
             raise ValueError(f"flash_attn must be True, False or None, not {flash_attn!r}")
+        # Checked before the (slow) model load: every bad value fails fast, naming itself.
+        self.context_config = ContextConfig(
+            n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads, n_threads_batch=n_threads_batch,
+            type_k=kv_type(type_k, f16_kv), type_v=kv_type(type_v, f16_kv), flash_attn=FLASH_ATTN[flash_attn],
+            embeddings=embedding, pooling=pooling, swa_full=swa_full,
+        )
+        n_threads_batch = self.context_config.n_threads_batch
 
         try:
             self._model = _core.Model(
@@ -266,20 +251,8 @@ class Llama:
             self._n_ctx = n_ctx or self._model.n_ctx_train
             return
 
-        params = _core.ContextParams()
-        params.n_ctx = n_ctx
-        params.n_batch = n_batch
-        params.n_ubatch = n_batch if embedding else min(n_ubatch, n_batch)
-        params.n_threads = n_threads
-        params.n_threads_batch = n_threads_batch
-        params.type_k = _kv_type(type_k, f16_kv)
-        params.type_v = _kv_type(type_v, f16_kv)
-        params.flash_attn = FLASH_ATTN[flash_attn]
-        params.embeddings = embedding
-        params.pooling_type = pooling
-        params.swa_full = swa_full
         try:
-            self._ctx = _core.Context(self._model, params)
+            self._ctx = _core.Context(self._model, self.context_config.to_core())
         except RuntimeError as exc:
             raise ModelLoadError(str(exc)) from exc
         self._n_ctx = self._ctx.n_ctx

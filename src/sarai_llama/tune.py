@@ -81,16 +81,14 @@ def save(model_path: str | os.PathLike[str], job: str, result: dict[str, Any]) -
 
 def _measure(model_path: str, trial: Trial, n_prompt: int, n_gen: int, models: dict[bool, Any]) -> Trial:
     from . import _core
+    from .context_config import ContextConfig
 
     model = models.get(trial.repack)
     if model is None:
         model = models[trial.repack] = _core.Model(model_path, use_extra_bufts=trial.repack)
-    params = _core.ContextParams()
-    params.n_ctx = n_prompt + n_gen + 16
-    params.n_batch = trial.n_batch
-    params.n_ubatch = min(trial.n_ubatch, trial.n_batch)
-    params.n_threads = params.n_threads_batch = trial.n_threads
-    ctx = _core.Context(model, params)
+    config = ContextConfig(n_ctx=n_prompt + n_gen + 16, n_batch=trial.n_batch, n_ubatch=trial.n_ubatch,
+                           n_threads=trial.n_threads)
+    ctx = _core.Context(model, config.to_core())
     rng = random.Random(0)
     prompt = [rng.randrange(model.n_vocab) for _ in range(n_prompt)]
     ctx.eval(prompt[:8], False)  # warm-up

@@ -1,0 +1,107 @@
+"""The configuration of one llama.cpp context: one type for ``Llama``, ``bench`` and ``tune``.
+
+Every value is checked here with a message that names it, before llama.cpp
+sees it (a thread count past ggml's limit crashed the process; a silently
+clamped batch size surprised users).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _core
+
+__all__ = ["FLASH_ATTN", "KV_TYPES", "MAX_THREADS", "POOLING", "ContextConfig", "kv_type"]
+
+#: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
+POOLING = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+FLASH_ATTN = {None: -1, "auto": -1, False: 0, True: 1}
+#: ggml's GGML_MAX_N_THREADS: its thread pool has room for no more.
+MAX_THREADS = 512
+
+
+def kv_type(value: str | int | None, f16_kv: bool = True) -> int:
+    """A KV-cache type name ("f16", "q8_0", ...) or ggml id -> the ggml id (None: ``f16_kv``'s choice)."""
+    if value is None:
+        return KV_TYPES["f16"] if f16_kv else KV_TYPES["f32"]
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value not in KV_TYPES.values():
+            raise ValueError(f"unknown KV cache type id {value}; expected one of {sorted(KV_TYPES.values())}")
+        return value
+    try:
+        return KV_TYPES[str(value).lower()]
+    except KeyError:
+        raise ValueError(f"unknown KV cache type {value!r}; expected one of {', '.join(KV_TYPES)}") from None
+
+
+def _count(name: str, value: Any, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, not {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """One llama.cpp context.
+
+    ``n_ctx``: tokens of context (0 = the model's training length). ``n_batch``:
+    most tokens per decode call; ``n_ubatch``: the physical batch (clamped to
+    ``n_batch``, as llama.cpp does; for embeddings it equals ``n_batch``, since a
+    pooled input must fit one ubatch). ``n_threads`` / ``n_threads_batch``:
+    generation / prompt threads (1 to ggml's 512). ``type_k``/``type_v``: ggml
+    type ids (:func:`kv_type`). ``flash_attn``: -1 auto, 0 off, 1 on.
+    ``pooling``: a :data:`POOLING` id. ``n_seq_max``: sequences decoded together.
+    """
+
+    n_ctx: int = 512
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int = 1
+    n_threads_batch: int | None = None
+    type_k: int = KV_TYPES["f16"]
+    type_v: int = KV_TYPES["f16"]
+    flash_attn: int = -1
+    embeddings: bool = False
+    pooling: int = POOLING["unspecified"]
+    swa_full: bool = False
+    n_seq_max: int = 1
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        _count("n_ctx", self.n_ctx, 0)
+        _count("n_batch", self.n_batch, 1)
+        _count("n_ubatch", self.n_ubatch, 1)
+        _count("n_threads", self.n_threads, 1, MAX_THREADS)
+        if self.n_threads_batch is None:
+            set_(self, "n_threads_batch", self.n_threads)
+        _count("n_threads_batch", self.n_threads_batch, 1, MAX_THREADS)
+        _count("n_seq_max", self.n_seq_max, 1, 256)  # llama.cpp's LLAMA_MAX_SEQ
+        set_(self, "n_ubatch", self.n_batch if self.embeddings else min(self.n_ubatch, self.n_batch))
+        set_(self, "type_k", kv_type(self.type_k))
+        set_(self, "type_v", kv_type(self.type_v))
+        if self.flash_attn not in (-1, 0, 1):
+            raise ValueError(f"flash_attn must be -1 (auto), 0 or 1, not {self.flash_attn!r}")
+        if self.pooling not in POOLING.values():
+            raise ValueError(f"unknown pooling type {self.pooling!r}; expected one of {', '.join(POOLING)}")
+
+    def to_core(self) -> Any:
+        """The compiled core's ``ContextParams``."""
+        p = _core.ContextParams()
+        p.n_ctx = self.n_ctx
+        p.n_batch = self.n_batch
+        p.n_ubatch = self.n_ubatch
+        p.n_threads = self.n_threads
+        p.n_threads_batch = self.n_threads_batch
+        p.type_k = self.type_k
+        p.type_v = self.type_v
+        p.flash_attn = self.flash_attn
+        p.embeddings = self.embeddings
+        p.pooling_type = self.pooling
+        p.swa_full = self.swa_full
+        if hasattr(p, "n_seq_max"):
+            p.n_seq_max = self.n_seq_max
+        return p
