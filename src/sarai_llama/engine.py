@@ -1,0 +1,379 @@
+"""Many requests on one model: submit / stream / cancel over the C++ engine.
+
+``_core.Engine`` decodes N sequences in one batch per ``step()`` (the GIL is
+released for the whole step) and returns plain events. This module turns a
+request's events into what its reader sees: text with stop strings cut
+(:mod:`stops`), logprob records, usage, a finish reason.
+
+Two ways to drive it, one rule: **one thread steps at a time** (a lock).
+
+* Inline (``Llama``): whoever waits for output steps the engine itself. Two
+  threads streaming from the same ``Llama`` therefore share batches: each
+  step advances both, and each thread reads its own request's pieces. No
+  lock is held while a reader's generator is paused at a ``yield``.
+* A scheduler thread (:meth:`Engine.run_forever`, used by the server): it steps
+  while there is work and sleeps on a condition when idle; readers only wait.
+
+Events are dispatched in the stepping thread, so stop strings are found there
+and the request released at once: the token after a stop is never decoded.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _core, responses
+from .context_config import ContextConfig
+from .sampling import SamplingParams
+from .stops import StopMatcher
+
+__all__ = ["Engine", "EngineError", "Handle", "Piece", "Request"]
+
+TOKEN, DONE, ERROR, NEED_TOKEN = 0, 1, 2, 3
+
+
+class EngineError(RuntimeError):
+    """llama.cpp failed while decoding this request (the engine stays usable)."""
+
+
+@dataclass
+class Request:
+    """One generation. ``prompt``: token ids. ``max_tokens`` None: until the context
+    ends. ``stop``: strings that end the text (not shown). ``logprobs`` None: off;
+    n >= 0: the sampled token's logprob and the n most likely alternatives.
+    ``ignore_eos``: go on past end-of-generation tokens. ``logits_processor`` /
+    ``stopping_criteria``: llama-cpp-python's callables (they make every token
+    cross into Python; they run in the stepping thread). ``text_offset``:
+    where this request's text starts in ``logprobs.text_offset``.
+    """
+
+    prompt: list[int]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    max_tokens: int | None = 16
+    stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None
+    ignore_eos: bool = False
+    logits_processor: Callable[[Any, Any], Any] | None = None
+    stopping_criteria: Callable[[Any, Any], bool] | None = None
+    text_offset: int = 0
+
+
+@dataclass
+class Piece:
+    """What a reader gets: text released now, its logprobs, and at the end the finish reason.
+
+    ``tokens``: the ids sampled since the previous piece (a stop string may hide
+    their text). ``finish_reason`` is set on the last piece only: "stop", "length"
+    or "cancelled". ``usage`` counts prompt and generated tokens so far.
+    """
+
+    text: str
+    tokens: list[int]
+    logprobs: responses.CompletionLogprobs | None
+    finish_reason: str | None
+    usage: responses.Usage
+    n_reused: int = 0
+
+
+class Handle:
+    """A submitted request: iterate it for its pieces, ``cancel()`` it from anywhere."""
+
+    def __init__(self, engine: Engine, request: Request, rid: int) -> None:
+        self.engine = engine
+        self.request = request
+        self.id = rid
+        self.tokens: list[int] = []  # generated so far
+        self.n_reused = 0
+        self.finish_reason: str | None = None
+        self.error: str | None = None
+        self._stops = StopMatcher(request.stop)
+        self._pieces: collections.deque[Piece] = collections.deque()
+        self._new_tokens: list[int] = []
+        self._done = threading.Event()
+        self._listener: Callable[[Handle], None] | None = None
+
+    # ----------------------------------------------------------- reader side
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def usage(self) -> responses.Usage:
+        return responses.usage(len(self.request.prompt), len(self.tokens))
+
+    def cancel(self) -> None:
+        """End this request at the next step (finish_reason "cancelled"); from any thread."""
+        self.engine._cancel(self)
+
+    def set_listener(self, fn: Callable[[Handle], None] | None) -> None:
+        """Call ``fn(handle)`` (in the stepping thread) whenever pieces arrive; for async readers."""
+        self._listener = fn
+        if fn is not None and (self._pieces or self.done):
+            fn(self)
+
+    def take(self) -> list[Piece]:
+        """The pieces that arrived since the last call (never blocks)."""
+        out = []
+        while self._pieces:
+            out.append(self._pieces.popleft())
+        return out
+
+    def __iter__(self) -> Iterator[Piece]:
+        """The pieces in order; drives the engine inline when no scheduler thread does.
+
+        Leaving the loop early (``break``, ``close()``, garbage collection)
+        cancels the request, so an abandoned stream costs no more decoding.
+        """
+        finished = False
+        try:
+            while True:
+                while self._pieces:
+                    piece = self._pieces.popleft()
+                    if piece.finish_reason is not None:
+                        finished = True
+                    yield piece
+                    if finished:
+                        return
+                if self.error is not None and not self._pieces:
+                    finished = True
+                    raise EngineError(self.error)
+                self.engine._advance(self)
+        finally:
+            if not finished:
+                self.cancel()
+
+    # ----------------------------------------------------------- stepping side
+    def _push(self, text: str, lp: responses.CompletionLogprobs | None, finish: str | None) -> None:
+        if text or lp or finish is not None:
+            self._pieces.append(Piece(text, self._new_tokens, lp, finish, self.usage(), self.n_reused))
+            self._new_tokens = []
+
+    def _finish(self, reason: str | None, tail: str = "") -> None:
+        if not self._stops.stopped and tail:
+            self._stops.text += tail
+        self.finish_reason = reason or "stop"
+        self._push(self._stops.release_all(), None, self.finish_reason)
+        self._done.set()
+
+
+class Engine:
+    """``n_seq_max`` sequences over one llama.cpp context (see the module docstring).
+
+    ``model`` is a ``_core.Model``; ``config`` its context (``n_seq_max`` = how
+    many requests decode together; more wait in a FIFO queue); ``seed`` the
+    default sampling seed.
+    """
+
+    def __init__(self, model: Any, config: ContextConfig, seed: int = 0xFFFFFFFF) -> None:
+        self.model = model
+        self.config = config
+        self.seed = seed
+        self._core = _core.Engine(model, config.to_core(), config.n_seq_max)
+        self._step_lock = threading.Lock()
+        self._handles: dict[int, Handle] = {}
+        self._handles_lock = threading.Lock()
+        self._work = threading.Condition()
+        self._scheduler: threading.Thread | None = None
+        self._piece_cache: dict[int, str] = {}
+        self._ids = itertools.count(1)
+
+    @property
+    def n_ctx(self) -> int:
+        return int(self._core.n_ctx)
+
+    # ----------------------------------------------------------- requests
+    def submit(self, request: Request) -> Handle:
+        """Queue ``request`` (ValueError for a bad one, before anything runs); thread-safe."""
+        sampler = request.sampling.to_core(self.seed)
+        max_tokens = -1 if request.max_tokens is None or request.max_tokens <= 0 else int(request.max_tokens)
+        external = request.logits_processor is not None
+        n_probs = -1 if request.logprobs is None else int(request.logprobs)
+        with self._step_lock:  # submit is a driving-thread call in the core's rules
+            rid = self._core.submit(list(request.prompt), sampler, max_tokens, request.ignore_eos, n_probs, external)
+            handle = Handle(self, request, rid)
+            with self._handles_lock:
+                self._handles[rid] = handle
+        with self._work:
+            self._work.notify_all()
+        return handle
+
+    def _cancel(self, handle: Handle) -> None:
+        if not handle.done:
+            self._core.cancel(handle.id)
+            with self._work:
+                self._work.notify_all()
+
+    def cancel_all(self) -> None:
+        with self._handles_lock:
+            handles = list(self._handles.values())
+        for h in handles:
+            h.cancel()
+
+    # ----------------------------------------------------------- driving
+    def step(self) -> bool:
+        """One batch for every active request; False when there was nothing to do."""
+        with self._step_lock:
+            return self._step_locked()
+
+    def _step_locked(self) -> bool:
+        if self._core.idle():
+            return False
+        for ev in self._core.step():
+            self._dispatch(ev)
+        return True
+
+    def _advance(self, waiting: Handle) -> None:
+        """Make progress for ``waiting``: step inline, or wait for the scheduler thread."""
+        if self._scheduler is not None:
+            with self._work:
+                if not waiting._pieces and not waiting.done:
+                    self._work.wait(0.1)
+            return
+        with self._step_lock:  # submit, step and dispatch all happen under it: the state is whole here
+            if waiting._pieces or waiting.done:
+                return  # another thread's step brought what we wait for
+            if not self._step_locked():
+                # The core has nothing for an unfinished request: its last events were
+                # lost (an exception such as KeyboardInterrupt hit mid-dispatch).
+                waiting.error = "this request's end was lost (interrupted while its events were handed out)"
+                self._close(waiting, None, "", error=True)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """The scheduler loop: step while there is work, sleep when idle, until ``stop`` is set."""
+        self._scheduler = threading.current_thread()
+        try:
+            while not stop.is_set():
+                if not self.step():
+                    with self._work:
+                        if self._core.idle() and not stop.is_set():
+                            self._work.wait(0.05)
+        finally:
+            self._scheduler = None
+
+    def wake(self) -> None:
+        with self._work:
+            self._work.notify_all()
+
+    # ----------------------------------------------------------- events
+    def _piece(self, token: int) -> str:
+        text = self._piece_cache.get(token)
+        if text is None:
+            text = self.model.token_to_piece(token, False).decode("utf-8", errors="replace")
+            if len(self._piece_cache) < 65536:
+                self._piece_cache[token] = text
+        return text
+
+    def _logprobs(self, h: Handle, ev: Any) -> responses.CompletionLogprobs:
+        piece = self._piece(ev.token)
+        top: dict[str, float] = {}
+        for tok, lp in ev.top:
+            top.setdefault(self._piece(tok), float(lp))
+        top[piece] = float(ev.logprob)
+        offset = h.request.text_offset + len(h._stops.text)
+        return {"tokens": [piece], "text_offset": [offset], "token_logprobs": [float(ev.logprob)],
+                "top_logprobs": [top]}
+
+    def _dispatch(self, ev: Any) -> None:
+        with self._handles_lock:
+            h = self._handles.get(ev.id)
+        if h is None:
+            return
+        kind = int(ev.kind)
+        if kind == NEED_TOKEN:
+            self._external(h, ev)
+            return
+        if kind == TOKEN:
+            h.n_reused = int(ev.n_reused)
+            if not (ev.eog and not h.request.ignore_eos):
+                self._on_token(h, ev)
+        elif kind == DONE:
+            h.n_reused = int(ev.n_reused)
+            self._close(h, str(ev.finish_reason), bytes(ev.text).decode("utf-8", errors="replace"))
+        elif kind == ERROR:
+            h.error = str(ev.error) or "llama.cpp failed"
+            self._close(h, None, "", error=True)
+        self._notify(h)
+
+    def _on_token(self, h: Handle, ev: Any) -> None:
+        h.tokens.append(int(ev.token))
+        h._new_tokens.append(int(ev.token))
+        lp = self._logprobs(h, ev) if h.request.logprobs is not None else None
+        ready, hit = h._stops.feed(bytes(ev.text).decode("utf-8", errors="replace"))
+        if hit:
+            self._core.release(h.id)  # the caller ends it: the next token is never decoded
+            h._push(ready, lp, None)
+            self._close(h, "stop", "")
+            return
+        h._push(ready, lp, None)
+
+    def _external(self, h: Handle, ev: Any) -> None:
+        """Python chooses this token: logits processors, then the request's own sampler chain."""
+        from ._numpy import numpy
+
+        np = numpy()
+        req = h.request
+        logits = np.array(self._core.logits(h.id), dtype=np.float32)
+        ids = np.array(list(req.prompt) + h.tokens, dtype=np.intc)
+        if req.logits_processor is not None:
+            logits = np.ascontiguousarray(req.logits_processor(ids, logits), dtype=np.float32)
+        events = self._core.sample_with(h.id, logits)
+        if req.stopping_criteria is not None and events and int(events[0].kind) == TOKEN:
+            ids = np.append(ids, np.intc(events[0].token))
+            if req.stopping_criteria(ids, logits):
+                self._core.release(h.id)
+                self._close(h, "stop", "")
+                self._notify(h)
+                return
+        for e in events:
+            self._dispatch(e)
+
+    def _close(self, h: Handle, reason: str | None, tail: str, error: bool = False) -> None:
+        if h.done:
+            return
+        with self._handles_lock:
+            self._handles.pop(h.id, None)
+        if error:
+            h._done.set()
+        else:
+            h._finish(reason, tail)
+
+    def _notify(self, h: Handle) -> None:
+        if h._listener is not None:
+            h._listener(h)
+        if self._scheduler is not None:
+            with self._work:
+                self._work.notify_all()
+
+    # ----------------------------------------------------------- facts
+    def stats(self) -> dict[str, Any]:
+        """Counters: steps, decode calls, batch tokens, time in step() and in llama_decode (ms)."""
+        return dict(self._core.stats())
+
+    def load(self) -> dict[str, int]:
+        """Requests decoding now and waiting, and KV cells in use / total."""
+        return {"active": int(self._core.n_active()), "queued": int(self._core.n_queued()),
+                "kv_used": int(self._core.kv_used()), "kv_size": int(self._core.n_ctx)}
+
+
+def run_all(engine: Engine, requests: Sequence[Request]) -> list[list[Piece]]:
+    """Submit every request, drive the engine inline until all are done; pieces per request."""
+    handles = [engine.submit(r) for r in requests]
+    out: list[list[Piece]] = [[] for _ in handles]
+    pending = set(range(len(handles)))
+    while pending:
+        for i in list(pending):
+            out[i].extend(handles[i].take())
+            if handles[i].done and not handles[i]._pieces:
+                pending.discard(i)
+        if pending and not engine.step():
+            for i in list(pending):
+                if handles[i].error is not None:
+                    raise EngineError(handles[i].error)
+    for h in handles:
+        if h.error is not None:
+            raise EngineError(h.error)
+    return out
