@@ -1,0 +1,186 @@
+"""The one thread that drives the engine, and the bounded admission in front of it.
+
+HTTP handlers (asyncio) build a :class:`~sarai_llama.engine.Request` and hand it
+to :meth:`Scheduler.submit`; the scheduler thread submits it to the engine and
+steps; each request's pieces come back through ``Handle.set_listener`` and
+``loop.call_soon_threadsafe`` into an ``asyncio.Queue``. Only requests and
+pieces cross between the threads.
+
+Why a loop of our own instead of ``Engine.run_forever`` plus ``Engine.submit``
+from the handlers: ``submit`` takes the engine's step lock, which the stepping
+thread holds for a whole ``llama_decode`` and re-takes at once after it, so a
+handler thread calling ``submit`` could wait many steps (a lock is not fair).
+Here the stepping thread itself submits what the handlers queued, between two
+steps: admission never waits for more than one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import Engine, Handle, Piece, Request
+
+__all__ = ["Full", "Job", "Scheduler"]
+
+logger = logging.getLogger("sarai_llama.server")
+
+
+class Full(Exception):
+    """The admission queue is full (HTTP 503 with Retry-After)."""
+
+
+@dataclass
+class Job:
+    """One request's passage through the scheduler, as the HTTP side sees it.
+
+    ``events`` receives ``(pieces, done, error)`` tuples in the event loop's
+    thread. ``handle`` is set once the scheduler thread submitted the request.
+    """
+
+    request: Request
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[tuple[list[Piece], bool, str | None]] = field(default_factory=asyncio.Queue)
+    handle: Handle | None = None
+    cancelled: bool = False
+    submit_error: BaseException | None = None
+    t_submit: float = field(default_factory=time.monotonic)
+    t_first: float | None = None  # the first generated token reached the HTTP side
+
+    def cancel(self) -> None:
+        """Stop this request now (the client went away); safe before and after submission."""
+        self.cancelled = True
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+class Scheduler:
+    """Owns the engine's stepping thread and the count of admitted requests.
+
+    ``capacity`` = sequences + ``max_queue``: a request beyond it is refused at
+    once (:class:`Full`) instead of waiting without bound. The count is kept in
+    the event loop's thread (:meth:`admit` / :meth:`release`), so it needs no lock.
+    """
+
+    def __init__(self, engine: Engine, max_queue: int, on_step_error: Callable[[BaseException], None] | None = None):
+        self.engine = engine
+        self.n_seq = engine.config.n_seq_max
+        self.max_queue = max_queue
+        self.admitted = 0  # requests between admit() and release(): decoding or waiting
+        self._inbox: collections.deque[Job] = collections.deque()
+        self._wake = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sarai-scheduler", daemon=True)
+        self._on_step_error = on_step_error
+        self.failed: BaseException | None = None
+
+    # ------------------------------------------------------------ event-loop side
+    @property
+    def waiting(self) -> int:
+        """Admitted requests not decoding yet (the admission queue's length)."""
+        return max(0, self.admitted - self.n_seq)
+
+    def admit(self) -> None:
+        if self.admitted >= self.n_seq + self.max_queue:
+            raise Full(f"{self.admitted - self.n_seq} requests already wait for one of {self.n_seq} sequences")
+        self.admitted += 1
+
+    def release(self) -> None:
+        self.admitted -= 1
+
+    def submit(self, request: Request, loop: asyncio.AbstractEventLoop) -> Job:
+        """Queue ``request`` for the scheduler thread (call :meth:`admit` first)."""
+        job = Job(request, loop)
+        with self._wake:
+            self._inbox.append(job)
+            self._wake.notify()
+        return job
+
+    # ------------------------------------------------------------ thread
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        with self._wake:
+            self._wake.notify()
+        self._thread.join(timeout)
+
+    def _listener(self, job: Job) -> Callable[[Handle], None]:
+        def deliver(handle: Handle) -> None:
+            # Runs in this (stepping) thread: take the pieces here, so the deque is only
+            # touched by one thread, and hand them to the event loop in one call.
+            pieces = handle.take()
+            done = handle.done
+            if pieces or done:
+                try:
+                    job.loop.call_soon_threadsafe(job.events.put_nowait, (pieces, done, handle.error))
+                except RuntimeError:  # the event loop is closed: nobody reads this any more
+                    handle.cancel()
+
+        return deliver
+
+    def _admit_inbox(self) -> None:
+        while True:
+            with self._wake:
+                if not self._inbox:
+                    return
+                job = self._inbox.popleft()
+            if job.cancelled:
+                self._post(job, ([], True, None))
+                continue
+            try:
+                handle = self.engine.submit(job.request)
+            except Exception as exc:  # a request the core refused (bad grammar, prompt too long)
+                job.submit_error = exc
+                self._post(job, ([], True, str(exc)))
+                continue
+            job.handle = handle
+            if job.cancelled:  # the client left between the check above and now
+                handle.cancel()
+            handle.set_listener(self._listener(job))
+
+    @staticmethod
+    def _post(job: Job, event: tuple[list[Piece], bool, str | None]) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.events.put_nowait, event)
+        except RuntimeError:
+            pass
+
+    def _run(self) -> None:
+        # Handle iteration (not used here) would wait for this thread instead of stepping inline.
+        self.engine._scheduler = threading.current_thread()
+        failures = 0
+        while not self._stop.is_set():
+            self._admit_inbox()
+            try:
+                stepped = self.engine.step()
+                failures = 0
+            except Exception as exc:  # the engine broke: end what runs, keep the thread alive
+                failures += 1
+                logger.exception("engine step failed")
+                self.engine.cancel_all()
+                if failures >= 3:
+                    self.failed = exc
+                    if self._on_step_error is not None:
+                        self._on_step_error(exc)
+                    time.sleep(0.5)
+                continue
+            if not stepped:
+                with self._wake:
+                    if not self._inbox and not self._stop.is_set():
+                        # Idle: sleep until a submission arrives (notify) or briefly, so that
+                        # a cancel of a request that is still queued inside the core is seen.
+                        self._wake.wait(0.05)
+
+    def load(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self.engine.load())
+        out["admitted"] = self.admitted
+        out["waiting"] = self.waiting
+        return out

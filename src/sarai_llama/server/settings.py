@@ -1,0 +1,201 @@
+"""Server settings: one definition per setting, read from the command line or a ``SARAI_*`` variable.
+
+A Kubernetes ConfigMap drives a pod through environment variables, a person
+through flags; both must mean the same thing, so each setting is written once
+here (:data:`OPTIONS`) and both the argparse flag and the variable are derived
+from it. Precedence: flag > ``SARAI_<NAME>`` > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "resolve_threads"]
+
+
+def parse_bool(text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), not {text!r}")
+
+
+def parse_threads(text: str) -> str | int:
+    value = str(text).strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}") from None
+    if n < 1:
+        raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}")
+    return n
+
+
+def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < lo:
+            raise ValueError(f"must be >= {lo}, not {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _keys(text: str) -> list[str]:
+    # A list in one variable (SARAI_API_KEY=k1,k2): key rotation without a restart of every client.
+    return [k.strip() for k in str(text).split(",") if k.strip()]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the Settings field; the flag is --name-with-dashes, the variable SARAI_NAME
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    flags: tuple[str, ...] = ()  # extra short / llama-server spellings
+    metavar: str | None = None
+    hidden: bool = False
+
+    @property
+    def env(self) -> str:
+        return "SARAI_" + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", str, "127.0.0.1", "address to listen on (0.0.0.0 inside a container)"),
+    Option("port", _positive(int, 1), 8000, "TCP port"),
+    Option("parallel", _positive(int, 1), 4, "sequences decoded together in one batch (llama-server's -np)",
+           ("-np",)),
+    Option("ctx_size", _positive(int, 0), 4096,
+           "KV-cache cells shared by all sequences (unified cache: one request may use all of them; "
+           "0 = the model's training length)", ("-c",)),
+    Option("batch_size", _positive(int, 1), 512, "most tokens per llama_decode call", ("-b",)),
+    Option("ubatch_size", _positive(int, 1), 512, "physical batch size", ("-ub",)),
+    Option("threads", parse_threads, "auto",
+           "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
+           "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
+    Option("job", str, None, "job type for SARAI_THREAD_MODE=auto's <JOB>_THREADS (coding, marketing, ...)"),
+    Option("api_key", _keys, [], "required API key(s), comma-separated; clients send 'Authorization: Bearer K' "
+           "or 'X-Api-Key: K' (empty: no authentication)", metavar="KEY[,KEY...]"),
+    Option("metrics_public", parse_bool, False,
+           "serve /metrics without an API key (for scrapers inside the cluster)", metavar="BOOL"),
+    Option("max_queue", _positive(int, 0), 64,
+           "requests that may wait for a free sequence; past that: 503 with Retry-After"),
+    Option("drain_timeout", _positive(float, 0.0), 30.0,
+           "seconds that SIGTERM waits for running generations before cancelling them"),
+    Option("max_body_bytes", _positive(int, 1), 4 * 1024 * 1024, "largest request body accepted (413 past it)"),
+    Option("max_tokens_limit", _positive(int, 0), 0,
+           "largest max_tokens a request may ask for (0: the context size)"),
+    Option("retry_after", _positive(int, 0), 1, "seconds announced in Retry-After on 503"),
+    Option("alias", str, None, "model id served in /v1/models and accepted in 'model' (default: the file name)",
+           ("-a",)),
+    Option("chat_format", str, None, "chat template name overriding the model's (llama.cpp built-in names)"),
+    Option("seed", int, 0xFFFFFFFF, "default sampling seed (4294967295: random per request)"),
+    Option("log_level", str, "info", "log level (debug, info, warning, error)"),
+    Option("access_log", parse_bool, True, "one JSON line per request on stderr", metavar="BOOL"),
+    # Slows the load on purpose so tests can watch /health say 503 while loading; never for production.
+    Option("debug_load_delay", _positive(float, 0.0), 0.0, argparse.SUPPRESS, hidden=True),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The server's configuration. Defaults live in :data:`OPTIONS` only (see :meth:`create`)."""
+
+    model: str
+    host: str
+    port: int
+    parallel: int
+    ctx_size: int
+    batch_size: int
+    ubatch_size: int
+    threads: str | int
+    job: str | None
+    api_key: list[str]
+    metrics_public: bool
+    max_queue: int
+    drain_timeout: float
+    max_body_bytes: int
+    max_tokens_limit: int
+    retry_after: int
+    alias: str | None
+    chat_format: str | None
+    seed: int
+    log_level: str
+    access_log: bool
+    debug_load_delay: float
+
+    @classmethod
+    def create(cls, model: str, **overrides: Any) -> Settings:
+        values = {opt.name: opt.default for opt in OPTIONS}
+        unknown = set(overrides) - set(values)
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        return cls(model=model, **values)
+
+    @property
+    def model_id(self) -> str:
+        return self.alias or Path(self.model).name
+
+    def n_threads(self) -> int:
+        return resolve_threads(self.threads, self.job)
+
+
+def resolve_threads(threads: str | int, job: str | None) -> int:
+    """``auto``: the same policy as ``Llama(n_threads=None)`` (every usable core unless
+    ``SARAI_THREAD_MODE`` says otherwise): a server pod's CPU quota is there for this process."""
+    if threads == "auto":
+        from ..threads import get_optimal_threads
+
+        return get_optimal_threads(job, default_mode="max")
+    return int(threads)
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
+    """Add the model argument and every option to ``parser``; defaults come from ``environ``."""
+    env = os.environ if environ is None else environ
+    model_default = env.get("SARAI_MODEL")
+    parser.add_argument("model", nargs="?" if model_default else None, default=model_default,
+                        help="GGUF model file (env SARAI_MODEL)")
+    for opt in OPTIONS:
+        default = opt.default
+        if opt.env in env:
+            try:
+                default = opt.parse(env[opt.env])
+            except ValueError as exc:
+                parser.error(f"{opt.env}={env[opt.env]!r}: {exc}")
+
+        def checked(text: str, opt: Option = opt) -> Any:
+            try:
+                return opt.parse(text)
+            except ValueError as exc:  # argparse shows ArgumentTypeError's message as is
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        help_text = opt.help if opt.hidden else f"{opt.help} (env {opt.env}; default {opt.default!r})"
+        parser.add_argument(opt.flag, *opt.flags, dest=opt.name, type=checked, default=default,
+                            metavar=opt.metavar, help=help_text)
+
+
+def from_namespace(ns: argparse.Namespace) -> Settings:
+    return Settings(model=ns.model, **{opt.name: getattr(ns, opt.name) for opt in OPTIONS})
+
+
+def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="sarai-llama serve")
+    add_arguments(parser, environ)
+    return from_namespace(parser.parse_args(argv))
