@@ -1,4 +1,4 @@
-"""Type stub for the compiled binding (src/_core/core.cpp)."""
+"""Type stub for the compiled binding (src/_core/: module.cpp and bind_*.cpp over the plain C++ core)."""
 
 from typing import Optional
 

@@ -1,0 +1,1 @@
+// engine: see engine.h
