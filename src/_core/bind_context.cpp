@@ -1,0 +1,133 @@
+// Binding of the sampler and the one-sequence Context (the Llama path).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+#include <optional>
+
+#include "bind.h"
+#include "context.h"
+#include "sampler.h"
+
+namespace sarai_bind {
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array_t<float> copy_floats(const float *src, size_t n) {
+    py::array_t<float> out((py::ssize_t)n);
+    std::memcpy(out.mutable_data(), src, sizeof(float) * n);
+    return out;
+}
+
+}  // namespace
+
+void bind_context(py::module_ &m) {
+    using sarai::Context;
+    using sarai::ContextParams;
+    using sarai::Model;
+    using sarai::Sampler;
+    using sarai::SamplerParams;
+
+    py::class_<SamplerParams>(m, "SamplerParams")
+        .def(py::init<>())
+        .def_readwrite("temperature", &SamplerParams::temperature)
+        .def_readwrite("top_k", &SamplerParams::top_k)
+        .def_readwrite("top_p", &SamplerParams::top_p)
+        .def_readwrite("min_p", &SamplerParams::min_p)
+        .def_readwrite("typical_p", &SamplerParams::typical_p)
+        .def_readwrite("repeat_penalty", &SamplerParams::repeat_penalty)
+        .def_readwrite("frequency_penalty", &SamplerParams::frequency_penalty)
+        .def_readwrite("presence_penalty", &SamplerParams::presence_penalty)
+        .def_readwrite("penalty_last_n", &SamplerParams::penalty_last_n)
+        .def_readwrite("seed", &SamplerParams::seed)
+        .def_readwrite("grammar", &SamplerParams::grammar)
+        .def_readwrite("grammar_root", &SamplerParams::grammar_root)
+        .def_readwrite("logit_bias", &SamplerParams::logit_bias)
+        .def_readwrite("mirostat", &SamplerParams::mirostat)
+        .def_readwrite("mirostat_tau", &SamplerParams::mirostat_tau)
+        .def_readwrite("mirostat_eta", &SamplerParams::mirostat_eta);
+
+    py::class_<Sampler>(m, "Sampler")
+        // The grammar and penalty samplers keep pointers into the model's vocabulary.
+        .def(py::init<const Model &, const SamplerParams &>(), py::arg("model"), py::arg("params"),
+             py::keep_alive<1, 2>())
+        .def("accept", &Sampler::accept)
+        .def("reset", &Sampler::reset);
+
+    py::class_<ContextParams>(m, "ContextParams")
+        .def(py::init<>())
+        .def_readwrite("n_ctx", &ContextParams::n_ctx)
+        .def_readwrite("n_batch", &ContextParams::n_batch)
+        .def_readwrite("n_ubatch", &ContextParams::n_ubatch)
+        .def_readwrite("n_threads", &ContextParams::n_threads)
+        .def_readwrite("n_threads_batch", &ContextParams::n_threads_batch)
+        .def_readwrite("type_k", &ContextParams::type_k)
+        .def_readwrite("type_v", &ContextParams::type_v)
+        .def_readwrite("flash_attn", &ContextParams::flash_attn)
+        .def_readwrite("embeddings", &ContextParams::embeddings)
+        .def_readwrite("pooling_type", &ContextParams::pooling_type)
+        .def_readwrite("swa_full", &ContextParams::swa_full);
+
+    py::class_<Context>(m, "Context")
+        .def(py::init([](std::shared_ptr<Model> model, const ContextParams &p) {
+                 py::gil_scoped_release release;  // allocating the KV cache can take a while
+                 return std::make_unique<Context>(std::move(model), p);
+             }),
+             py::arg("model"), py::arg("params"))
+        .def_property_readonly("n_ctx", &Context::n_ctx)
+        .def_property_readonly("n_batch", &Context::n_batch)
+        .def_property_readonly("tokens", &Context::tokens)
+        .def("cancel", &Context::cancel)
+        .def("reset_cancel", &Context::reset_cancel)
+        .def_property_readonly("cancelled", &Context::cancelled)
+        .def("set_threads", &Context::set_threads)
+        .def("truncate", &Context::truncate, py::arg("keep"))
+        .def("clear", &Context::clear)
+        .def("eval",
+             [](Context &c, const std::vector<llama_token> &tokens, bool all_logits) {
+                 // The whole prompt runs without the GIL; between batches the
+                 // interrupt takes it back briefly to honour Ctrl-C.
+                 py::gil_scoped_release release;
+                 c.eval(tokens, all_logits, &check_signals);
+             },
+             py::arg("tokens"), py::arg("all_logits") = false)
+        .def("logits", [](const Context &c, int32_t i) { return copy_floats(c.logits(i), (size_t)c.model().n_vocab()); },
+             py::arg("i") = -1)
+        .def("embeddings",
+             [](const Context &c) {
+                 return copy_floats(c.embeddings(), (size_t)llama_model_n_embd_out(c.model().get()));
+             })
+        .def("sample",
+             [](Context &c, Sampler &sampler, std::optional<FloatArray> logits) {
+                 const auto r = logits ? c.sample(sampler, logits->data(), (size_t)logits->size())
+                                       : c.sample(sampler, nullptr, 0);
+                 return py::make_tuple(r.first, r.second);
+             },
+             py::arg("sampler"), py::arg("logits") = py::none())
+        .def("push_text", [](Context &c, llama_token tok) { return py::bytes(c.push_text(tok)); })
+        .def("flush_text", [](Context &c) { return py::bytes(c.flush_text()); })
+        .def("state", [](const Context &c) { return py::bytes(c.state()); })
+        .def("set_state",
+             [](Context &c, py::bytes data, const std::vector<llama_token> &tokens) {
+                 c.set_state(std::string(data), tokens);
+             })
+        .def("perf",
+             [](const Context &c) {
+                 const auto d = c.perf();
+                 py::dict out;
+                 out["t_load_ms"] = d.t_load_ms;
+                 out["t_p_eval_ms"] = d.t_p_eval_ms;
+                 out["t_eval_ms"] = d.t_eval_ms;
+                 out["n_p_eval"] = d.n_p_eval;
+                 out["n_eval"] = d.n_eval;
+                 out["n_reused"] = d.n_reused;
+                 return out;
+             })
+        .def("perf_reset", &Context::perf_reset);
+}
+
+}  // namespace sarai_bind

@@ -1,0 +1,144 @@
+// Binding of sarai::Engine. step() runs entirely without the GIL; its events
+// come back as small bound structs (one Python object per event, per token).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <memory>
+
+#include "bind.h"
+#include "engine.h"
+
+namespace sarai_bind {
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::list to_list(std::vector<sarai::Event> &&events) {
+    py::list out(events.size());
+    for (size_t i = 0; i < events.size(); ++i) out[i] = py::cast(std::move(events[i]));
+    return out;
+}
+
+py::dict stats_dict(const sarai::EngineStats &s) {
+    py::dict d;
+    d["n_steps"] = s.n_steps;
+    d["n_decode_calls"] = s.n_decode_calls;
+    d["n_batch_tokens"] = s.n_batch_tokens;
+    d["n_sampled"] = s.n_sampled;
+    d["t_step_ms"] = s.t_step_ms;
+    d["t_decode_ms"] = s.t_decode_ms;
+    return d;
+}
+
+}  // namespace
+
+void bind_engine(py::module_ &m) {
+    using sarai::Engine;
+    using sarai::Event;
+
+    py::class_<Event> ev(m, "Event", "One thing that happened to one request during Engine.step()");
+    ev.attr("TOKEN") = (int)sarai::EventKind::Token;
+    ev.attr("DONE") = (int)sarai::EventKind::Done;
+    ev.attr("ERROR") = (int)sarai::EventKind::Error;
+    ev.attr("NEED_TOKEN") = (int)sarai::EventKind::NeedToken;
+    ev.def_readonly("id", &Event::id)
+        .def_property_readonly("kind", [](const Event &e) { return (int)e.kind; })
+        .def_readonly("token", &Event::token)
+        .def_property_readonly("text", [](const Event &e) { return py::bytes(e.text); })
+        .def_readonly("eog", &Event::eog)
+        .def_readonly("logprob", &Event::logprob)
+        .def_readonly("top", &Event::top)
+        .def_readonly("finish_reason", &Event::finish_reason)
+        .def_readonly("error", &Event::error)
+        .def_readonly("n_prompt", &Event::n_prompt)
+        .def_readonly("n_reused", &Event::n_reused)
+        .def_readonly("n_generated", &Event::n_generated)
+        .def("__repr__", [](const Event &e) {
+            static const char *kinds[] = {"TOKEN", "DONE", "ERROR", "NEED_TOKEN"};
+            return "<Event id=" + std::to_string(e.id) + " " + kinds[(int)e.kind] + " token=" +
+                   std::to_string(e.token) + (e.finish_reason.empty() ? "" : " finish=" + e.finish_reason) +
+                   (e.error.empty() ? "" : " error=" + e.error) + ">";
+        });
+
+    py::class_<Engine>(m, "Engine",
+                       "Continuous batching of n_seq sequences over one llama_context. One thread drives it "
+                       "(step, submit, release, provide_token, sample_with, logits, clear); cancel() may come "
+                       "from any thread.")
+        .def(py::init([](std::shared_ptr<sarai::Model> model, const sarai::ContextParams &p, int32_t n_seq) {
+                 py::gil_scoped_release release;
+                 return std::make_unique<Engine>(std::move(model), p, n_seq);
+             }),
+             py::arg("model"), py::arg("params"), py::arg("n_seq") = 1)
+        .def_property_readonly("n_seq", &Engine::n_seq)
+        .def_property_readonly("n_ctx", &Engine::n_ctx)
+        .def_property_readonly("n_ctx_seq", &Engine::n_ctx_seq)
+        .def_property_readonly("n_batch", &Engine::n_batch)
+        .def(
+            "submit",
+            [](Engine &e, std::vector<llama_token> prompt, const sarai::SamplerParams &params, int32_t max_tokens,
+               bool ignore_eos, int32_t n_probs, bool external_sampling) {
+                sarai::Request r;
+                r.prompt = std::move(prompt);
+                r.sampling = params;
+                r.max_tokens = max_tokens;
+                r.ignore_eos = ignore_eos;
+                r.n_probs = n_probs;
+                r.external_sampling = external_sampling;
+                py::gil_scoped_release release;  // a grammar is parsed here
+                return e.submit(std::move(r));
+            },
+            py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = -1, py::arg("ignore_eos") = false,
+            py::arg("n_probs") = -1, py::arg("external_sampling") = false)
+        .def("step",
+             [](Engine &e) {
+                 std::vector<Event> events;
+                 {
+                     py::gil_scoped_release release;  // the whole step: decode and sampling
+                     events = e.step();
+                 }
+                 return to_list(std::move(events));
+             })
+        .def("cancel", &Engine::cancel, py::arg("id"), py::call_guard<py::gil_scoped_release>())
+        .def("release", &Engine::release, py::arg("id"))
+        .def("logits",
+             [](const Engine &e, int64_t id) {
+                 const auto &l = e.logits(id);
+                 py::array_t<float> out((py::ssize_t)l.size());
+                 std::memcpy(out.mutable_data(), l.data(), sizeof(float) * l.size());
+                 return out;
+             },
+             py::arg("id"))
+        .def("provide_token", [](Engine &e, int64_t id, llama_token t) { return to_list(e.provide_token(id, t)); },
+             py::arg("id"), py::arg("token"))
+        .def("sample_with",
+             [](Engine &e, int64_t id, FloatArray logits) {
+                 return to_list(e.sample_with(id, logits.data(), (size_t)logits.size()));
+             },
+             py::arg("id"), py::arg("logits"))
+        .def("idle", &Engine::idle)
+        .def("n_active", &Engine::n_active)
+        .def("n_queued", &Engine::n_queued)
+        .def("kv_used", &Engine::kv_used)
+        .def("stats", [](const Engine &e) { return stats_dict(e.stats()); })
+        .def("reset_stats", &Engine::reset_stats)
+        .def("perf",
+             [](const Engine &e) {
+                 const auto d = e.perf();
+                 py::dict out;
+                 out["t_load_ms"] = d.t_load_ms;
+                 out["t_p_eval_ms"] = d.t_p_eval_ms;
+                 out["t_eval_ms"] = d.t_eval_ms;
+                 out["n_p_eval"] = d.n_p_eval;
+                 out["n_eval"] = d.n_eval;
+                 out["n_reused"] = d.n_reused;
+                 return out;
+             })
+        .def("perf_reset", &Engine::perf_reset)
+        .def("set_threads", &Engine::set_threads, py::arg("n_threads"), py::arg("n_threads_batch"))
+        .def("clear", &Engine::clear);
+}
+
+}  // namespace sarai_bind

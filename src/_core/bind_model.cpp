@@ -1,0 +1,120 @@
+// Binding of the model, the backend loader, GGUF inspection and chat templates.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <type_traits>
+#include <variant>
+
+#include "backends.h"
+#include "bind.h"
+#include "ggml-backend.h"
+#include "gguf_check.h"
+#include "log.h"
+#include "model.h"
+
+namespace sarai_bind {
+
+namespace {
+
+py::dict inspect_gguf(const std::string &path) {
+    sarai::GgufInfo info;
+    {
+        py::gil_scoped_release release;  // reading a large header touches the disk
+        info = sarai::inspect_gguf(path);
+    }
+    py::dict meta;
+    for (const auto &[key, value] : info.meta) {
+        std::visit(
+            [&](const auto &v) {
+                using T = std::decay_t<decltype(v)>;
+                if constexpr (std::is_same_v<T, std::monostate>) meta[key.c_str()] = py::none();
+                else if constexpr (std::is_same_v<T, sarai::GgufString>) meta[key.c_str()] = py::bytes(v.bytes);
+                else meta[key.c_str()] = v;
+            },
+            value);
+    }
+    meta["__n_tensors__"] = info.n_tensors;
+    return meta;
+}
+
+py::dict init_backends(const std::string &libdir, const std::string &forced) {
+    const sarai::BackendChoice b = sarai::init_backends(libdir, forced);
+    py::dict out;
+    out["variant"] = b.variant;
+    out["score"] = b.score;
+    out["reason"] = b.reason;
+    return out;
+}
+
+}  // namespace
+
+void bind_model(py::module_ &m) {
+    using sarai::Model;
+    m.def("init_backends", &init_backends, py::arg("libdir"), py::arg("forced_variant") = "",
+          "Load the CPU backend (the best shipped variant, or the forced one) and initialise llama.cpp; idempotent");
+    m.def("llama_version", []() { return std::string(llama_version()); });
+    m.def("system_info", []() { return std::string(llama_print_system_info()); },
+          "llama.cpp's own report of the CPU features its kernels use");
+    m.def("backends", []() {
+        std::vector<std::string> out;
+        for (size_t i = 0; i < ggml_backend_reg_count(); ++i)
+            out.emplace_back(ggml_backend_reg_name(ggml_backend_reg_get(i)));
+        return out;
+    });
+    m.def("set_log_level", &sarai::set_log_level,
+          "Minimum ggml log level printed to stderr (1 debug .. 4 error, 5 silent)");
+    m.def("inspect_gguf", &inspect_gguf, py::arg("path"));
+    m.def("apply_chat_template", &sarai::apply_chat_template, py::arg("template"), py::arg("messages"),
+          py::arg("add_assistant") = true);
+    m.def("builtin_chat_templates", &sarai::builtin_chat_templates);
+    m.def("supports_mmap", &llama_supports_mmap);
+    m.def("supports_mlock", &llama_supports_mlock);
+
+    py::class_<Model, std::shared_ptr<Model>>(m, "Model")
+        .def(py::init([](const std::string &path, bool vocab_only, bool use_mmap, bool use_mlock,
+                         bool use_extra_bufts, bool check_tensors) {
+                 sarai::ModelParams p{vocab_only, use_mmap, use_mlock, use_extra_bufts, check_tensors};
+                 py::gil_scoped_release release;  // loading reads (and may mlock) the whole file
+                 return std::make_shared<Model>(path, p);
+             }),
+             py::arg("path"), py::arg("vocab_only") = false, py::arg("use_mmap") = true, py::arg("use_mlock") = false,
+             py::arg("use_extra_bufts") = true, py::arg("check_tensors") = false)
+        .def_property_readonly("n_vocab", &Model::n_vocab)
+        .def_property_readonly("n_embd", [](const Model &s) { return llama_model_n_embd_out(s.get()); })
+        .def_property_readonly("n_ctx_train", [](const Model &s) { return llama_model_n_ctx_train(s.get()); })
+        .def_property_readonly("n_layer", [](const Model &s) { return llama_model_n_layer(s.get()); })
+        .def_property_readonly("n_params", [](const Model &s) { return llama_model_n_params(s.get()); })
+        .def_property_readonly("size", [](const Model &s) { return llama_model_size(s.get()); })
+        .def_property_readonly("desc", &Model::desc)
+        .def_property_readonly("has_encoder", [](const Model &s) { return llama_model_has_encoder(s.get()); })
+        .def_property_readonly("token_bos", [](const Model &s) { return llama_vocab_bos(s.vocab()); })
+        .def_property_readonly("token_eos", [](const Model &s) { return llama_vocab_eos(s.vocab()); })
+        .def_property_readonly("token_eot", [](const Model &s) { return llama_vocab_eot(s.vocab()); })
+        .def_property_readonly("token_nl", [](const Model &s) { return llama_vocab_nl(s.vocab()); })
+        .def_property_readonly("add_bos", [](const Model &s) { return llama_vocab_get_add_bos(s.vocab()); })
+        .def("is_eog", [](const Model &s, llama_token t) { return s.is_eog(t); })
+        .def("tokenize",
+             [](const Model &s, py::bytes text, bool add_special, bool parse_special) {
+                 std::string bytes(text);
+                 py::gil_scoped_release release;  // long documents take a while
+                 return s.tokenize(bytes, add_special, parse_special);
+             },
+             py::arg("text"), py::arg("add_special") = true, py::arg("parse_special") = false)
+        .def("token_to_piece", [](const Model &s, llama_token t, bool special) { return py::bytes(s.piece(t, special)); },
+             py::arg("token"), py::arg("special") = false)
+        .def("detokenize",
+             [](const Model &s, const std::vector<llama_token> &tokens, bool special) {
+                 return py::bytes(s.detokenize(tokens, special));
+             },
+             py::arg("tokens"), py::arg("special") = false)
+        .def("metadata",
+             [](const Model &s) {
+                 py::dict meta;
+                 for (const auto &[k, v] : s.metadata()) meta[py::str(k)] = py::str(v);
+                 return meta;
+             })
+        .def("chat_template", &Model::chat_template, py::arg("name") = py::none());
+}
+
+}  // namespace sarai_bind

@@ -1,0 +1,617 @@
+#include "engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <queue>
+
+#include "errors.h"
+#include "log.h"
+
+namespace sarai {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+size_t common_prefix(const std::vector<llama_token> &a, const std::vector<llama_token> &b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) ++i;
+    return i;
+}
+
+}  // namespace
+
+// One llama.cpp sequence id and the request (if any) that runs on it.
+struct Engine::Slot {
+    llama_seq_id seq = 0;
+    // Tokens whose KV is in the cache for this sequence, at positions
+    // 0..size-1. It outlives the request: the next one may reuse a prefix.
+    std::vector<llama_token> cache;
+
+    bool busy = false;
+    int64_t id = 0;
+    Request req;
+    std::unique_ptr<Sampler> sampler;
+    uint64_t admit_order = 0;  // prompt chunks are scheduled first come, first served
+    size_t prompt_done = 0;    // prompt tokens already in `cache`
+    llama_token next = -1;     // sampled but not decoded yet (decoded by the next step)
+    bool has_next = false;
+    bool waiting = false;      // NEED_TOKEN sent, waiting for provide_token/sample_with
+    std::vector<float> ext_logits;  // the raw logits a NEED_TOKEN refers to
+    int32_t n_generated = 0;
+    int32_t n_reused = 0;
+    Utf8Stream utf8;
+    // Set by cancel() from any thread; read by the abort callback during a decode.
+    std::atomic<bool> cancel{false};
+
+    bool prompting() const { return busy && prompt_done < req.prompt.size(); }
+};
+
+struct Engine::Pending {
+    int64_t id = 0;
+    Request req;
+    std::unique_ptr<Sampler> sampler;
+};
+
+Engine::Engine(std::shared_ptr<Model> model, const ContextParams &p, int32_t n_seq) : model_(std::move(model)) {
+    // llama.cpp's internal LLAMA_MAX_SEQ (src/llama-cparams.h), not exported
+    // by llama.h; a larger n_seq_max would fail context creation less clearly.
+    constexpr int32_t kMaxSeq = 256;
+    if (n_seq < 1 || n_seq > kMaxSeq) throw InvalidArgument("n_seq must be in [1, " + std::to_string(kMaxSeq) + "]");
+    if (p.embeddings) throw InvalidArgument("the engine generates text; use Context for embeddings");
+    // A unified KV cache: every sequence may use any cell, so a short request
+    // leaves room for a long one, and prefixes can be shared with seq_cp
+    // without copying tensors (the reference server's default too).
+    auto params = make_llama_params(p, (uint32_t)n_seq, /*kv_unified=*/true);
+    params.abort_callback = &Engine::abort_cb;
+    params.abort_callback_data = this;
+    clear_last_error();
+    ctx_ = llama_init_from_model(model_->get(), params);
+    if (!ctx_) throw std::runtime_error(with_reason("failed to create the llama.cpp context"));
+    mem_ = llama_get_memory(ctx_);
+    n_ctx_ = llama_n_ctx(ctx_);
+    // Per-sequence limit as the reference server computes it (n_ctx_slot): with
+    // a unified cache one sequence may grow to the whole context.
+    n_ctx_seq_ = llama_n_ctx_seq(ctx_);
+    n_batch_ = llama_n_batch(ctx_);
+    n_vocab_ = model_->n_vocab();
+    n_swa_ = llama_model_n_swa(model_->get());
+    batch_ = llama_batch_init((int32_t)n_batch_, 0, 1);  // allocated once, refilled every step
+    owner_.resize(n_batch_);
+    row_is_prompt_.resize(n_batch_);
+    for (int32_t s = 0; s < n_seq; ++s) {
+        slots_.push_back(std::make_unique<Slot>());
+        slots_.back()->seq = s;
+    }
+}
+
+Engine::~Engine() {
+    llama_batch_free(batch_);
+    if (ctx_) llama_free(ctx_);
+}
+
+bool Engine::abort_cb(void *data) {
+    // Abort only when nobody in the decode wants its result: cancelling one
+    // sequence must leave the others' tokens exactly as they would be.
+    const auto *e = static_cast<const Engine *>(data);
+    if (e->decoding_.empty()) return false;
+    for (const Slot *s : e->decoding_)
+        if (!s->cancel.load(std::memory_order_relaxed)) return false;
+    return true;
+}
+
+int64_t Engine::submit(Request req) {
+    if (req.prompt.empty()) throw InvalidArgument("the prompt is empty (it needs at least one token)");
+    for (auto t : req.prompt) model_->check_token(t);
+    // The last prompt token and at least one generated token must fit.
+    if (req.prompt.size() >= n_ctx_seq_)
+        throw InvalidArgument("the prompt has " + std::to_string(req.prompt.size()) +
+                              " tokens; a sequence holds at most " + std::to_string(n_ctx_seq_) +
+                              " (prompt and generated tokens), so the prompt must be shorter");
+    if (req.max_tokens < -1) throw InvalidArgument("max_tokens must be >= -1 (-1 or 0: until the context end)");
+    if (req.n_probs < -1 || req.n_probs > n_vocab_)
+        throw InvalidArgument("n_probs must be in [-1, n_vocab] (-1: no logprobs)");
+    validate_sampler_params(req.sampling);
+    auto pending = std::make_unique<Pending>();
+    pending->sampler = std::make_unique<Sampler>(*model_, req.sampling);  // grammar/logit bias errors here
+    pending->req = std::move(req);
+    std::lock_guard<std::mutex> lock(mu_);
+    pending->id = next_id_++;
+    const int64_t id = pending->id;
+    queue_.push_back(std::move(pending));
+    return id;
+}
+
+Engine::Slot *Engine::find_active(int64_t id) const {
+    for (const auto &s : slots_)
+        if (s->busy && s->id == id) return s.get();
+    return nullptr;
+}
+
+bool Engine::cancel(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (Slot *s = find_active(id)) {
+        s->cancel.store(true);
+        return true;
+    }
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+        if ((*it)->id == id) {
+            cancelled_queued_.emplace_back(id, (int32_t)(*it)->req.prompt.size());
+            queue_.erase(it);
+            return true;
+        }
+    }
+    return false;
+}
+
+bool Engine::release(int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (Slot *s = find_active(id)) {
+        // A sampled but undecoded token is simply dropped: `cache` only ever
+        // holds decoded tokens, so it stays exact for the next prefix match.
+        s->busy = false;
+        s->has_next = s->waiting = false;
+        s->sampler.reset();
+        s->utf8.reset();
+        s->cancel.store(false);
+        return true;
+    }
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+        if ((*it)->id == id) {
+            queue_.erase(it);
+            return true;
+        }
+    }
+    return false;
+}
+
+void Engine::finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason,
+                    const std::string &error) {
+    Event ev;
+    ev.id = slot.id;
+    ev.kind = kind;
+    ev.text = slot.utf8.flush();  // an unfinished character at the end is passed on as is
+    if (reason) ev.finish_reason = reason;
+    ev.error = error;
+    ev.n_prompt = (int32_t)slot.req.prompt.size();
+    ev.n_reused = slot.n_reused;
+    ev.n_generated = slot.n_generated;
+    out.push_back(std::move(ev));
+    slot.busy = false;
+    slot.has_next = slot.waiting = false;
+    slot.sampler.reset();
+    slot.cancel.store(false);
+}
+
+void Engine::choose_prefix(Slot &slot, const std::vector<llama_token> &prompt) {
+    // The last prompt token is always evaluated: its logits give the first token.
+    const size_t limit = prompt.size() - 1;
+    size_t keep = std::min(common_prefix(slot.cache, prompt), limit);
+    // A longer prefix cached by another sequence (busy or not) is shared with
+    // seq_cp: in a unified cache that tags the same cells with this sequence
+    // too, no tensor copy. Not for sliding-window or recurrent memories, whose
+    // old positions may be gone or cannot be shared by position range.
+    const bool can_share = n_swa_ == 0 && !llama_model_is_recurrent(model_->get()) &&
+                           !llama_model_is_hybrid(model_->get());
+    if (can_share) {
+        const Slot *best = nullptr;
+        size_t best_len = keep;
+        for (const auto &o : slots_) {
+            if (o.get() == &slot) continue;
+            const size_t c = std::min(common_prefix(o->cache, prompt), limit);
+            if (c > best_len) {
+                best_len = c;
+                best = o.get();
+            }
+        }
+        if (best) {
+            llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+            llama_memory_seq_cp(mem_, best->seq, slot.seq, 0, (llama_pos)best_len);
+            slot.cache.assign(prompt.begin(), prompt.begin() + (long)best_len);
+            slot.n_reused = (int32_t)best_len;
+            slot.prompt_done = best_len;
+            return;
+        }
+    }
+    if (!llama_memory_seq_rm(mem_, slot.seq, (llama_pos)keep, -1)) {
+        // The memory cannot cut there (recurrent state): start over.
+        llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+        keep = 0;
+    }
+    if (keep > 0 && n_swa_ > 0) {
+        // A sliding-window cache drops old cells: the kept prefix is usable
+        // only if the window before its end is still there (the reference
+        // server's check).
+        const llama_pos pos_min = llama_memory_seq_pos_min(mem_, slot.seq);
+        const llama_pos thold = std::max<llama_pos>(0, (llama_pos)keep - n_swa_);
+        if (pos_min < 0 || pos_min > thold) {
+            llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+            keep = 0;
+        }
+    }
+    slot.cache.resize(keep);
+    slot.n_reused = (int32_t)keep;
+    slot.prompt_done = keep;
+}
+
+void Engine::admit_locked() {
+    while (!queue_.empty()) {
+        // The free sequence whose cache shares the longest prefix with the prompt.
+        Slot *chosen = nullptr;
+        size_t chosen_len = 0;
+        const auto &prompt = queue_.front()->req.prompt;
+        for (const auto &s : slots_) {
+            if (s->busy) continue;
+            const size_t c = common_prefix(s->cache, prompt);
+            if (!chosen || c > chosen_len) {
+                chosen = s.get();
+                chosen_len = c;
+            }
+        }
+        if (!chosen) return;  // all busy: the request waits (FIFO)
+        std::unique_ptr<Pending> p = std::move(queue_.front());
+        queue_.pop_front();
+        Slot &s = *chosen;
+        s.busy = true;
+        s.id = p->id;
+        s.req = std::move(p->req);
+        s.sampler = std::move(p->sampler);
+        s.admit_order = admit_counter_++;
+        s.next = -1;
+        s.has_next = s.waiting = false;
+        s.n_generated = 0;
+        s.utf8.reset();
+        s.cancel.store(false);
+        choose_prefix(s, s.req.prompt);
+    }
+}
+
+void Engine::fill_logprobs(Event &ev, const float *raw, llama_token tok, int32_t n_probs) {
+    // log-softmax of the raw logits (before any sampler), as OpenAI reports them.
+    float mx = raw[0];
+    for (int32_t i = 1; i < n_vocab_; ++i) mx = std::max(mx, raw[i]);
+    double sum = 0.0;
+    for (int32_t i = 0; i < n_vocab_; ++i) sum += std::exp((double)(raw[i] - mx));
+    const float lse = mx + (float)std::log(sum);
+    ev.logprob = raw[tok] - lse;
+    if (n_probs <= 0) return;
+    // The n_probs largest with a min-heap: O(n_vocab log n_probs).
+    using Item = std::pair<float, llama_token>;
+    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> heap;
+    for (int32_t i = 0; i < n_vocab_; ++i) {
+        if ((int32_t)heap.size() < n_probs) heap.emplace(raw[i], i);
+        else if (raw[i] > heap.top().first) {
+            heap.pop();
+            heap.emplace(raw[i], i);
+        }
+    }
+    ev.top.resize(heap.size());
+    for (size_t k = heap.size(); k-- > 0;) {
+        ev.top[k] = {heap.top().second, heap.top().first - lse};
+        heap.pop();
+    }
+}
+
+void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vector<Event> &out) {
+    slot.n_generated++;
+    stats_.n_sampled++;
+    Event ev;
+    ev.id = slot.id;
+    ev.kind = EventKind::Token;
+    ev.token = tok;
+    ev.eog = model_->is_eog(tok);
+    if (slot.req.n_probs >= 0 && raw) fill_logprobs(ev, raw, tok, slot.req.n_probs);
+    ev.text = slot.utf8.push(model_->piece(tok, false));
+    ev.n_prompt = (int32_t)slot.req.prompt.size();
+    ev.n_reused = slot.n_reused;
+    ev.n_generated = slot.n_generated;
+    const bool eog = ev.eog;
+    out.push_back(std::move(ev));
+    if (eog && !slot.req.ignore_eos) return finish(slot, out, EventKind::Done, "stop", "");
+    if (slot.req.max_tokens > 0 && slot.n_generated >= slot.req.max_tokens)
+        return finish(slot, out, EventKind::Done, "length", "");
+    // The token would be decoded at position cache.size(): past the
+    // sequence's context there is no room for it, so generation ends here.
+    if (slot.cache.size() >= n_ctx_seq_) return finish(slot, out, EventKind::Done, "length", "");
+    slot.next = tok;
+    slot.has_next = true;  // decoded by the next step, so a caller that stops here wastes no decode
+}
+
+void Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) {
+    if (!row) return finish(slot, out, EventKind::Error, nullptr, "no logits for the sequence after decode");
+    if (slot.req.external_sampling) {
+        // The logits are copied: other sequences' decodes overwrite llama.cpp's
+        // buffer while this one waits for the caller.
+        slot.ext_logits.assign(row, row + n_vocab_);
+        slot.waiting = true;
+        Event ev;
+        ev.id = slot.id;
+        ev.kind = EventKind::NeedToken;
+        ev.n_prompt = (int32_t)slot.req.prompt.size();
+        ev.n_reused = slot.n_reused;
+        ev.n_generated = slot.n_generated;
+        out.push_back(std::move(ev));
+        return;
+    }
+    llama_token tok;
+    try {
+        tok = slot.sampler->sample_from(row, n_vocab_);
+        slot.sampler->accept(tok);
+    } catch (const std::exception &e) {
+        return finish(slot, out, EventKind::Error, nullptr, e.what());
+    }
+    emit_token(slot, tok, row, out);
+}
+
+void Engine::decode_batch(std::vector<Event> &out) {
+    // Called with mu_ held (via the lock in step); it is released around llama_decode.
+    int32_t n_total = batch_.n_tokens;
+    int32_t i = 0;
+    int32_t nb = n_total;
+    while (i < n_total) {
+        const int32_t cnt = std::min(nb, n_total - i);
+        llama_batch view = {cnt,
+                            batch_.token + i,
+                            nullptr,
+                            batch_.pos + i,
+                            batch_.n_seq_id + i,
+                            batch_.seq_id + i,
+                            batch_.logits + i};
+        decoding_.clear();
+        for (int32_t k = i; k < i + cnt; ++k)
+            if (std::find(decoding_.begin(), decoding_.end(), owner_[k]) == decoding_.end())
+                decoding_.push_back(owner_[k]);
+        clear_last_error();
+        mu_.unlock();  // cancel() must not wait for a decode
+        const auto t0 = Clock::now();
+        int32_t rc;
+        try {
+            rc = llama_decode(ctx_, view);
+        } catch (...) {
+            rc = -100;  // never leave with mu_ unlocked; reported as a failed decode
+        }
+        const double dt = ms_since(t0);
+        mu_.lock();
+        stats_.t_decode_ms += dt;
+        stats_.n_decode_calls++;
+        if (rc == 0) {
+            stats_.n_batch_tokens += cnt;
+            for (int32_t k = i; k < i + cnt; ++k) {
+                Slot *s = owner_[k];
+                s->cache.push_back(batch_.token[k]);
+                if (row_is_prompt_[k]) s->prompt_done++;
+                else s->has_next = false;
+            }
+            for (int32_t k = i; k < i + cnt; ++k) {
+                if (!batch_.logits[k]) continue;
+                Slot *s = owner_[k];
+                if (s->cancel.load()) continue;  // ended as "cancelled" at the end of the step
+                sample_slot(*s, llama_get_logits_ith(ctx_, k - i), out);
+            }
+            i += cnt;
+            continue;
+        }
+        if (rc == 1) {
+            // Free sequences keep their tokens only for prefix reuse: evict
+            // them before anyone running is refused room.
+            bool evicted = false;
+            for (auto &o : slots_) {
+                if (o->busy || o->cache.empty()) continue;
+                llama_memory_seq_rm(mem_, o->seq, -1, -1);
+                o->cache.clear();
+                evicted = true;
+            }
+            if (evicted) continue;
+        }
+        if (rc == 1 && cnt > 1) {
+            // No KV room for the whole batch (llama.cpp restored its state):
+            // retry in smaller pieces, as the reference server does.
+            nb = std::max(1, cnt / 2);
+            continue;
+        }
+        // Failed: drop whatever part of the view reached the cache, and end
+        // the sequences concerned; the others go on.
+        std::vector<Slot *> dead;
+        if (rc == 1) {
+            // Not even one token fits: the cache is full.
+            Slot *s = owner_[i];
+            llama_memory_seq_rm(mem_, s->seq, (llama_pos)s->cache.size(), -1);
+            dead.push_back(s);
+            if (s->cancel.load()) {
+                // ended as "cancelled" below
+            } else if (row_is_prompt_[i]) {
+                finish(*s, out, EventKind::Error, nullptr,
+                       "the KV cache is full: no room for the prompt (fewer concurrent sequences or a larger n_ctx)");
+            } else {
+                finish(*s, out, EventKind::Done, "length", "");
+            }
+        } else {
+            const std::string why =
+                rc == 2 ? std::string() : with_reason("llama_decode failed with code " + std::to_string(rc));
+            for (Slot *s : decoding_) {
+                llama_memory_seq_rm(mem_, s->seq, (llama_pos)s->cache.size(), -1);
+                dead.push_back(s);
+                // rc 2: aborted because every one of them was cancelled.
+                if (rc != 2 && !s->cancel.load()) finish(*s, out, EventKind::Error, nullptr, why);
+            }
+        }
+        // Their later rows cannot be decoded either (positions must follow the
+        // cache without a gap): compact the rest of the batch without them.
+        int32_t w = i;
+        for (int32_t k = i; k < n_total; ++k) {
+            if (std::find(dead.begin(), dead.end(), owner_[k]) != dead.end()) continue;
+            batch_.token[w] = batch_.token[k];
+            batch_.pos[w] = batch_.pos[k];
+            batch_.seq_id[w][0] = batch_.seq_id[k][0];
+            batch_.logits[w] = batch_.logits[k];
+            owner_[w] = owner_[k];
+            row_is_prompt_[w] = row_is_prompt_[k];
+            ++w;
+        }
+        n_total = w;
+        batch_.n_tokens = w;
+    }
+    decoding_.clear();
+}
+
+std::vector<Event> Engine::step() {
+    const auto t0 = Clock::now();
+    std::vector<Event> out;
+    std::unique_lock<std::mutex> lock(mu_);
+    for (const auto &[id, n_prompt] : cancelled_queued_) {
+        Event ev;
+        ev.id = id;
+        ev.kind = EventKind::Done;
+        ev.finish_reason = "cancelled";
+        ev.n_prompt = n_prompt;
+        out.push_back(std::move(ev));
+    }
+    cancelled_queued_.clear();
+    for (auto &s : slots_)
+        if (s->busy && s->cancel.load()) finish(*s, out, EventKind::Done, "cancelled", "");
+    admit_locked();
+
+    // One token for every generating sequence first (they are latency
+    // bound), then prompt chunks first come, first served, up to n_batch.
+    int32_t n = 0;
+    auto add_row = [&](Slot &s, llama_token tok, llama_pos pos, bool logits, bool prompt) {
+        batch_.token[n] = tok;
+        batch_.pos[n] = pos;
+        batch_.n_seq_id[n] = 1;
+        batch_.seq_id[n][0] = s.seq;
+        batch_.logits[n] = logits;
+        owner_[n] = &s;
+        row_is_prompt_[n] = prompt;
+        ++n;
+    };
+    for (auto &s : slots_)
+        if (s->busy && s->has_next && n < (int32_t)n_batch_)
+            add_row(*s, s->next, (llama_pos)s->cache.size(), true, false);
+    std::vector<Slot *> prompting;
+    for (auto &s : slots_)
+        if (s->prompting()) prompting.push_back(s.get());
+    std::sort(prompting.begin(), prompting.end(),
+              [](const Slot *a, const Slot *b) { return a->admit_order < b->admit_order; });
+    for (Slot *s : prompting) {
+        const size_t total = s->req.prompt.size();
+        size_t k = s->prompt_done;
+        llama_pos pos = (llama_pos)s->cache.size();
+        while (k < total && n < (int32_t)n_batch_) {
+            // Logits only where a token must be sampled: the last prompt token.
+            add_row(*s, s->req.prompt[k], pos++, k + 1 == total, true);
+            ++k;
+        }
+    }
+    batch_.n_tokens = n;
+    if (n > 0) {
+        decode_batch(out);
+        for (auto &s : slots_)
+            if (s->busy && s->cancel.load()) finish(*s, out, EventKind::Done, "cancelled", "");
+        stats_.n_steps++;
+        stats_.t_step_ms += ms_since(t0);
+    }
+    return out;
+}
+
+const std::vector<float> &Engine::logits(int64_t id) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Slot *s = find_active(id);
+    if (!s || !s->waiting) throw InvalidArgument("request " + std::to_string(id) + " is not waiting for a token");
+    return s->ext_logits;
+}
+
+std::vector<Event> Engine::provide_token(int64_t id, llama_token token) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Slot *s = find_active(id);
+    if (!s || !s->waiting) throw InvalidArgument("request " + std::to_string(id) + " is not waiting for a token");
+    model_->check_token(token);
+    // Accepting keeps penalties and grammar state in step with the text.
+    try {
+        s->sampler->accept(token);
+    } catch (const std::exception &e) {
+        throw InvalidArgument(std::string("token not accepted by the request's sampler: ") + e.what());
+    }
+    s->waiting = false;
+    std::vector<Event> out;
+    emit_token(*s, token, s->ext_logits.data(), out);
+    return out;
+}
+
+std::vector<Event> Engine::sample_with(int64_t id, const float *logits, size_t n) {
+    std::lock_guard<std::mutex> lock(mu_);
+    Slot *s = find_active(id);
+    if (!s || !s->waiting) throw InvalidArgument("request " + std::to_string(id) + " is not waiting for a token");
+    if (n != (size_t)n_vocab_) throw InvalidArgument("logits must have n_vocab entries");
+    const llama_token tok = s->sampler->sample_from(logits, n_vocab_);
+    s->sampler->accept(tok);
+    s->waiting = false;
+    std::vector<Event> out;
+    // Logprobs come from the raw logits, not the caller's modified ones.
+    emit_token(*s, tok, s->ext_logits.data(), out);
+    return out;
+}
+
+bool Engine::idle() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!queue_.empty() || !cancelled_queued_.empty()) return false;
+    for (const auto &s : slots_)
+        if (s->busy) return false;
+    return true;
+}
+
+int32_t Engine::n_active() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    int32_t n = 0;
+    for (const auto &s : slots_) n += s->busy ? 1 : 0;
+    return n;
+}
+
+int32_t Engine::n_queued() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return (int32_t)queue_.size();
+}
+
+int64_t Engine::kv_used() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    int64_t n = 0;
+    for (const auto &s : slots_) n += (int64_t)s->cache.size();
+    return n;
+}
+
+EngineStats Engine::stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
+}
+
+void Engine::reset_stats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_ = EngineStats{};
+}
+
+void Engine::set_threads(int32_t n_threads, int32_t n_threads_batch) {
+    if (n_threads < 1 || n_threads_batch < 1) throw InvalidArgument("thread counts must be >= 1");
+    llama_set_n_threads(ctx_, n_threads, n_threads_batch);
+}
+
+void Engine::clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto &s : slots_) {
+        s->busy = s->has_next = s->waiting = false;
+        s->sampler.reset();
+        s->utf8.reset();
+        s->cache.clear();
+        s->cancel.store(false);
+    }
+    queue_.clear();
+    cancelled_queued_.clear();
+    llama_memory_clear(mem_, true);
+}
+
+}  // namespace sarai

@@ -1,0 +1,147 @@
+// sarai::Engine: continuous batching of many sequences over one llama_context
+// (n_seq_max = N, one unified KV cache), in the shape of llama.cpp's server:
+// one loop, one batch. Each step() puts one token of every generating
+// sequence and prompt chunks of admitting ones into one persistent
+// llama_batch, calls llama_decode once, and samples every sequence that needs
+// a token with that sequence's own sampler chain.
+//
+// Thread rule: ONE thread drives the engine (step, submit, release,
+// provide_token, sample_with, logits, clear, set_threads) at a time; cancel()
+// may come from any thread at any moment, including during a step. The
+// accessors idle/n_active/n_queued/stats are safe from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "context.h"
+#include "llama.h"
+#include "model.h"
+#include "sampler.h"
+
+namespace sarai {
+
+struct Request {
+    std::vector<llama_token> prompt;
+    SamplerParams sampling;
+    int32_t max_tokens = -1;         // -1 or 0: until the sequence reaches the end of its context
+    bool ignore_eos = false;         // end-of-generation tokens are emitted and generation goes on
+    int32_t n_probs = -1;            // -1: off; >= 0: logprob of the sampled token + top n_probs
+    bool external_sampling = false;  // NEED_TOKEN events: the caller chooses every token
+};
+
+enum class EventKind : int32_t { Token = 0, Done = 1, Error = 2, NeedToken = 3 };
+
+struct Event {
+    int64_t id = 0;
+    EventKind kind = EventKind::Token;
+    llama_token token = -1;
+    std::string text;  // complete UTF-8 bytes released by this event (DONE: the flushed rest)
+    bool eog = false;
+    float logprob = 0.0f;                             // when n_probs >= 0
+    std::vector<std::pair<llama_token, float>> top;   // n_probs best (token, logprob), best first
+    std::string finish_reason;                        // DONE: "stop", "length", "cancelled"
+    std::string error;                                // ERROR: the message
+    int32_t n_prompt = 0, n_reused = 0, n_generated = 0;
+};
+
+struct EngineStats {
+    int64_t n_steps = 0;          // step() calls that decoded something
+    int64_t n_decode_calls = 0;   // llama_decode calls (more than n_steps after retries)
+    int64_t n_batch_tokens = 0;   // tokens submitted in successful decodes
+    int64_t n_sampled = 0;        // tokens sampled (or provided)
+    double t_step_ms = 0.0;       // wall time inside step()
+    double t_decode_ms = 0.0;     // wall time inside llama_decode
+};
+
+class Engine {
+  public:
+    Engine(std::shared_ptr<Model> model, const ContextParams &p, int32_t n_seq);
+    ~Engine();
+    Engine(const Engine &) = delete;
+    Engine &operator=(const Engine &) = delete;
+
+    // Validates (InvalidArgument) and queues a request; returns its id.
+    int64_t submit(Request req);
+    // One scheduling round (see the file comment). Returns the events of this round.
+    std::vector<Event> step();
+    // From any thread: the next step ends the request with DONE "cancelled";
+    // a decode in flight is aborted when every sequence in it is cancelled.
+    // Returns false for an unknown (or already finished) id.
+    bool cancel(int64_t id);
+    // The caller ends the request itself (e.g. a stop string): no event; the
+    // sequence's cached tokens stay for prefix reuse. False for unknown ids.
+    bool release(int64_t id);
+
+    // External sampling: the raw logits the request's NEED_TOKEN refers to
+    // (a copy owned by the engine, valid until provide_token/sample_with).
+    const std::vector<float> &logits(int64_t id) const;
+    // Use `token` as the request's next token; returns its TOKEN (and DONE) events.
+    std::vector<Event> provide_token(int64_t id, llama_token token);
+    // Run the request's own sampler chain on caller-modified logits (n_vocab floats).
+    std::vector<Event> sample_with(int64_t id, const float *logits, size_t n);
+
+    bool idle() const;
+    int32_t n_active() const;
+    int32_t n_queued() const;
+    int32_t n_seq() const { return (int32_t)slots_.size(); }
+    uint32_t n_ctx() const { return n_ctx_; }
+    uint32_t n_ctx_seq() const { return n_ctx_seq_; }
+    uint32_t n_batch() const { return n_batch_; }
+    // Cells the sequences' tokens occupy (a prefix shared by seq_cp counts
+    // once per sequence, so this is an upper bound) and the cache's size.
+    int64_t kv_used() const;
+    EngineStats stats() const;
+    void reset_stats();
+    PerfCounters perf() const { return perf_of(ctx_); }
+    void perf_reset() { llama_perf_context_reset(ctx_); }
+    void set_threads(int32_t n_threads, int32_t n_threads_batch);
+    // Drops every request (active and queued, without events) and the whole KV cache.
+    void clear();
+
+  private:
+    struct Slot;
+    struct Pending;
+
+    void admit_locked();
+    void choose_prefix(Slot &slot, const std::vector<llama_token> &prompt);
+    void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);
+    void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
+    void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
+    void fill_logprobs(Event &ev, const float *raw, llama_token tok, int32_t n_probs);
+    Slot *find_active(int64_t id) const;
+    void decode_batch(std::vector<Event> &out);
+    static bool abort_cb(void *data);
+
+    std::shared_ptr<Model> model_;
+    llama_context *ctx_ = nullptr;
+    llama_memory_t mem_ = nullptr;
+    uint32_t n_ctx_ = 0, n_ctx_seq_ = 0, n_batch_ = 0;
+    int32_t n_vocab_ = 0;
+    int32_t n_swa_ = 0;
+
+    // Guards slots_' request state, queue_ and next_id_ against cancel() and
+    // the accessors; released while llama_decode runs so that cancel() never waits for it.
+    mutable std::mutex mu_;
+    std::vector<std::unique_ptr<Slot>> slots_;
+    std::deque<std::unique_ptr<Pending>> queue_;
+    std::vector<std::pair<int64_t, int32_t>> cancelled_queued_;  // (id, n_prompt) cancelled while queued: DONE next step
+    int64_t next_id_ = 1;
+    uint64_t admit_counter_ = 0;             // FIFO order of prompt chunks
+
+    // The persistent batch and, per batch row, the slot that owns it.
+    llama_batch batch_{};
+    std::vector<Slot *> owner_;
+    std::vector<uint8_t> row_is_prompt_;
+    std::vector<Slot *> decoding_;           // the slots in the decode in flight (abort callback)
+
+    EngineStats stats_;
+};
+
+}  // namespace sarai

@@ -1,0 +1,75 @@
+// A loaded llama.cpp model and its vocabulary, plus the chat-template helpers
+// that only need llama.cpp's renderer. Plain C++: failures are exceptions
+// (InvalidArgument for bad input, std::runtime_error for llama.cpp failures).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "llama.h"
+
+namespace sarai {
+
+struct ModelParams {
+    bool vocab_only = false;
+    bool use_mmap = true;
+    bool use_mlock = false;
+    bool use_extra_bufts = true;
+    bool check_tensors = false;
+};
+
+class Model {
+  public:
+    // Validates the GGUF first (validate_gguf), so hostile files raise instead of aborting.
+    Model(const std::string &path, const ModelParams &p);
+    ~Model();
+    Model(const Model &) = delete;
+    Model &operator=(const Model &) = delete;
+
+    llama_model *get() const { return model_; }
+    const llama_vocab *vocab() const { return vocab_; }
+    int32_t n_vocab() const { return n_vocab_; }
+
+    void check_token(llama_token t) const;  // InvalidArgument when out of [0, n_vocab)
+    bool is_eog(llama_token t) const { return llama_vocab_is_eog(vocab_, t); }
+
+    std::vector<llama_token> tokenize(const std::string &text, bool add_special, bool parse_special) const;
+    std::string piece(llama_token t, bool special) const;
+    std::string detokenize(const std::vector<llama_token> &tokens, bool special) const;
+    std::vector<std::pair<std::string, std::string>> metadata() const;
+    std::string desc() const;
+    std::optional<std::string> chat_template(const std::optional<std::string> &name) const;
+
+  private:
+    llama_model *model_ = nullptr;
+    const llama_vocab *vocab_ = nullptr;
+    int32_t n_vocab_ = 0;
+};
+
+// Renders messages with llama.cpp's built-in template matcher: it recognises
+// known template families and formats them in C++, so a template string can
+// never execute code (unlike a Jinja template run unsandboxed).
+std::string apply_chat_template(const std::string &tmpl,
+                                const std::vector<std::pair<std::string, std::string>> &messages, bool add_assistant);
+std::vector<std::string> builtin_chat_templates();
+
+// Number of bytes at the end of `s` that form an incomplete UTF-8 sequence.
+size_t incomplete_utf8_tail(const std::string &s);
+
+// Incremental UTF-8 safe detokenisation of one token stream: push() returns
+// only complete UTF-8 (a character split over two tokens waits for the
+// second), flush() returns whatever is held at the end.
+class Utf8Stream {
+  public:
+    std::string push(const std::string &piece);
+    std::string flush();
+    void reset() { pending_.clear(); }
+
+  private:
+    std::string pending_;
+};
+
+}  // namespace sarai
