@@ -1,4 +1,4 @@
-"""The ``sarai-llama`` command: ``info``, ``doctor``, ``run``.
+"""The ``sarai-llama`` command: ``info``, ``doctor``, ``run``, ``bench``, ``tune``, ``serve``.
 
 Exit codes: 0 success, 1 the command ran and found a problem (``doctor``), 2
 bad usage or input (argparse's convention), 130 interrupted.
@@ -202,6 +202,17 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.settings import from_namespace
+
+    settings = from_namespace(args)
+    try:
+        from .server.app import serve
+    except ImportError as exc:  # fastapi / uvicorn / prometheus_client are the [server] extra
+        raise SystemExit(f"sarai-llama serve needs the server extra: pip install 'sarai-llama[server]' ({exc})")
+    return serve(settings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sarai-llama", description="llama.cpp for Python on CPUs")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -254,6 +265,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", default=None, help="use this job's tuned settings / <JOB>_THREADS")
     p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     p.set_defaults(func=cmd_run)
+
+    from .server.settings import add_arguments
+
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (every flag also a SARAI_* variable)")
+    add_arguments(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -1,0 +1,22 @@
+"""``sarai-llama serve``: an OpenAI-compatible HTTP server on the engine (needs the ``[server]`` extra).
+
+``settings`` (flags = ``SARAI_*`` variables), ``scheduler`` (the one thread that
+steps the engine, bounded admission), ``app`` (routes, errors, auth, SSE,
+drain), ``metrics`` (Prometheus).
+"""
+
+from __future__ import annotations
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the serve options and run the server; the process's exit code."""
+    from .settings import parse
+
+    settings = parse(argv)
+    try:
+        from .app import serve
+    except ImportError as exc:
+        raise SystemExit(f"sarai-llama serve needs the server extra: pip install 'sarai-llama[server]' ({exc})")
+    return serve(settings)

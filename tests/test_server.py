@@ -1,0 +1,409 @@
+"""``sarai-llama serve`` end to end: real server processes on 127.0.0.1, the official ``openai`` client.
+
+Every test talks HTTP to a ``sarai-llama serve`` subprocess running the real
+compiled core on a real GGUF (the tiny random-weight F32 llama: milliseconds
+per token; Gemma 3 270M where a generation must last long enough to act on it
+mid-way). Loops are bounded; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai", reason="pip install sarai-llama[test]")
+httpx = pytest.importorskip("httpx", reason="pip install sarai-llama[test]")
+pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
+pytest.importorskip("prometheus_client", reason="pip install sarai-llama[server]")
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from conftest import write_tiny_llama  # noqa: E402
+
+STARTUP_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """One ``sarai-llama serve`` process; ``stop()`` ends it (SIGKILL if it will not go)."""
+
+    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"sarai-serve-{self.port}.log", "w+b")
+        cmd = [sys.executable, "-m", "sarai_llama", "serve", str(model), "--port", str(self.port),
+               "--threads", "2", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = STARTUP_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited with {self.proc.returncode}:\n{self.output()}"
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def client(self, key: str = "none") -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
+
+    def model_id(self) -> str:
+        return self.client().models.list().data[0].id
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if not sample.labels:
+                    out[sample.name] = sample.value
+        return out
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("gguf")
+    return write_tiny_llama(tmp_path_factory.mktemp("serve") / "tiny-f32.gguf", n_ctx_train=1024, seed=5)
+
+
+@pytest.fixture(scope="module")
+def server(tiny: Path) -> Iterator[Server]:
+    s = Server(tiny, "--parallel", "8", "--ctx-size", "2048", "--max-queue", "32", "--seed", "1")
+    yield s
+    s.stop()
+
+
+def greedy(**kw: object) -> dict[str, object]:
+    # ignore_eos: a random-weight model may sample its end token at any step; the lengths stay fixed.
+    return {"temperature": 0, "extra_body": {"ignore_eos": True, **kw}}
+
+
+# ------------------------------------------------------------------------------ basics
+def test_models_list(server: Server, tiny: Path) -> None:
+    models = server.client().models.list()
+    assert [m.id for m in models.data] == [tiny.name]
+
+
+def test_completion(server: Server) -> None:
+    c = server.client()
+    out = c.completions.create(model=server.model_id(), prompt="hello world", max_tokens=8, **greedy())
+    assert out.object == "text_completion"
+    assert out.choices[0].finish_reason == "length"
+    assert out.usage.completion_tokens == 8 and out.usage.prompt_tokens > 0
+    assert out.choices[0].text
+    again = c.completions.create(model=server.model_id(), prompt="hello world", max_tokens=8, **greedy())
+    assert again.choices[0].text == out.choices[0].text  # greedy is deterministic across requests
+
+
+def test_completion_stream_with_usage(server: Server) -> None:
+    c = server.client()
+    full = c.completions.create(model=server.model_id(), prompt="one two", max_tokens=12, **greedy())
+    chunks = list(c.completions.create(model=server.model_id(), prompt="one two", max_tokens=12, stream=True,
+                                       stream_options={"include_usage": True}, **greedy()))
+    text = "".join(ch.choices[0].text for ch in chunks if ch.choices)
+    assert text == full.choices[0].text
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 12
+
+
+def test_chat_and_stream(server: Server) -> None:
+    c = server.client()
+    msgs = [{"role": "user", "content": "Say something"}]
+    out = c.chat.completions.create(model=server.model_id(), messages=msgs, max_tokens=10, **greedy())
+    assert out.object == "chat.completion"
+    assert out.choices[0].message.role == "assistant"
+    assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 10
+    stream = c.chat.completions.create(model=server.model_id(), messages=msgs, max_tokens=10, stream=True,
+                                       stream_options={"include_usage": True}, **greedy())
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == out.choices[0].message.content
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 10 and chunks[-1].usage.prompt_tokens == out.usage.prompt_tokens
+
+
+def test_raw_sse_framing(server: Server) -> None:
+    """Exactly what the OpenAI client parses: ``data: {json}`` events separated by blank lines, then [DONE]."""
+    body = {"model": server.model_id(), "prompt": "abc", "max_tokens": 5, "stream": True, "temperature": 0,
+            "ignore_eos": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        raw = r.read().decode()
+    events = [e for e in raw.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    for e in events[:-1]:
+        assert e.startswith("data: ") and "\n" not in e
+        json.loads(e[6:])
+
+
+def test_tokenize_detokenize(server: Server) -> None:
+    toks = httpx.post(server.url + "/tokenize", json={"content": "hello world"}, timeout=10).json()["tokens"]
+    assert toks and all(isinstance(t, int) for t in toks)
+    text = httpx.post(server.url + "/detokenize", json={"tokens": toks}, timeout=10).json()["content"]
+    assert text.strip() == "hello world"
+    bad = httpx.post(server.url + "/detokenize", json={"tokens": [10**9]}, timeout=10)
+    assert bad.status_code == 400
+
+
+def test_extension_fields_honoured_unknown_ignored(server: Server) -> None:
+    c = server.client()
+    mid = server.model_id()
+    # A grammar that allows only "a" characters: every generated piece obeys it.
+    out = c.completions.create(model=mid, prompt="x", max_tokens=6, temperature=0,
+                               extra_body={"grammar": 'root ::= "a"+', "top_k": 5, "min_p": 0.1,
+                                           "repeat_penalty": 1.1, "cache_prompt": True, "no_such_field": 1})
+    assert set(out.choices[0].text) <= {"a"} and out.choices[0].text
+    # n_probs (llama-server's name) gives logprobs with that many alternatives
+    out = c.completions.create(model=mid, prompt="x", max_tokens=3, **greedy(n_probs=2))
+    lp = out.choices[0].logprobs
+    assert len(lp.tokens) == 3 and all(len(t) >= 1 for t in lp.top_logprobs)
+    # ignore_eos honoured: a max_tokens-long answer even on a model that may end early
+    out = c.completions.create(model=mid, prompt="x", max_tokens=40, **greedy())
+    assert out.usage.completion_tokens == 40
+
+
+def test_embeddings_not_served_yet(server: Server) -> None:
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": server.model_id(), "input": "x"}, timeout=10)
+    assert r.status_code == 501 and "embeddings" in r.json()["error"]["message"]
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_bad_requests_get_4xx_and_server_keeps_serving(server: Server) -> None:
+    url = server.url
+    mid = server.model_id()
+    cases = [
+        (b"{not json", 400),
+        (json.dumps({"model": mid, "prompt": "x", "max_tokens": "many"}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": "x", "temperature": "hot"}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": "x", "temperature": -1}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": "x", "max_tokens": 10**12}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": "x", "max_tokens": 0}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": "word " * 3000, "max_tokens": 4}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": [5, -3]}).encode(), 400),
+        (json.dumps({"model": mid, "prompt": "x", "grammar": "root ::= ("}).encode(), 400),
+        (json.dumps({"model": "gpt-9", "prompt": "x"}).encode(), 404),
+        (json.dumps({"model": mid}).encode(), 400),
+        (json.dumps([1, 2, 3]).encode(), 400),
+    ]
+    for body, status in cases:
+        r = httpx.post(url + "/v1/completions", content=body, headers={"content-type": "application/json"},
+                       timeout=30)
+        assert r.status_code == status, (body[:80], r.status_code, r.text)
+        err = r.json()["error"]
+        assert set(err) == {"message", "type", "param", "code"} and err["message"], r.text
+    long = httpx.post(url + "/v1/completions", json={"model": mid, "prompt": "word " * 3000}, timeout=30)
+    assert long.json()["error"]["code"] == "context_length_exceeded"
+    chat = httpx.post(url + "/v1/chat/completions", json={"model": mid, "messages": "hi"}, timeout=30)
+    assert chat.status_code == 400
+    huge = httpx.post(url + "/v1/completions", content=b"x" * (5 * 1024 * 1024),
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert huge.status_code == 413
+    assert httpx.get(url + "/no/such/route", timeout=10).status_code == 404
+    # still serving
+    out = server.client().completions.create(model=mid, prompt="still there", max_tokens=4, **greedy())
+    assert out.usage.completion_tokens == 4
+
+
+# ------------------------------------------------------------------------------ concurrency
+def _stream_text(client: openai.OpenAI, mid: str, prompt: str, n: int) -> tuple[str, list[str]]:
+    chunks = list(client.completions.create(model=mid, prompt=prompt, max_tokens=n, stream=True, **greedy()))
+    finishes = [ch.choices[0].finish_reason for ch in chunks if ch.choices]
+    return "".join(ch.choices[0].text for ch in chunks if ch.choices), finishes
+
+
+def test_eight_concurrent_streams_equal_sequential(server: Server) -> None:
+    client = server.client()
+    mid = server.model_id()
+    prompts = [f"prompt number {i} says {'x' * i} and more" for i in range(8)]
+    sequential = [_stream_text(client, mid, p, 24) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        concurrent_ = list(pool.map(lambda p: _stream_text(server.client(), mid, p, 24), prompts))
+    for (seq_text, seq_fin), (con_text, con_fin) in zip(sequential, concurrent_):
+        assert con_fin[-1] == "length" and all(f is None for f in con_fin[:-1])
+        assert con_text == seq_text
+
+
+def test_disconnect_frees_the_sequence(tiny: Path) -> None:
+    s = Server(tiny, "--parallel", "1", "--ctx-size", "4096", "--max-queue", "4")
+    try:
+        mid = s.model_id()
+        body = {"model": mid, "prompt": "go", "max_tokens": 4000, "stream": True, "ignore_eos": True}
+        with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            got = [next(lines) for _ in range(6)]
+            assert any(line.startswith("data: ") for line in got)
+        # The only sequence is free again at once: the next request does not wait for 4000 tokens.
+        t0 = time.monotonic()
+        out = s.client().completions.create(model=mid, prompt="next", max_tokens=2, **greedy())
+        assert out.usage.completion_tokens == 2
+        waited = time.monotonic() - t0
+        m = s.metrics()
+        assert m["llamacpp:tokens_predicted_total"] < 3000, m  # the abandoned one stopped early
+        assert waited < 5.0
+        deadline = time.monotonic() + 5
+        while s.metrics()["llamacpp:requests_processing"] != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.metrics()["llamacpp:requests_processing"] == 0
+    finally:
+        s.stop()
+
+
+def test_queue_full_gets_503_with_headers(gemma_path: Path) -> None:
+    s = Server(gemma_path, "--parallel", "1", "--ctx-size", "1024", "--max-queue", "1")
+    try:
+        mid = s.model_id()
+        body = {"model": mid, "prompt": "Once upon a time", "max_tokens": 300, "stream": True, "ignore_eos": True}
+        first = httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60)
+        r1 = first.__enter__()
+        assert r1.status_code == 200
+        next(r1.iter_lines())  # decoding: the one sequence is taken
+        second = httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60)
+        r2 = second.__enter__()  # admitted, waiting in the queue (its headers come at once)
+        assert r2.status_code == 200
+        try:
+            third = httpx.post(s.url + "/v1/completions", json={**body, "stream": False}, timeout=30)
+            assert third.status_code == 503, third.text
+            assert third.headers["retry-after"] == "1"
+            assert third.headers["x-should-retry"] == "false"
+            assert third.json()["error"]["code"] == "server_busy"
+            with pytest.raises(openai.APIStatusError) as exc:
+                s.client().completions.create(model=mid, prompt="x", max_tokens=2)
+            assert exc.value.status_code == 503
+        finally:
+            second.__exit__(None, None, None)
+            first.__exit__(None, None, None)
+        # both closed: capacity comes back
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = httpx.post(s.url + "/v1/completions", json={"model": mid, "prompt": "x", "max_tokens": 2},
+                           timeout=30)
+            if r.status_code == 200:
+                break
+            time.sleep(0.1)
+        assert r.status_code == 200
+    finally:
+        s.stop()
+
+
+# ------------------------------------------------------------------------------ auth, health, metrics
+def test_api_keys(tiny: Path) -> None:
+    s = Server(tiny, "--api-key", "k1,sekrit", "--ctx-size", "512")
+    try:
+        assert httpx.get(s.url + "/health", timeout=10).status_code == 200  # public
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"X-Api-Key": "sekri"}, {"Authorization": "sekrit"}):
+            r = httpx.get(s.url + "/v1/models", headers=headers, timeout=10)
+            assert r.status_code == 401, headers
+            assert r.json()["error"]["code"] == "invalid_api_key"
+        assert httpx.get(s.url + "/metrics", timeout=10).status_code == 401  # not public unless told
+        assert httpx.get(s.url + "/v1/models", headers={"X-Api-Key": "sekrit"}, timeout=10).status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            s.client("wrong").models.list()
+        assert s.client("k1").models.list().data
+    finally:
+        s.stop()
+
+
+def test_health_503_while_loading_then_200(tiny: Path) -> None:
+    s = Server(tiny, "--ctx-size", "512", env={"SARAI_DEBUG_LOAD_DELAY": "3"}, wait=False)
+    try:
+        seen: list[int] = []
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline and (not seen or seen[-1] != 200):
+            try:
+                seen.append(httpx.get(s.url + "/health", timeout=2).status_code)
+            except httpx.HTTPError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        assert 503 in seen and seen[-1] == 200, seen
+        assert seen.index(200) > seen.index(503)
+    finally:
+        s.stop()
+
+
+def test_metrics_count_tokens(server: Server) -> None:
+    before = server.metrics()
+    server.client().completions.create(model=server.model_id(), prompt="count me", max_tokens=7, **greedy())
+    after = server.metrics()
+    assert after["llamacpp:tokens_predicted_total"] - before["llamacpp:tokens_predicted_total"] == 7
+    assert after["llamacpp:prompt_tokens_total"] + after["sarai:prompt_tokens_reused_total"] > \
+        before["llamacpp:prompt_tokens_total"] + before["sarai:prompt_tokens_reused_total"]
+    for name in ("llamacpp:requests_processing", "llamacpp:requests_deferred", "sarai:queue_length",
+                 "llamacpp:kv_cache_usage_ratio", "sarai:time_to_first_token_seconds_count",
+                 "sarai:inter_token_latency_seconds_count"):
+        assert name in after, name
+    assert after["sarai:time_to_first_token_seconds_count"] > before.get("sarai:time_to_first_token_seconds_count", 0)
+
+
+# ------------------------------------------------------------------------------ SIGTERM
+def test_sigterm_drains_running_streams_then_exits_0(gemma_path: Path) -> None:
+    s = Server(gemma_path, "--parallel", "4", "--ctx-size", "2048", "--drain-timeout", "60")
+    try:
+        mid = s.model_id()
+        started = threading.Barrier(4)
+        results: list[tuple[str, list[str | None], bool]] = []
+
+        def stream(i: int) -> None:
+            client = s.client()
+            chunks = []
+            for n, ch in enumerate(client.completions.create(model=mid, prompt=f"Story {i}: once upon a time",
+                                                             max_tokens=80, stream=True, **greedy())):
+                chunks.append(ch)
+                if n == 1:
+                    started.wait(30)
+            results.append(("".join(c.choices[0].text for c in chunks if c.choices),
+                            [c.choices[0].finish_reason for c in chunks if c.choices], True))
+
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        started.wait(30)
+        s.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        r = httpx.get(s.url + "/health", timeout=10)
+        assert r.status_code == 503 and r.json()["status"] == "draining"
+        r = httpx.post(s.url + "/v1/completions", json={"model": mid, "prompt": "late", "max_tokens": 2},
+                       timeout=10)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "server_draining"
+        assert s.proc.poll() is None  # still draining the three
+        for t in threads:
+            t.join(120)
+        assert len(results) == 3
+        for text, finishes, _ in results:
+            assert finishes[-1] == "length" and text
+        assert s.proc.wait(30) == 0, s.output()
+    finally:
+        s.stop()
