@@ -290,7 +290,8 @@ def test_queue_full_gets_503_with_headers(gemma_path: Path) -> None:
         first = httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60)
         r1 = first.__enter__()
         assert r1.status_code == 200
-        next(r1.iter_lines())  # decoding: the one sequence is taken
+        lines1 = r1.iter_lines()  # kept: a dropped line iterator would close the stream
+        next(lines1)  # decoding: the one sequence is taken
         second = httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60)
         r2 = second.__enter__()  # admitted, waiting in the queue (its headers come at once)
         assert r2.status_code == 200

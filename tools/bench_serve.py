@@ -1,0 +1,128 @@
+"""Load generator for an OpenAI-compatible server: C concurrent streaming clients, distinct prompts.
+
+    python tools/bench_serve.py http://127.0.0.1:8000 [-c 1,4,8] [-n 128] [-r 3] [-o md|json]
+
+For each concurrency C, C clients each send ``-r`` streaming completions one
+after another (every prompt distinct, so no request reuses another's prefix),
+asking for exactly ``-n`` tokens (``ignore_eos``, a llama.cpp extension that
+llama-server honours too). Reported per C: aggregate generated tokens/s
+(all tokens / wall time), time to first token p50/p95, and the mean per-stream
+tokens/s (a stream's tokens after its first / the time after its first).
+Works against ``sarai-llama serve``, llama-server and other OpenAI-compatible servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Sample:
+    ttft: float
+    total: float
+    tokens: int
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+async def one(client: Any, model: str, prompt: str, n: int) -> Sample:
+    t0 = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    chunks = 0
+    stream = await client.completions.create(model=model, prompt=prompt, max_tokens=n, stream=True,
+                                             stream_options={"include_usage": True},
+                                             extra_body={"ignore_eos": True})
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].text:
+            chunks += 1
+            if first is None:
+                first = time.perf_counter()
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    end = time.perf_counter()
+    return Sample((first or end) - t0, end - t0, tokens or chunks)
+
+
+async def level(client: Any, model: str, c: int, n: int, repeats: int, tag: str) -> dict[str, Any]:
+    async def worker(i: int) -> list[Sample]:
+        out = []
+        for j in range(repeats):
+            # Distinct from the first word on: no request shares a cached prefix with another.
+            prompt = f"{tag}{i}.{j} Write a long story about a traveller number {i * 97 + j} who"
+            out.append(await one(client, model, prompt, n))
+        return out
+
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(worker(i) for i in range(c)))
+    wall = time.perf_counter() - t0
+    samples = [s for r in results for s in r]
+    per_stream = [(s.tokens - 1) / (s.total - s.ttft) for s in samples if s.tokens > 1 and s.total > s.ttft]
+    return {
+        "concurrency": c, "requests": len(samples), "tokens": sum(s.tokens for s in samples),
+        "wall_s": round(wall, 3),
+        "aggregate_tps": round(sum(s.tokens for s in samples) / wall, 2),
+        "ttft_p50_s": round(percentile([s.ttft for s in samples], 0.5), 3),
+        "ttft_p95_s": round(percentile([s.ttft for s in samples], 0.95), 3),
+        "per_stream_tps": round(statistics.mean(per_stream), 2) if per_stream else 0.0,
+    }
+
+
+async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=args.url.rstrip("/") + "/v1", api_key=args.api_key, max_retries=0,
+                                timeout=args.timeout)
+    model = args.model or (await client.models.list()).data[0].id
+    if args.warmup:
+        await one(client, model, "warm up", 8)
+    rows = []
+    for c in args.concurrency:
+        rows.append(await level(client, model, c, args.n_gen, args.repetitions, f"c{c}-"))
+        print(f"C={c}: {rows[-1]['aggregate_tps']} tok/s", file=sys.stderr)
+    await client.close()
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| C | requests | gen tokens | aggregate tok/s | TTFT p50 (s) | TTFT p95 (s) | per-stream tok/s |"
+    lines = [head, "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['concurrency']} | {r['requests']} | {r['tokens']} | {r['aggregate_tps']:.1f} | "
+                     f"{r['ttft_p50_s']:.3f} | {r['ttft_p95_s']:.3f} | {r['per_stream_tps']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("-c", "--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
+    p.add_argument("-n", "--n-gen", type=int, default=128, help="tokens per request")
+    p.add_argument("-r", "--repetitions", type=int, default=3, help="requests per client")
+    p.add_argument("-m", "--model", default=None, help="model id (default: the server's first)")
+    p.add_argument("--api-key", default="none")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--no-warmup", dest="warmup", action="store_false")
+    p.add_argument("-o", "--output", choices=["md", "json"], default="md")
+    args = p.parse_args(argv)
+    rows = asyncio.run(main_async(args))
+    print(json.dumps(rows, indent=2) if args.output == "json" else markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
