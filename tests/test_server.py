@@ -196,9 +196,20 @@ def test_extension_fields_honoured_unknown_ignored(server: Server) -> None:
     assert out.usage.completion_tokens == 40
 
 
-def test_embeddings_not_served_yet(server: Server) -> None:
-    r = httpx.post(server.url + "/v1/embeddings", json={"model": server.model_id(), "input": "x"}, timeout=10)
-    assert r.status_code == 501 and "embeddings" in r.json()["error"]["message"]
+def test_embeddings_base64_and_float(server: Server) -> None:
+    c = server.client()
+    mid = server.model_id()
+    default = c.embeddings.create(model=mid, input=["hello world", "bye"])  # the client asks for base64
+    floats = c.embeddings.create(model=mid, input=["hello world", "bye"], encoding_format="float")
+    assert len(default.data) == len(floats.data) == 2
+    for a, b in zip(default.data, floats.data):
+        assert len(a.embedding) == len(b.embedding) == 64  # the tiny model's n_embd
+        assert a.embedding == pytest.approx(b.embedding, abs=1e-6)
+        assert sum(x * x for x in b.embedding) == pytest.approx(1.0, rel=1e-3)  # normalised, like OpenAI's
+    assert floats.data[0].embedding != pytest.approx(floats.data[1].embedding)
+    assert floats.usage.prompt_tokens > 0
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": mid, "input": "word " * 5000}, timeout=30)
+    assert r.status_code == 400
 
 
 # ------------------------------------------------------------------------------ bad input

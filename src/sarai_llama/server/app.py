@@ -151,6 +151,13 @@ class DetokenizeBody(_Body):
     tokens: list[int]
 
 
+class EmbeddingBody(_Body):
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+
 # ----------------------------------------------------------------------------- state
 @dataclass
 class Prepared:
@@ -182,6 +189,8 @@ class ServerState:
         self.on_exit: Callable[[int], None] = lambda code: None
         self.exit_code = 0
         self._drain_task: asyncio.Task[None] | None = None
+        self._embedder: Any = None
+        self._embed_lock = threading.Lock()
 
     # -------------------------------------------------------------- loading
     def load(self) -> None:
@@ -228,6 +237,18 @@ class ServerState:
             self.phase, self.failure = "failed", str(exc)
             self.exit_code = 1
             self.on_exit(1)
+
+    def embedder(self) -> Any:
+        """The pooled embedding context, created on first use (a second context on the same
+        file: the weights are mmap-shared). Its own lock serialises embedding requests."""
+        with self._embed_lock:
+            if self._embedder is None:
+                from ..llama import Llama
+
+                s = self.settings
+                self._embedder = Llama(s.model, embedding=True, n_ctx=min(self.n_ctx_seq, 8192),
+                                       n_batch=min(self.n_ctx_seq, 8192), n_threads=s.n_threads(), verbose=False)
+            return self._embedder
 
     def _engine_failed(self, exc: BaseException) -> None:
         self.phase, self.failure = "failed", f"the engine failed: {exc}"
@@ -502,6 +523,21 @@ async def _collect(run: Run) -> tuple[str, str | None, responses.CompletionLogpr
     return "".join(text), finish, lp
 
 
+class _RunStream(StreamingResponse):
+    """A stream whose run is closed however the response ends: a client that hangs up before
+    the first chunk never starts the body generator, whose own ``finally`` would then never run."""
+
+    def __init__(self, run: Run, content: AsyncIterator[bytes], **kw: Any) -> None:
+        super().__init__(content, **kw)
+        self.run = run
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.run.close()
+
+
 # ----------------------------------------------------------------------------- the app
 def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
     state = ServerState(settings)
@@ -591,10 +627,30 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         return JSONResponse({"content": text.decode("utf-8", errors="replace")})
 
     # ------------------------------------------------------------------ embeddings
-    async def embeddings() -> JSONResponse:
-        return APIError(501, "embeddings are not served yet: this server runs a generation context "
-                        "(use sarai_llama.Llama(embedding=True).create_embedding meanwhile)",
-                        "not_implemented_error", code="not_implemented").response()
+    async def embeddings(body: EmbeddingBody) -> JSONResponse:
+        state.require_ready()
+        state.check_model(body.model)
+        if not settings.embeddings:
+            return APIError(501, "embeddings are switched off on this server (--embeddings false)",
+                            "not_implemented_error", code="not_implemented").response()
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts or len(texts) > 2048:
+            raise _bad("input must hold 1 to 2048 strings", "input")
+        if body.dimensions is not None and body.dimensions != state.model.n_embd:
+            raise _bad(f"this model's embeddings have {state.model.n_embd} dimensions", "dimensions")
+        llm = await run_in_threadpool(state.embedder)
+        try:
+            vectors, total = await run_in_threadpool(lambda: llm.embed(texts, True, False, True))
+        except ValueError as exc:  # an input longer than the embedding context
+            raise _bad(str(exc), "input") from None
+        data: list[Any] = vectors
+        if body.encoding_format == "base64":
+            # What the official client asks for by default: little-endian float32 bytes, base64.
+            import base64
+            import struct
+
+            data = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii") for v in vectors]
+        return JSONResponse(responses.embeddings(data, settings.model_id, total))
 
     app.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
     app.add_api_route("/embeddings", embeddings, methods=["POST"])
@@ -749,8 +805,8 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
             finally:
                 run.close()
 
-        return StreamingResponse(guarded(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _RunStream(run, guarded(), media_type="text/event-stream",
+                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return app, state
 

@@ -106,6 +106,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("chat_format", str, None, "chat template name overriding the model's (llama.cpp built-in names)"),
     Option("seed", int, 0xFFFFFFFF, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
+    Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
+           "weights, created on first use)", metavar="BOOL"),
     Option("access_log", parse_bool, True, "one JSON line per request on stderr", metavar="BOOL"),
     # Slows the load on purpose so tests can watch /health say 503 while loading; never for production.
     Option("debug_load_delay", _positive(float, 0.0), 0.0, argparse.SUPPRESS, hidden=True),
@@ -136,6 +138,7 @@ class Settings:
     chat_format: str | None
     seed: int
     log_level: str
+    embeddings: bool
     access_log: bool
     debug_load_delay: float
 
