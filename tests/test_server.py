@@ -277,18 +277,13 @@ def test_disconnect_frees_the_sequence(tiny: Path) -> None:
             lines = r.iter_lines()
             got = [next(lines) for _ in range(6)]
             assert any(line.startswith("data: ") for line in got)
-        # The only sequence is free again at once: the next request does not wait for 4000 tokens.
-        t0 = time.monotonic()
+        # The only sequence is free again at once: the next request does not wait for 4000 tokens,
+        # and the engine decoded far fewer than 4000 steps (its own counter, not what reached HTTP).
         out = s.client().completions.create(model=mid, prompt="next", max_tokens=2, **greedy())
         assert out.usage.completion_tokens == 2
-        waited = time.monotonic() - t0
         m = s.metrics()
-        assert m["llamacpp:tokens_predicted_total"] < 3000, m  # the abandoned one stopped early
-        assert waited < 5.0
-        deadline = time.monotonic() + 5
-        while s.metrics()["llamacpp:requests_processing"] != 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert s.metrics()["llamacpp:requests_processing"] == 0
+        assert m["llamacpp:n_decode_total"] < 2000, m
+        assert m["llamacpp:requests_processing"] == 0
     finally:
         s.stop()
 
@@ -417,5 +412,51 @@ def test_sigterm_drains_running_streams_then_exits_0(gemma_path: Path) -> None:
         for text, finishes, _ in results:
             assert finishes[-1] == "length" and text
         assert s.proc.wait(30) == 0, s.output()
+    finally:
+        s.stop()
+
+
+# ------------------------------------------------------------------------------ load
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_bounded_load_no_5xx_and_rss_flat(tiny: Path) -> None:
+    """600 requests from 12 clients against 4 sequences and a queue of 4: every answer is a 200 or a
+    503-by-design, and the process does not grow between the 100th and the 600th request."""
+    s = Server(tiny, "--parallel", "4", "--ctx-size", "1024", "--max-queue", "4", "--access-log", "false")
+    try:
+        mid = s.model_id()
+        statuses: dict[int, int] = {}
+        lock = threading.Lock()
+
+        def client(n: int, seed: int) -> None:
+            with httpx.Client(timeout=60) as http:
+                for i in range(n):
+                    body = {"model": mid, "prompt": f"load {seed} {i}", "max_tokens": 3, "ignore_eos": True,
+                            "stream": i % 2 == 0}
+                    r = http.post(s.url + "/v1/completions", json=body)
+                    r.read()
+                    with lock:
+                        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+        def wave(per_client: int) -> None:
+            threads = [threading.Thread(target=client, args=(per_client, k)) for k in range(12)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(300)
+
+        wave(9)  # ~100 requests: allocators and caches reach their working size
+        rss_warm = _rss_kb(s.proc.pid)
+        wave(42)  # ~500 more
+        rss_end = _rss_kb(s.proc.pid)
+        assert set(statuses) <= {200, 503}, statuses
+        assert statuses.get(200, 0) >= 300, statuses
+        assert rss_end - rss_warm < 16 * 1024, (rss_warm, rss_end)
+        assert httpx.get(s.url + "/health", timeout=10).status_code == 200
     finally:
         s.stop()
