@@ -238,6 +238,10 @@ def test_bad_requests_get_4xx_and_server_keeps_serving(server: Server) -> None:
         assert set(err) == {"message", "type", "param", "code"} and err["message"], r.text
     long = httpx.post(url + "/v1/completions", json={"model": mid, "prompt": "word " * 3000}, timeout=30)
     assert long.json()["error"]["code"] == "context_length_exceeded"
+    for bad_stream in ({"grammar": "root ::= ("}, {"logit_bias": {"99999999": 1}}, {"top_k": "x"}):
+        r = httpx.post(url + "/v1/completions", json={"model": mid, "prompt": "x", "stream": True, **bad_stream},
+                       timeout=30)
+        assert r.status_code == 400, (bad_stream, r.text)  # refused before the stream's 200
     chat = httpx.post(url + "/v1/chat/completions", json={"model": mid, "messages": "hi"}, timeout=30)
     assert chat.status_code == 400
     huge = httpx.post(url + "/v1/completions", content=b"x" * (5 * 1024 * 1024),
@@ -377,7 +381,7 @@ def test_metrics_count_tokens(server: Server) -> None:
 
 # ------------------------------------------------------------------------------ SIGTERM
 def test_sigterm_drains_running_streams_then_exits_0(gemma_path: Path) -> None:
-    s = Server(gemma_path, "--parallel", "4", "--ctx-size", "2048", "--drain-timeout", "60")
+    s = Server(gemma_path, "--parallel", "4", "--ctx-size", "2048", "--drain-timeout", "300")
     try:
         mid = s.model_id()
         started = threading.Barrier(4)
@@ -387,7 +391,7 @@ def test_sigterm_drains_running_streams_then_exits_0(gemma_path: Path) -> None:
             client = s.client()
             chunks = []
             for n, ch in enumerate(client.completions.create(model=mid, prompt=f"Story {i}: once upon a time",
-                                                             max_tokens=80, stream=True, **greedy())):
+                                                             max_tokens=40, stream=True, **greedy())):
                 chunks.append(ch)
                 if n == 1:
                     started.wait(30)
@@ -407,7 +411,7 @@ def test_sigterm_drains_running_streams_then_exits_0(gemma_path: Path) -> None:
         assert r.status_code == 503 and r.json()["error"]["code"] == "server_draining"
         assert s.proc.poll() is None  # still draining the three
         for t in threads:
-            t.join(120)
+            t.join(300)
         assert len(results) == 3
         for text, finishes, _ in results:
             assert finishes[-1] == "length" and text

@@ -90,8 +90,9 @@ class _Generation(_Body):
     n_predict: int | None = None  # llama-server's name; -1 = until the context ends
     temperature: float | None = None
     top_p: float | None = None
-    n: int = 1
-    stream: bool = False
+    # Optional with defaults: some clients send explicit nulls for fields they leave unset.
+    n: int | None = 1
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
     presence_penalty: float | None = None
@@ -111,8 +112,8 @@ class _Generation(_Body):
     mirostat_tau: float | None = None
     mirostat_eta: float | None = None
     grammar: str | None = None
-    ignore_eos: bool = False
-    cache_prompt: bool = True  # prefix reuse is always on; accepted for llama-server clients
+    ignore_eos: bool | None = False
+    cache_prompt: bool | None = True  # prefix reuse is always on; accepted for llama-server clients
     n_probs: int | None = None
     response_format: dict[str, Any] | None = None
     json_schema: dict[str, Any] | None = None
@@ -120,7 +121,7 @@ class _Generation(_Body):
 
 class CompletionBody(_Generation):
     prompt: str | list[int] | list[str] | list[list[int]]
-    echo: bool = False
+    echo: bool | None = False
     logprobs: int | None = None
     suffix: str | None = None
 
@@ -134,7 +135,7 @@ class Message(_Body):
 class ChatBody(_Generation):
     messages: list[Message]
     max_completion_tokens: int | None = None
-    logprobs: bool = False
+    logprobs: bool | None = False
     top_logprobs: int | None = None
     tools: list[Any] | None = None
     tool_choice: Any = None
@@ -333,7 +334,7 @@ class ServerState:
 
 
 # ----------------------------------------------------------------------------- parameters
-def sampling_from(body: _Generation) -> SamplingParams:
+def sampling_from(body: _Generation, n_vocab: int) -> SamplingParams:
     """The HTTP body's sampling fields -> :class:`SamplingParams` (its checks: ValueError -> 400)."""
     kw: dict[str, Any] = {}
     for name in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
@@ -348,6 +349,9 @@ def sampling_from(body: _Generation) -> SamplingParams:
     if mirostat is not None:
         kw["mirostat_mode"] = mirostat
     if body.logit_bias:
+        for key in body.logit_bias:
+            if key.isdigit() and int(key) >= n_vocab:
+                raise _bad(f"logit_bias token id {key} is out of range [0, {n_vocab})", "logit_bias")
         kw["logit_bias"] = tuple(body.logit_bias.items())
     try:
         return SamplingParams(**kw)
@@ -391,7 +395,7 @@ def _max_tokens(state: ServerState, body: _Generation, requested: int | None, n_
 
 
 def _check_unsupported(body: _Generation) -> None:
-    if body.n != 1:
+    if body.n not in (None, 1):
         raise _bad("only n=1 is supported", "n")
     fmt = (body.response_format or {}).get("type", "text")
     if fmt != "text" or body.json_schema is not None:
@@ -426,6 +430,19 @@ class Run:
         self.usage: responses.Usage = responses.usage(prepared.n_prompt, 0)
         self.n_reused = 0
         self.log.update(prompt_tokens=prepared.n_prompt)
+
+    async def submitted(self) -> None:
+        """Wait until the engine accepted the request (at most one step), so that a request it
+        refuses (a grammar that does not parse) is a 400 before a stream's 200 goes out."""
+        try:
+            await self.job.submitted.wait()
+        except BaseException:
+            self.close()
+            raise
+        if self.job.submit_error is not None:
+            self.finished = True
+            self.close()
+            raise _bad(str(self.job.submit_error))
 
     async def events(self, ping: bool = False) -> AsyncIterator[tuple[list[Piece], str | None] | None]:
         """``(pieces, error)`` as they arrive; ``None`` every PING_INTERVAL without any (when ``ping``)."""
@@ -678,13 +695,15 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         n_probs = body.logprobs if body.logprobs is not None else body.n_probs
         if n_probs is not None and not 0 <= n_probs <= 20:
             raise _bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
-        request = Request(tokens, sampling_from(body), max_tokens, _stops(body.stop), n_probs, body.ignore_eos)
+        request = Request(tokens, sampling_from(body, state.n_vocab), max_tokens, _stops(body.stop), n_probs,
+                          bool(body.ignore_eos))
         prepared = Prepared(request, len(tokens), echo_text if body.echo else "",
                             bool(body.stream_options and body.stream_options.include_usage))
         cid, created = responses.completion_id(), responses.now()
         run = Run(state, prepared, http)
-        run.log.update(id=cid, stream=body.stream)
+        run.log.update(id=cid, stream=bool(body.stream))
         if body.stream:
+            await run.submitted()
             return _stream(run, _completion_stream(run, cid, created))
         text, finish, lp = await _collect(run)
         return JSONResponse(responses.completion(cid, created, settings.model_id, prepared.echo_text + text,
@@ -747,13 +766,15 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
             n_probs = body.top_logprobs if body.top_logprobs is not None else (body.n_probs or 0)
             if not 0 <= n_probs <= 20:
                 raise _bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
-        request = Request(tokens, sampling_from(body), max_tokens, _stops(body.stop), n_probs, body.ignore_eos)
+        request = Request(tokens, sampling_from(body, state.n_vocab), max_tokens, _stops(body.stop), n_probs,
+                          bool(body.ignore_eos))
         prepared = Prepared(request, len(tokens), "",
                             bool(body.stream_options and body.stream_options.include_usage))
         cid, created = responses.chat_id(), responses.now()
         run = Run(state, prepared, http)
-        run.log.update(id=cid, stream=body.stream)
+        run.log.update(id=cid, stream=bool(body.stream))
         if body.stream:
+            await run.submitted()
             return _stream(run, _chat_stream(run, cid, created))
         text, finish, lp = await _collect(run)
         return JSONResponse(responses.chat_completion(cid, created, settings.model_id, text, finish,  # type: ignore[arg-type]

@@ -52,6 +52,7 @@ class Job:
     submit_error: BaseException | None = None
     t_submit: float = field(default_factory=time.monotonic)
     t_first: float | None = None  # the first generated token reached the HTTP side
+    submitted: asyncio.Event = field(default_factory=asyncio.Event)  # the engine accepted or refused it
 
     def cancel(self) -> None:
         """Stop this request now (the client went away); safe before and after submission."""
@@ -134,17 +135,27 @@ class Scheduler:
                 job = self._inbox.popleft()
             if job.cancelled:
                 self._post(job, ([], True, None))
+                self._signal(job)
                 continue
             try:
                 handle = self.engine.submit(job.request)
             except Exception as exc:  # a request the core refused (bad grammar, prompt too long)
                 job.submit_error = exc
                 self._post(job, ([], True, str(exc)))
+                self._signal(job)
                 continue
             job.handle = handle
+            self._signal(job)
             if job.cancelled:  # the client left between the check above and now
                 handle.cancel()
             handle.set_listener(self._listener(job))
+
+    @staticmethod
+    def _signal(job: Job) -> None:
+        try:
+            job.loop.call_soon_threadsafe(job.submitted.set)
+        except RuntimeError:
+            pass
 
     @staticmethod
     def _post(job: Job, event: tuple[list[Piece], bool, str | None]) -> None:
