@@ -292,6 +292,7 @@ def test_disconnect_frees_the_sequence(tiny: Path) -> None:
         s.stop()
 
 
+@pytest.mark.slow
 def test_queue_full_gets_503_with_headers(gemma_path: Path) -> None:
     s = Server(gemma_path, "--parallel", "1", "--ctx-size", "1024", "--max-queue", "1")
     try:
@@ -380,6 +381,7 @@ def test_metrics_count_tokens(server: Server) -> None:
 
 
 # ------------------------------------------------------------------------------ SIGTERM
+@pytest.mark.slow
 def test_sigterm_drains_running_streams_then_exits_0(gemma_path: Path) -> None:
     s = Server(gemma_path, "--parallel", "4", "--ctx-size", "2048", "--drain-timeout", "300")
     try:
@@ -428,6 +430,7 @@ def _rss_kb(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.slow
 def test_bounded_load_no_5xx_and_rss_flat(tiny: Path) -> None:
     """600 requests from 12 clients against 4 sequences and a queue of 4: every answer is a 200 or a
     503-by-design, and the process does not grow between the 100th and the 600th request."""

@@ -922,6 +922,11 @@ class Gate:
                         return {"type": "http.request", "body": body, "more_body": False}
                     return await receive()
 
+                # Every route here takes JSON: a body sent without its content type (curl -d sends
+                # form encoding) is read as JSON, as llama-server does, instead of failing as a form.
+                scope = dict(scope)
+                scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"] + \
+                    [(b"content-type", b"application/json")]
                 await self.app(scope, replay, send_logged)
             else:
                 await self.app(scope, receive, send_logged)
