@@ -155,6 +155,24 @@ def test_chat_and_stream(server: Server) -> None:
     assert chunks[-1].usage.completion_tokens == 10 and chunks[-1].usage.prompt_tokens == out.usage.prompt_tokens
 
 
+def test_n_choices(server: Server) -> None:
+    c = server.client()
+    mid = server.model_id()
+    out = c.completions.create(model=mid, prompt="pick", max_tokens=6, n=3, temperature=1.5, seed=7,
+                               extra_body={"ignore_eos": True, "top_k": 0, "min_p": 0})
+    assert [ch.index for ch in out.choices] == [0, 1, 2]
+    assert out.usage.completion_tokens == 18
+    assert len({ch.text for ch in out.choices}) > 1  # seeds differ per choice
+    chunks = list(c.chat.completions.create(model=mid, messages=[{"role": "user", "content": "hi"}], n=2,
+                                            max_tokens=5, stream=True, **greedy()))
+    for i in (0, 1):
+        mine = [ch.choices[0] for ch in chunks if ch.choices and ch.choices[0].index == i]
+        assert mine[0].delta.role == "assistant" and mine[-1].finish_reason == "length"
+    texts = ["".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices and ch.choices[0].index == i)
+             for i in (0, 1)]
+    assert texts[0] == texts[1] and texts[0]  # greedy: both choices equal
+
+
 def test_raw_sse_framing(server: Server) -> None:
     """Exactly what the OpenAI client parses: ``data: {json}`` events separated by blank lines, then [DONE]."""
     body = {"model": server.model_id(), "prompt": "abc", "max_tokens": 5, "stream": True, "temperature": 0,

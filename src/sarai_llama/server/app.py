@@ -15,6 +15,7 @@ new work with 503, lets running generations finish within ``drain_timeout``
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -395,8 +396,8 @@ def _max_tokens(state: ServerState, body: _Generation, requested: int | None, n_
 
 
 def _check_unsupported(body: _Generation) -> None:
-    if body.n not in (None, 1):
-        raise _bad("only n=1 is supported", "n")
+    if body.n is not None and not 1 <= body.n <= 16:
+        raise _bad(f"n must be in [1, 16], not {body.n}", "n")
     fmt = (body.response_format or {}).get("type", "text")
     if fmt != "text" or body.json_schema is not None:
         raise _bad("JSON response formats are not supported yet; pass a GBNF 'grammar' instead", "response_format")
@@ -541,18 +542,19 @@ async def _collect(run: Run) -> tuple[str, str | None, responses.CompletionLogpr
 
 
 class _RunStream(StreamingResponse):
-    """A stream whose run is closed however the response ends: a client that hangs up before
+    """A stream whose runs are closed however the response ends: a client that hangs up before
     the first chunk never starts the body generator, whose own ``finally`` would then never run."""
 
-    def __init__(self, run: Run, content: AsyncIterator[bytes], **kw: Any) -> None:
+    def __init__(self, runs: list[Run], content: AsyncIterator[bytes], **kw: Any) -> None:
         super().__init__(content, **kw)
-        self.run = run
+        self.runs = runs
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.run.close()
+            for run in self.runs:
+                run.close()
 
 
 # ----------------------------------------------------------------------------- the app
@@ -672,6 +674,104 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
     app.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
     app.add_api_route("/embeddings", embeddings, methods=["POST"])
 
+    # ------------------------------------------------------------------ generation (both APIs)
+    def _start(prepared: Prepared, n: int, http: HTTPRequest, cid: str, stream: bool) -> list[Run]:
+        """Admit ``n`` runs of one prepared request (all or none). A fixed seed is offset per choice,
+        so ``n`` choices differ like OpenAI's do."""
+        runs: list[Run] = []
+        try:
+            for i in range(n):
+                request = prepared.request
+                if i and request.sampling.seed is not None:
+                    request = dataclasses.replace(
+                        request, sampling=dataclasses.replace(request.sampling, seed=request.sampling.seed + i))
+                runs.append(Run(state, dataclasses.replace(prepared, request=request), http))
+        except BaseException:
+            for r in runs:
+                r.close()
+            raise
+        runs[0].log.update(id=cid, stream=stream, n=n)
+        return runs
+
+    async def _respond(runs: list[Run], stream: bool, chat_api: bool, cid: str, created: int) -> Response:
+        if stream:
+            try:
+                for r in runs:
+                    await r.submitted()
+            except BaseException:
+                for r in runs:
+                    r.close()
+                raise
+            return _RunStream(runs, _guarded(_sse_stream(runs, chat_api, cid, created)),
+                              media_type="text/event-stream",
+                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        results = await asyncio.gather(*(_collect(r) for r in runs))
+        n_prompt = runs[0].prepared.n_prompt
+        use = responses.usage(n_prompt, sum(r.usage["completion_tokens"] for r in runs))
+        build = responses.chat_completion if chat_api else responses.completion
+        out: dict[str, Any] | None = None
+        for i, (run, (text, finish, lp)) in enumerate(zip(runs, results)):
+            one = build(cid, created, settings.model_id, run.prepared.echo_text + text, finish, lp, use)  # type: ignore[arg-type]
+            one["choices"][0]["index"] = i
+            if out is None:
+                out = one
+            else:
+                out["choices"].append(one["choices"][0])
+        return JSONResponse(out)
+
+    async def _choice_chunks(run: Run, index: int, chat_api: bool, cid: str,
+                             created: int) -> AsyncIterator[dict[str, Any] | None]:
+        """One choice's chunks (None: nothing for PING_INTERVAL); errors raise APIError."""
+        model_id = settings.model_id
+
+        def chunk(text: str | None, finish: str | None, lp: Any = None) -> dict[str, Any]:
+            if chat_api:
+                delta = {} if text is None else {"content": text}
+                c = responses.chat_chunk(cid, created, model_id, delta, finish, lp)  # type: ignore[arg-type]
+            else:
+                c = responses.completion_chunk(cid, created, model_id, text or "", finish, lp)  # type: ignore[arg-type]
+            c["choices"][0]["index"] = index
+            return c
+
+        if chat_api:
+            first = responses.chat_chunk(cid, created, model_id, {"role": "assistant", "content": ""}, None)
+            first["choices"][0]["index"] = index
+            yield first
+        elif run.prepared.echo_text:
+            yield chunk(run.prepared.echo_text, None)
+        finish = None
+        async for item in run.events(ping=True):
+            if item is None:
+                yield None
+                continue
+            pieces, error = item
+            if error is not None:
+                raise APIError(500, f"generation failed: {error}", "server_error")
+            for p in pieces:
+                if p.finish_reason == "cancelled":
+                    raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
+                                   code="cancelled")
+                if chat_api:
+                    if p.text or p.logprobs:
+                        yield chunk(p.text, None, p.logprobs)
+                    if p.finish_reason is not None:
+                        finish = p.finish_reason
+                        yield chunk(None, finish)
+                elif p.text or p.logprobs or p.finish_reason is not None:
+                    finish = p.finish_reason
+                    yield chunk(p.text, finish, p.logprobs)
+        run.log["finish_reason"] = finish
+
+    async def _sse_stream(runs: list[Run], chat_api: bool, cid: str, created: int) -> AsyncIterator[bytes]:
+        sources = [_choice_chunks(r, i, chat_api, cid, created) for i, r in enumerate(runs)]
+        async for item in (sources[0] if len(sources) == 1 else _merge(sources)):
+            yield b": ping\n\n" if item is None else _sse(item)
+        if runs[0].prepared.include_usage:
+            use = responses.usage(runs[0].prepared.n_prompt, sum(r.usage["completion_tokens"] for r in runs))
+            yield _sse({"id": cid, "object": "chat.completion.chunk" if chat_api else "text_completion",
+                        "created": created, "model": settings.model_id, "choices": [], "usage": use})
+        yield b"data: [DONE]\n\n"
+
     # ------------------------------------------------------------------ completions
     async def completions(body: CompletionBody, http: HTTPRequest) -> Response:
         state.require_ready()
@@ -700,41 +800,8 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         prepared = Prepared(request, len(tokens), echo_text if body.echo else "",
                             bool(body.stream_options and body.stream_options.include_usage))
         cid, created = responses.completion_id(), responses.now()
-        run = Run(state, prepared, http)
-        run.log.update(id=cid, stream=bool(body.stream))
-        if body.stream:
-            await run.submitted()
-            return _stream(run, _completion_stream(run, cid, created))
-        text, finish, lp = await _collect(run)
-        return JSONResponse(responses.completion(cid, created, settings.model_id, prepared.echo_text + text,
-                                                 finish, lp, run.usage))  # type: ignore[arg-type]
-
-    async def _completion_stream(run: Run, cid: str, created: int) -> AsyncIterator[bytes]:
-        model_id = settings.model_id
-        if run.prepared.echo_text:
-            yield _sse(responses.completion_chunk(cid, created, model_id, run.prepared.echo_text, None, None))
-        finish = None
-        async for item in run.events(ping=True):
-            if item is None:
-                yield b": ping\n\n"
-                continue
-            pieces, error = item
-            if error is not None:
-                yield _sse(APIError(500, f"generation failed: {error}", "server_error").body())
-                return
-            for p in pieces:
-                if p.finish_reason == "cancelled":
-                    yield _sse(APIError(503, "cancelled: the server is shutting down", "unavailable_error").body())
-                    return
-                if p.text or p.logprobs or p.finish_reason is not None:
-                    finish = p.finish_reason
-                    yield _sse(responses.completion_chunk(cid, created, model_id, p.text, finish,  # type: ignore[arg-type]
-                                                          p.logprobs))
-        run.log["finish_reason"] = finish
-        if run.prepared.include_usage:
-            yield _sse({"id": cid, "object": "text_completion", "created": created, "model": model_id,
-                        "choices": [], "usage": run.usage})
-        yield b"data: [DONE]\n\n"
+        runs = _start(prepared, body.n or 1, http, cid, bool(body.stream))
+        return await _respond(runs, bool(body.stream), False, cid, created)
 
     app.add_api_route("/v1/completions", completions, methods=["POST"])
     app.add_api_route("/completions", completions, methods=["POST"])
@@ -771,65 +838,53 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         prepared = Prepared(request, len(tokens), "",
                             bool(body.stream_options and body.stream_options.include_usage))
         cid, created = responses.chat_id(), responses.now()
-        run = Run(state, prepared, http)
-        run.log.update(id=cid, stream=bool(body.stream))
-        if body.stream:
-            await run.submitted()
-            return _stream(run, _chat_stream(run, cid, created))
-        text, finish, lp = await _collect(run)
-        return JSONResponse(responses.chat_completion(cid, created, settings.model_id, text, finish,  # type: ignore[arg-type]
-                                                      lp, run.usage))
-
-    async def _chat_stream(run: Run, cid: str, created: int) -> AsyncIterator[bytes]:
-        model_id = settings.model_id
-        yield _sse(responses.chat_chunk(cid, created, model_id, {"role": "assistant", "content": ""}, None))
-        finish = None
-        async for item in run.events(ping=True):
-            if item is None:
-                yield b": ping\n\n"
-                continue
-            pieces, error = item
-            if error is not None:
-                yield _sse(APIError(500, f"generation failed: {error}", "server_error").body())
-                return
-            for p in pieces:
-                if p.finish_reason == "cancelled":
-                    yield _sse(APIError(503, "cancelled: the server is shutting down", "unavailable_error").body())
-                    return
-                if p.text or p.logprobs:
-                    yield _sse(responses.chat_chunk(cid, created, model_id, {"content": p.text}, None, p.logprobs))
-                if p.finish_reason is not None:
-                    finish = p.finish_reason
-                    yield _sse(responses.chat_chunk(cid, created, model_id, {}, finish))  # type: ignore[arg-type]
-        run.log["finish_reason"] = finish
-        if run.prepared.include_usage:
-            yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model_id,
-                        "choices": [], "usage": run.usage})
-        yield b"data: [DONE]\n\n"
+        runs = _start(prepared, body.n or 1, http, cid, bool(body.stream))
+        return await _respond(runs, bool(body.stream), True, cid, created)
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/chat/completions", chat_completions, methods=["POST"])
 
-    def _stream(run: Run, body: AsyncIterator[bytes]) -> StreamingResponse:
-        async def guarded() -> AsyncIterator[bytes]:
-            # Errors after the 200 went out can only travel inside the stream.
-            try:
-                async for chunk in body:
-                    yield chunk
-            except APIError as exc:
-                yield _sse(exc.body())
-            except asyncio.CancelledError:  # the client went away: Run.close cancels the sequence
-                raise
-            except Exception as exc:
-                logger.exception("stream failed")
-                yield _sse(APIError(500, f"internal error: {type(exc).__name__}", "server_error").body())
-            finally:
-                run.close()
-
-        return _RunStream(run, guarded(), media_type="text/event-stream",
-                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
     return app, state
+
+
+async def _merge(sources: list[AsyncIterator[Any]]) -> AsyncIterator[Any]:
+    """Items of several async iterators as they come (``n`` > 1 choices in one stream)."""
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    async def pump(src: AsyncIterator[Any]) -> None:
+        try:
+            async for item in src:
+                await queue.put(("item", item))
+            await queue.put(("end", None))
+        except Exception as exc:  # handed to the reader, which stops the stream with it
+            await queue.put(("error", exc))
+
+    tasks = [asyncio.get_running_loop().create_task(pump(s)) for s in sources]
+    try:
+        open_ = len(tasks)
+        while open_:
+            kind, item = await queue.get()
+            if kind == "item":
+                yield item
+            elif kind == "end":
+                open_ -= 1
+            else:
+                raise item
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+async def _guarded(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Errors after the 200 went out can only travel inside the stream, as ``data: {"error": ...}``."""
+    try:
+        async for chunk in body:
+            yield chunk
+    except APIError as exc:
+        yield _sse(exc.body())
+    except Exception as exc:
+        logger.exception("stream failed")
+        yield _sse(APIError(500, f"internal error: {type(exc).__name__}", "server_error").body())
 
 
 # ----------------------------------------------------------------------------- ASGI gate
