@@ -125,6 +125,18 @@ def test_completion(server: Server) -> None:
     assert out.choices[0].text
     again = c.completions.create(model=server.model_id(), prompt="hello world", max_tokens=8, **greedy())
     assert again.choices[0].text == out.choices[0].text  # greedy is deterministic across requests
+    # one JSON access-log line per request, with the ids and token counts
+    deadline = time.monotonic() + 10  # written once the response is out: it may trail the client a little
+    while True:
+        lines = [json.loads(line) for line in server.output().splitlines() if line.startswith("{")]
+        mine = [rec for rec in lines if rec.get("id") == again.id]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(mine) == 1, lines[-3:]
+    rec = mine[0]
+    assert rec["path"] == "/v1/completions" and rec["status"] == 200 and rec["completion_tokens"] == 8
+    assert rec["prompt_tokens"] == again.usage.prompt_tokens and rec["request_id"] and rec["duration_ms"] > 0
 
 
 def test_completion_stream_with_usage(server: Server) -> None:
@@ -483,5 +495,22 @@ def test_bounded_load_no_5xx_and_rss_flat(tiny: Path) -> None:
         assert statuses.get(200, 0) >= 300, statuses
         assert rss_end - rss_warm < 16 * 1024, (rss_warm, rss_end)
         assert httpx.get(s.url + "/health", timeout=10).status_code == 200
+    finally:
+        s.stop()
+
+
+@pytest.mark.slow
+def test_drain_timeout_cancels_and_exits_0(tiny: Path) -> None:
+    s = Server(tiny, "--parallel", "2", "--ctx-size", "8192", "--drain-timeout", "0.5")
+    try:
+        mid = s.model_id()
+        stream = s.client().completions.create(model=mid, prompt="long", max_tokens=8000, stream=True, **greedy())
+        next(iter(stream))
+        s.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(openai.APIError, match="shutting down"):
+            for _ in stream:  # the drain timeout cancels it: the error arrives inside the stream
+                pass
+        assert s.proc.wait(30) == 0, s.output()
+        assert "drain timeout: cancelling 1 requests" in s.output()
     finally:
         s.stop()
