@@ -120,7 +120,6 @@ class Engine {
     void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);
     void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
     void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
-    void fill_logprobs(Event &ev, const float *raw, llama_token tok, int32_t n_probs);
     Slot *find_active(int64_t id) const;
     void decode_batch(std::vector<Event> &out);
     static bool abort_cb(void *data);
