@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -408,3 +409,29 @@ def test_gemma_batched_vs_alone_agreement(gemma_path: Path):
         print(f"{t!r}: batched == alone for the first {prefix}/{n_gen} tokens")
         assert len(batched) == n_gen
     print(f"Gemma agreement: {same_total}/{4 * n_gen} tokens before the first divergence")
+
+
+@pytest.mark.slow
+def test_gemma_cancel_aborts_a_long_prompt(gemma_path: Path):
+    """A cancel that arrives during the decode of a long prompt aborts that decode."""
+    m = _core.Model(str(gemma_path))
+    engine = make_engine(m, 2, n_ctx=2048, n_batch=1024)
+    prompt = [m.token_bos] + list(range(1000, 2000))
+    t0 = time.perf_counter()
+    rid = engine.submit(prompt, greedy(), max_tokens=4)
+    timer = threading.Timer(0.3, lambda: engine.cancel(rid))
+    timer.start()
+    events = engine.step()
+    elapsed = time.perf_counter() - t0
+    timer.join()
+    events += engine.step()
+    (done,) = [e for e in events if e.id == rid]
+    assert done.kind == Event.DONE and done.finish_reason == "cancelled"
+    assert engine.kv_used() == 0
+    print(f"cancelled a 1001-token prompt after {elapsed:.2f} s")
+    # Had the aborted chunk left cells behind, positions 0.. of this sequence
+    # would clash with them (llama_decode refuses) or change the output.
+    rid = engine.submit(prompt[:50], greedy(), max_tokens=4, ignore_eos=True)
+    got = drain(engine)[rid]
+    assert got["end"].finish_reason == "length" and got["end"].n_reused == 0
+    assert got["tokens"] == alone(m, prompt[:50], 4, n_ctx=2048, n_batch=1024)

@@ -118,11 +118,20 @@ void bind_engine(py::module_ &m) {
                  return to_list(e.sample_with(id, logits.data(), (size_t)logits.size()));
              },
              py::arg("id"), py::arg("logits"))
-        .def("idle", &Engine::idle)
-        .def("n_active", &Engine::n_active)
-        .def("n_queued", &Engine::n_queued)
-        .def("kv_used", &Engine::kv_used)
-        .def("stats", [](const Engine &e) { return stats_dict(e.stats()); })
+        .def("idle", &Engine::idle, py::call_guard<py::gil_scoped_release>())
+        .def("n_active", &Engine::n_active, py::call_guard<py::gil_scoped_release>())
+        .def("n_queued", &Engine::n_queued, py::call_guard<py::gil_scoped_release>())
+        .def("kv_used", &Engine::kv_used, py::call_guard<py::gil_scoped_release>())
+        .def("stats",
+             [](const Engine &e) {
+                 sarai::EngineStats s;
+                 {
+                     // Another thread may call this while step() holds the engine's lock.
+                     py::gil_scoped_release release;
+                     s = e.stats();
+                 }
+                 return stats_dict(s);
+             })
         .def("reset_stats", &Engine::reset_stats)
         .def("perf",
              [](const Engine &e) {

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <functional>
-#include <queue>
 
 #include "errors.h"
 #include "log.h"
@@ -273,32 +272,6 @@ void Engine::admit_locked() {
     }
 }
 
-void Engine::fill_logprobs(Event &ev, const float *raw, llama_token tok, int32_t n_probs) {
-    // log-softmax of the raw logits (before any sampler), as OpenAI reports them.
-    float mx = raw[0];
-    for (int32_t i = 1; i < n_vocab_; ++i) mx = std::max(mx, raw[i]);
-    double sum = 0.0;
-    for (int32_t i = 0; i < n_vocab_; ++i) sum += std::exp((double)(raw[i] - mx));
-    const float lse = mx + (float)std::log(sum);
-    ev.logprob = raw[tok] - lse;
-    if (n_probs <= 0) return;
-    // The n_probs largest with a min-heap: O(n_vocab log n_probs).
-    using Item = std::pair<float, llama_token>;
-    std::priority_queue<Item, std::vector<Item>, std::greater<Item>> heap;
-    for (int32_t i = 0; i < n_vocab_; ++i) {
-        if ((int32_t)heap.size() < n_probs) heap.emplace(raw[i], i);
-        else if (raw[i] > heap.top().first) {
-            heap.pop();
-            heap.emplace(raw[i], i);
-        }
-    }
-    ev.top.resize(heap.size());
-    for (size_t k = heap.size(); k-- > 0;) {
-        ev.top[k] = {heap.top().second, heap.top().first - lse};
-        heap.pop();
-    }
-}
-
 void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vector<Event> &out) {
     slot.n_generated++;
     stats_.n_sampled++;
@@ -307,7 +280,7 @@ void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vect
     ev.kind = EventKind::Token;
     ev.token = tok;
     ev.eog = model_->is_eog(tok);
-    if (slot.req.n_probs >= 0 && raw) fill_logprobs(ev, raw, tok, slot.req.n_probs);
+    if (slot.req.n_probs >= 0 && raw) ev.logprob = token_logprobs(raw, n_vocab_, tok, slot.req.n_probs, ev.top);
     ev.text = slot.utf8.push(model_->piece(tok, false));
     ev.n_prompt = (int32_t)slot.req.prompt.size();
     ev.n_reused = slot.n_reused;

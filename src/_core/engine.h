@@ -5,6 +5,12 @@
 // llama_batch, calls llama_decode once, and samples every sequence that needs
 // a token with that sequence's own sampler chain.
 //
+// Determinism: llama.cpp's logits depend on how tokens are grouped into
+// batches (other batch sizes take other matmul kernels and accumulation
+// orders), so a sequence's greedy output in a batch equals its output alone
+// on F32 models (tested), but on quantized models it may diverge after some
+// tokens; prefix reuse (which changes the prompt's split) inherits that.
+//
 // Thread rule: ONE thread drives the engine (step, submit, release,
 // provide_token, sample_with, logits, clear, set_threads) at a time; cancel()
 // may come from any thread at any moment, including during a step. The
@@ -114,7 +120,6 @@ class Engine {
     void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);
     void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
     void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
-    void fill_logprobs(Event &ev, const float *raw, llama_token tok, int32_t n_probs);
     Slot *find_active(int64_t id) const;
     void decode_batch(std::vector<Event> &out);
     static bool abort_cb(void *data);

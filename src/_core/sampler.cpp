@@ -1,6 +1,9 @@
 #include "sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <functional>
+#include <queue>
 
 #include "errors.h"
 #include "log.h"
@@ -57,6 +60,34 @@ int32_t argmax(const float *x, int32_t n) {
         }
     }
     return best;
+}
+
+float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t n_top,
+                     std::vector<std::pair<llama_token, float>> &top) {
+    float mx = raw[0];
+    for (int32_t i = 1; i < n_vocab; ++i) mx = std::max(mx, raw[i]);
+    double sum = 0.0;  // double: 262k terms summed in float lose digits
+    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp((double)(raw[i] - mx));
+    const float lse = mx + (float)std::log(sum);
+    top.clear();
+    if (n_top > 0) {
+        // The n_top largest with a min-heap: O(n_vocab log n_top), no n_vocab-sized sort.
+        using Item = std::pair<float, llama_token>;
+        std::priority_queue<Item, std::vector<Item>, std::greater<Item>> heap;
+        for (int32_t i = 0; i < n_vocab; ++i) {
+            if ((int32_t)heap.size() < n_top) heap.emplace(raw[i], i);
+            else if (raw[i] > heap.top().first) {
+                heap.pop();
+                heap.emplace(raw[i], i);
+            }
+        }
+        top.resize(heap.size());
+        for (size_t k = heap.size(); k-- > 0;) {
+            top[k] = {heap.top().second, heap.top().first - lse};
+            heap.pop();
+        }
+    }
+    return raw[tok] - lse;
 }
 
 Sampler::Sampler(const Model &model, const SamplerParams &p) {

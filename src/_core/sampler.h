@@ -39,6 +39,12 @@ void validate_sampler_params(const SamplerParams &p);
 // First index of the largest logit (the greedy sampler's choice).
 int32_t argmax(const float *x, int32_t n);
 
+// Log-probabilities from a log-softmax of the raw logits (before any sampler,
+// as OpenAI reports them): returns the logprob of `tok` and fills `top` with
+// the n_top most likely (token, logprob), best first.
+float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t n_top,
+                     std::vector<std::pair<llama_token, float>> &top);
+
 class Sampler {
   public:
     // Throws InvalidArgument for an invalid grammar or logit-bias token. The
