@@ -147,7 +147,15 @@ void bind_engine(py::module_ &m) {
              })
         .def("perf_reset", &Engine::perf_reset)
         .def("set_threads", &Engine::set_threads, py::arg("n_threads"), py::arg("n_threads_batch"))
-        .def("clear", &Engine::clear);
+        .def("clear", &Engine::clear)
+        .def("cached", &Engine::cached, py::arg("seq") = 0)
+        .def("eval", &Engine::eval, py::arg("seq"), py::arg("tokens"), py::call_guard<py::gil_scoped_release>())
+        .def("seq_state", [](const Engine &e, int32_t seq) { return py::bytes(e.seq_state(seq)); }, py::arg("seq") = 0)
+        .def("set_seq_state",
+             [](Engine &e, int32_t seq, py::bytes data, const std::vector<llama_token> &tokens) {
+                 e.set_seq_state(seq, std::string(data), tokens);
+             },
+             py::arg("seq"), py::arg("data"), py::arg("tokens"));
 }
 
 }  // namespace sarai_bind

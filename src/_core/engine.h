@@ -111,9 +111,20 @@ class Engine {
     // Drops every request (active and queued, without events) and the whole KV cache.
     void clear();
 
+    // Manual access to one idle sequence (engine_seq.cpp): what llama-cpp-python's
+    // low-level calls (eval, input_ids, save_state/load_state) need. A sequence
+    // running a request is refused (InvalidArgument).
+    std::vector<llama_token> cached(int32_t seq) const;
+    // Evaluates `tokens` after the sequence's cached ones, n_batch at a time.
+    void eval(int32_t seq, const std::vector<llama_token> &tokens);
+    // The sequence's KV state (llama_state_seq_*) and its restoration.
+    std::string seq_state(int32_t seq) const;
+    void set_seq_state(int32_t seq, const std::string &data, const std::vector<llama_token> &tokens);
+
   private:
     struct Slot;
     struct Pending;
+    Slot &idle_slot(int32_t seq) const;
 
     void admit_locked();
     void choose_prefix(Slot &slot, const std::vector<llama_token> &prompt);

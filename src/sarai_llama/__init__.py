@@ -23,15 +23,10 @@ except (ValueError, RuntimeError) as _exc:
     raise ImportError(f"sarai_llama cannot load its CPU backend: {_exc}") from _exc
 from ._numpy import NumpyUnavailableError  # noqa: E402
 from ._system import system_info  # noqa: E402
-from .llama import (  # noqa: E402
-    LLAMA_DEFAULT_SEED,
-    Llama,
-    LlamaGrammar,
-    LlamaState,
-    LogitsProcessorList,
-    ModelLoadError,
-    StoppingCriteriaList,
-)
+from .errors import ModelLoadError  # noqa: E402
+from .grammar import LlamaGrammar  # noqa: E402
+from .hooks import LogitsProcessorList, StoppingCriteriaList  # noqa: E402
+from .llama import LLAMA_DEFAULT_SEED, Llama, LlamaState  # noqa: E402
 from .threads import get_optimal_threads, optimal_threads  # noqa: E402
 
 Cancelled = _core.Cancelled

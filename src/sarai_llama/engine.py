@@ -183,20 +183,59 @@ class Engine:
 
     @property
     def n_ctx(self) -> int:
+        """KV cells in all (shared by every sequence: the cache is unified)."""
         return int(self._core.n_ctx)
+
+    @property
+    def n_ctx_seq(self) -> int:
+        """Most tokens one sequence (prompt + generated) may hold."""
+        return int(self._core.n_ctx_seq)
+
+    # ----------------------------------------------------------- sequence 0 (single-user calls)
+    def cached(self, seq: int = 0) -> list[int]:
+        """Tokens whose KV sequence ``seq`` keeps for prefix reuse."""
+        return list(self._core.cached(seq))
+
+    def eval(self, tokens: list[int], seq: int = 0) -> None:
+        """Evaluate ``tokens`` after sequence ``seq``'s cached ones (it must be idle)."""
+        with self._step_lock:
+            self._core.eval(seq, tokens)
+
+    def state(self, seq: int = 0) -> tuple[list[int], bytes]:
+        with self._step_lock:
+            return list(self._core.cached(seq)), bytes(self._core.seq_state(seq))
+
+    def set_state(self, data: bytes, tokens: list[int], seq: int = 0) -> None:
+        with self._step_lock:
+            self._core.set_seq_state(seq, data, tokens)
+
+    def clear(self) -> None:
+        """Drop every request (without events) and the whole KV cache."""
+        with self._step_lock:
+            self._core.clear()
+            with self._handles_lock:
+                handles, self._handles = list(self._handles.values()), {}
+        for h in handles:
+            h.error = "the engine was cleared"
+            h._done.set()
+
+    def perf(self) -> dict[str, float]:
+        return dict(self._core.perf())
 
     # ----------------------------------------------------------- requests
     def submit(self, request: Request) -> Handle:
         """Queue ``request`` (ValueError for a bad one, before anything runs); thread-safe."""
         sampler = request.sampling.to_core(self.seed)
         max_tokens = -1 if request.max_tokens is None or request.max_tokens <= 0 else int(request.max_tokens)
-        external = request.logits_processor is not None
+        external = request.logits_processor is not None or request.stopping_criteria is not None
         n_probs = -1 if request.logprobs is None else int(request.logprobs)
-        with self._step_lock:  # submit is a driving-thread call in the core's rules
+        # The core's submit is safe from any thread and never waits for a step. The
+        # handle is registered under the same lock that dispatch takes to look it up,
+        # so a step that already decodes this request cannot hand out its events first.
+        with self._handles_lock:
             rid = self._core.submit(list(request.prompt), sampler, max_tokens, request.ignore_eos, n_probs, external)
             handle = Handle(self, request, rid)
-            with self._handles_lock:
-                self._handles[rid] = handle
+            self._handles[rid] = handle
         with self._work:
             self._work.notify_all()
         return handle

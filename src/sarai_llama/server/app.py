@@ -30,7 +30,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request as HTTPRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -224,7 +224,7 @@ class ServerState:
             except ValueError as exc:  # completions still work; chat answers why not
                 self.template_error = str(exc)
             self.model, self.engine = model, engine
-            self.n_ctx_seq = int(getattr(engine._core, "n_ctx_seq", engine.n_ctx))
+            self.n_ctx_seq = engine.n_ctx_seq
             self.n_vocab = int(model.n_vocab)
             scheduler = Scheduler(engine, s.max_queue, on_step_error=self._engine_failed)
             self.metrics.bind(self._load_facts, engine.stats)

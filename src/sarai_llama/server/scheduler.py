@@ -6,12 +6,10 @@ steps; each request's pieces come back through ``Handle.set_listener`` and
 ``loop.call_soon_threadsafe`` into an ``asyncio.Queue``. Only requests and
 pieces cross between the threads.
 
-Why a loop of our own instead of ``Engine.run_forever`` plus ``Engine.submit``
-from the handlers: ``submit`` takes the engine's step lock, which the stepping
-thread holds for a whole ``llama_decode`` and re-takes at once after it, so a
-handler thread calling ``submit`` could wait many steps (a lock is not fair).
-Here the stepping thread itself submits what the handlers queued, between two
-steps: admission never waits for more than one step.
+Why a loop of our own instead of ``Engine.run_forever``: admission is counted
+here (the bounded queue and its 503s), and the stepping thread itself submits
+what the handlers queued, between two steps, so a request is accepted or
+refused within one step and every Handle is created on one thread.
 """
 
 from __future__ import annotations

@@ -1,0 +1,27 @@
+"""``LlamaGrammar``: a GBNF grammar for constrained sampling (llama-cpp-python's shape)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["LlamaGrammar"]
+
+
+class LlamaGrammar:
+    """GBNF text and its start rule. llama.cpp parses it when a request uses it;
+    a grammar it rejects raises ``ValueError`` there, with llama.cpp's message."""
+
+    def __init__(self, grammar: str, root: str = "root") -> None:
+        if not isinstance(grammar, str) or not grammar.strip():
+            raise ValueError("grammar must be a non-empty GBNF string")
+        self.grammar = grammar
+        self.root = root
+
+    @classmethod
+    def from_string(cls, grammar: str, verbose: bool = True) -> LlamaGrammar:
+        return cls(grammar)
+
+    @classmethod
+    def from_file(cls, file: str | os.PathLike[str], verbose: bool = True) -> LlamaGrammar:
+        return cls(Path(file).read_text())
