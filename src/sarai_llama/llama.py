@@ -305,8 +305,8 @@ class Llama:
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
             raise ValueError(f"logprobs must be a non-negative integer, not {logprobs!r}")
         params = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size, **sampling)
-        if logits_processor or stopping_criteria or logprobs is not None:
-            _numpy()  # array APIs: a clear error where numpy cannot run
+        if logits_processor or stopping_criteria:
+            _numpy()  # array APIs: a clear error where numpy cannot run (logprobs are computed in C++)
         return Request(self._prompt_tokens(prompt), params, max_tokens, normalize_stops(stop), logprobs,
                        False, logits_processor, stopping_criteria)
 
