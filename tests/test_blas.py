@@ -22,7 +22,7 @@ LOGITS = (
     "import json, sys, sarai_llama as s\n"
     "llm = s.Llama(sys.argv[1], n_ctx=256, n_batch=256, n_threads=2, verbose=False)\n"
     "llm.eval(llm.tokenize(b'the a is of and ' * 12))\n"
-    "print(json.dumps({'logits': llm._context().logits().tolist(), 'info': s.system_info(),"
+    "print(json.dumps({'logits': llm.eval_logits[-1], 'info': s.system_info(),"
     " 'blas': s.build_info()['blas']}))\n"
 )
 

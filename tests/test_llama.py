@@ -188,6 +188,7 @@ def test_eval_extends_the_cache(tiny):
     tiny.eval(tokens)
     tiny.eval([5, 6])
     assert list(tiny.input_ids) == tokens + [5, 6]
+    assert len(tiny.eval_logits[-1]) == tiny.n_vocab()
 
 
 # ------------------------------------------------------------------ errors

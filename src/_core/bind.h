@@ -6,6 +6,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include "context.h"
+
 namespace sarai_bind {
 
 namespace py = pybind11;
@@ -17,5 +19,17 @@ void bind_engine(py::module_ &m);   // Engine, Event
 // Honours Ctrl-C between prompt batches: takes the GIL, checks for a pending
 // signal and throws py::error_already_set if its handler raised.
 void check_signals();
+
+// llama.cpp's perf counters of a context as a dict (Context.perf and Engine.perf).
+inline py::dict perf_dict(const sarai::PerfCounters &d) {
+    py::dict out;
+    out["t_load_ms"] = d.t_load_ms;
+    out["t_p_eval_ms"] = d.t_p_eval_ms;
+    out["t_eval_ms"] = d.t_eval_ms;
+    out["n_p_eval"] = d.n_p_eval;
+    out["n_eval"] = d.n_eval;
+    out["n_reused"] = d.n_reused;
+    return out;
+}
 
 }  // namespace sarai_bind

@@ -115,18 +115,7 @@ void bind_context(py::module_ &m) {
              [](Context &c, py::bytes data, const std::vector<llama_token> &tokens) {
                  c.set_state(std::string(data), tokens);
              })
-        .def("perf",
-             [](const Context &c) {
-                 const auto d = c.perf();
-                 py::dict out;
-                 out["t_load_ms"] = d.t_load_ms;
-                 out["t_p_eval_ms"] = d.t_p_eval_ms;
-                 out["t_eval_ms"] = d.t_eval_ms;
-                 out["n_p_eval"] = d.n_p_eval;
-                 out["n_eval"] = d.n_eval;
-                 out["n_reused"] = d.n_reused;
-                 return out;
-             })
+        .def("perf", [](const Context &c) { return perf_dict(c.perf()); })
         .def("perf_reset", &Context::perf_reset);
 }
 

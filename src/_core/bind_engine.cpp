@@ -133,18 +133,7 @@ void bind_engine(py::module_ &m) {
                  return stats_dict(s);
              })
         .def("reset_stats", &Engine::reset_stats)
-        .def("perf",
-             [](const Engine &e) {
-                 const auto d = e.perf();
-                 py::dict out;
-                 out["t_load_ms"] = d.t_load_ms;
-                 out["t_p_eval_ms"] = d.t_p_eval_ms;
-                 out["t_eval_ms"] = d.t_eval_ms;
-                 out["n_p_eval"] = d.n_p_eval;
-                 out["n_eval"] = d.n_eval;
-                 out["n_reused"] = d.n_reused;
-                 return out;
-             })
+        .def("perf", [](const Engine &e) { return perf_dict(e.perf()); })
         .def("perf_reset", &Engine::perf_reset)
         .def("set_threads", &Engine::set_threads, py::arg("n_threads"), py::arg("n_threads_batch"))
         .def("clear", &Engine::clear)

@@ -115,8 +115,9 @@ class Engine {
     // low-level calls (eval, input_ids, save_state/load_state) need. A sequence
     // running a request is refused (InvalidArgument).
     std::vector<llama_token> cached(int32_t seq) const;
-    // Evaluates `tokens` after the sequence's cached ones, n_batch at a time.
-    void eval(int32_t seq, const std::vector<llama_token> &tokens);
+    // Evaluates `tokens` after the sequence's cached ones, n_batch at a time;
+    // returns the logits after the last one (n_vocab floats).
+    std::vector<float> eval(int32_t seq, const std::vector<llama_token> &tokens);
     // The sequence's KV state (llama_state_seq_*) and its restoration.
     std::string seq_state(int32_t seq) const;
     void set_seq_state(int32_t seq, const std::string &data, const std::vector<llama_token> &tokens);

@@ -26,7 +26,7 @@ std::vector<llama_token> Engine::cached(int32_t seq) const {
     return slots_[(size_t)seq]->cache;
 }
 
-void Engine::eval(int32_t seq, const std::vector<llama_token> &tokens) {
+std::vector<float> Engine::eval(int32_t seq, const std::vector<llama_token> &tokens) {
     Slot &s = idle_slot(seq);
     for (auto t : tokens) model_->check_token(t);
     if (s.cache.size() + tokens.size() > n_ctx_seq_)
@@ -54,6 +54,8 @@ void Engine::eval(int32_t seq, const std::vector<llama_token> &tokens) {
         s.cache.insert(s.cache.end(), tokens.begin() + (long)done, tokens.begin() + (long)(done + n));
         done += n;
     }
+    const float *row = tokens.empty() ? nullptr : llama_get_logits_ith(ctx_, -1);
+    return row ? std::vector<float>(row, row + n_vocab_) : std::vector<float>{};
 }
 
 std::string Engine::seq_state(int32_t seq) const {

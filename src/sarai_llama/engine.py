@@ -196,10 +196,11 @@ class Engine:
         """Tokens whose KV sequence ``seq`` keeps for prefix reuse."""
         return list(self._core.cached(seq))
 
-    def eval(self, tokens: list[int], seq: int = 0) -> None:
-        """Evaluate ``tokens`` after sequence ``seq``'s cached ones (it must be idle)."""
+    def eval(self, tokens: list[int], seq: int = 0) -> list[float]:
+        """Evaluate ``tokens`` after sequence ``seq``'s cached ones (it must be idle);
+        returns the logits after the last one."""
         with self._step_lock:
-            self._core.eval(seq, tokens)
+            return list(self._core.eval(seq, tokens))
 
     def state(self, seq: int = 0) -> tuple[list[int], bytes]:
         with self._step_lock:

@@ -9,6 +9,7 @@ only llama-cpp-python's call shapes.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
@@ -92,6 +93,7 @@ class Llama:
         self._ctx: Any = None  # the embedding context (embedding=True)
         self._mine: dict[Handle, int] = {}  # this object's running requests -> the thread reading each
         self._embed_lock = threading.Lock()
+        self.eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
         self.verbose = verbose
         _core.set_log_level(2 if verbose else 4)
         for key in ignored:
@@ -243,8 +245,10 @@ class Llama:
         self._eng().set_state(state.llama_state, list(state.input_ids))
 
     def eval(self, tokens: Sequence[int]) -> None:
-        """Evaluate ``tokens`` after the ones cached in sequence 0."""
-        self._eng().eval([int(t) for t in tokens])
+        """Evaluate ``tokens`` after the ones cached in sequence 0; ``eval_logits[-1]`` then
+        holds the logits after the last one (llama-cpp-python keeps only the last too
+        unless ``logits_all``)."""
+        self.eval_logits = collections.deque([self._eng().eval([int(t) for t in tokens])], maxlen=1)
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: prompt/eval tokens and milliseconds."""
