@@ -413,6 +413,8 @@ def run_all(engine: Engine, requests: Sequence[Request]) -> list[list[Piece]]:
             for i in list(pending):
                 if handles[i].error is not None:
                     raise EngineError(handles[i].error)
+                if not handles[i].done and not handles[i]._pieces:  # idle core, unfinished request
+                    raise EngineError("a request's end was lost (interrupted while its events were handed out)")
     for h in handles:
         if h.error is not None:
             raise EngineError(h.error)
