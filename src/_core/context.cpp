@@ -1,5 +1,6 @@
 #include "context.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "errors.h"
@@ -75,6 +76,35 @@ void Context::clear() {
     tokens_.clear();
 }
 
+bool decode_tokens(llama_context *ctx, llama_batch &batch, uint32_t n_batch, llama_seq_id seq, size_t start,
+                   const std::vector<llama_token> &tokens, bool all_logits,
+                   const std::function<void(size_t, size_t)> &on_chunk) {
+    size_t done = 0;
+    while (done < tokens.size()) {
+        const size_t n = std::min<size_t>(n_batch, tokens.size() - done);
+        for (size_t i = 0; i < n; ++i) {
+            batch.token[i] = tokens[done + i];
+            batch.pos[i] = (llama_pos)(start + done + i);
+            batch.n_seq_id[i] = 1;
+            batch.seq_id[i][0] = seq;
+            batch.logits[i] = all_logits || (done + i + 1 == tokens.size());
+        }
+        batch.n_tokens = (int32_t)n;
+        clear_last_error();
+        const int32_t rc = llama_decode(ctx, batch);
+        if (rc != 0) {
+            // A failed or aborted decode may leave part of the chunk behind.
+            llama_memory_seq_rm(llama_get_memory(ctx), seq, (llama_pos)(start + done), -1);
+            if (rc == 2) return false;
+            if (rc == 1) throw std::runtime_error("no room in the KV cache for the batch (context full)");
+            throw std::runtime_error(with_reason("llama_decode failed with code " + std::to_string(rc)));
+        }
+        on_chunk(done, n);
+        done += n;
+    }
+    return true;
+}
+
 void Context::eval(const std::vector<llama_token> &tokens, bool all_logits, const Interrupt &interrupt) {
     for (auto t : tokens) model_->check_token(t);
     if (tokens_.size() + tokens.size() > n_ctx_) {
@@ -82,38 +112,23 @@ void Context::eval(const std::vector<llama_token> &tokens, bool all_logits, cons
                               std::to_string(tokens_.size()) + ": the context holds " + std::to_string(n_ctx_) +
                               " tokens");
     }
-    size_t done = 0;
-    while (done < tokens.size()) {
-        const size_t n = std::min<size_t>(n_batch_, tokens.size() - done);
-        llama_batch batch = llama_batch_init((int32_t)n, 0, 1);
-        for (size_t i = 0; i < n; ++i) {
-            batch.token[i] = tokens[done + i];
-            batch.pos[i] = (llama_pos)(tokens_.size() + i);
-            batch.n_seq_id[i] = 1;
-            batch.seq_id[i][0] = 0;
-            batch.logits[i] = all_logits || (done + i + 1 == tokens.size());
-        }
-        batch.n_tokens = (int32_t)n;
-        clear_last_error();
-        const int32_t rc = llama_decode(ctx_, batch);
-        llama_batch_free(batch);
-        if (rc != 0) {
-            // A failed or aborted decode may leave partial state behind.
-            llama_memory_seq_rm(llama_get_memory(ctx_), 0, (llama_pos)tokens_.size(), -1);
-            if (rc == 2) {
-                // Aborted: by a Ctrl-C that arrived meanwhile (the interrupt
-                // throws for it), or by cancel().
-                if (interrupt) interrupt();
-                throw Cancelled("generation cancelled");
-            }
-            if (rc == 1) throw std::runtime_error("no room in the KV cache for the batch (context full)");
-            throw std::runtime_error(with_reason("llama_decode failed with code " + std::to_string(rc)));
-        }
-        tokens_.insert(tokens_.end(), tokens.begin() + (long)done, tokens.begin() + (long)(done + n));
-        done += n;
+    // One batch for the whole call, refilled per chunk.
+    llama_batch batch = llama_batch_init((int32_t)std::min<size_t>(n_batch_, std::max<size_t>(tokens.size(), 1)), 0, 1);
+    struct Free {
+        llama_batch &b;
+        ~Free() { llama_batch_free(b); }
+    } free_batch{batch};
+    const bool ok = decode_tokens(ctx_, batch, n_batch_, 0, tokens_.size(), tokens, all_logits, [&](size_t off, size_t n) {
+        tokens_.insert(tokens_.end(), tokens.begin() + (long)off, tokens.begin() + (long)(off + n));
         // Between batches: let the caller stop a long prompt (Ctrl-C).
+        if (interrupt && off + n < tokens.size()) interrupt();
+    });
+    if (!ok) {
+        // Aborted: by a Ctrl-C that arrived meanwhile (the interrupt throws for it), or by cancel().
         if (interrupt) interrupt();
+        throw Cancelled("generation cancelled");
     }
+    if (interrupt) interrupt();
 }
 
 const float *Context::logits(int32_t i) const {

@@ -1,5 +1,5 @@
-// One sequence on one llama_context: the single-user path behind Llama today.
-// (Many sequences share one context in engine.h.)
+// One sequence on one llama_context: embeddings (a pooled context), bench and
+// tune. Text generation runs on the engine (engine.h), many sequences per context.
 #pragma once
 
 #include <atomic>
@@ -39,6 +39,18 @@ struct PerfCounters {
     int32_t n_p_eval = 0, n_eval = 0, n_reused = 0;
 };
 PerfCounters perf_of(const llama_context *ctx);
+
+// Evaluates `tokens` for sequence `seq` at positions start, start+1, ... in
+// chunks of at most `n_batch`, reusing `batch` (capacity >= n_batch). Logits are
+// kept for every token when `all_logits`, else for the last one. After each
+// decoded chunk `on_chunk(offset, n)` runs (the caller extends its token record,
+// checks for Ctrl-C). A failed decode's partial KV is removed first; then it
+// throws runtime_error (no room: rc 1; other codes), or returns false when the
+// decode was aborted (rc 2) so the caller can say why. Shared by Context::eval
+// and Engine::eval.
+bool decode_tokens(llama_context *ctx, llama_batch &batch, uint32_t n_batch, llama_seq_id seq, size_t start,
+                   const std::vector<llama_token> &tokens, bool all_logits,
+                   const std::function<void(size_t, size_t)> &on_chunk);
 
 class Context {
   public:

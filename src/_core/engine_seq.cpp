@@ -32,28 +32,10 @@ std::vector<float> Engine::eval(int32_t seq, const std::vector<llama_token> &tok
     if (s.cache.size() + tokens.size() > n_ctx_seq_)
         throw InvalidArgument("cannot evaluate " + std::to_string(tokens.size()) + " tokens after " +
                               std::to_string(s.cache.size()) + ": a sequence holds " + std::to_string(n_ctx_seq_));
-    size_t done = 0;
-    while (done < tokens.size()) {
-        const size_t n = std::min<size_t>(n_batch_, tokens.size() - done);
-        for (size_t i = 0; i < n; ++i) {
-            batch_.token[i] = tokens[done + i];
-            batch_.pos[i] = (llama_pos)(s.cache.size() + i);
-            batch_.n_seq_id[i] = 1;
-            batch_.seq_id[i][0] = s.seq;
-            batch_.logits[i] = done + i + 1 == tokens.size();
-        }
-        batch_.n_tokens = (int32_t)n;
-        clear_last_error();
-        const int32_t rc = llama_decode(ctx_, batch_);
-        if (rc != 0) {
-            // A failed decode may leave part of the chunk behind: keep the cache true.
-            llama_memory_seq_rm(mem_, s.seq, (llama_pos)s.cache.size(), -1);
-            if (rc == 1) throw std::runtime_error("no room in the KV cache for the batch (context full)");
-            throw std::runtime_error(with_reason("llama_decode failed with code " + std::to_string(rc)));
-        }
-        s.cache.insert(s.cache.end(), tokens.begin() + (long)done, tokens.begin() + (long)(done + n));
-        done += n;
-    }
+    // No abort can reach this decode: the abort callback only acts on requests in flight.
+    decode_tokens(ctx_, batch_, n_batch_, s.seq, s.cache.size(), tokens, false, [&](size_t off, size_t n) {
+        s.cache.insert(s.cache.end(), tokens.begin() + (long)off, tokens.begin() + (long)(off + n));
+    });
     const float *row = tokens.empty() ? nullptr : llama_get_logits_ith(ctx_, -1);
     return row ? std::vector<float>(row, row + n_vocab_) : std::vector<float>{};
 }

@@ -13,7 +13,7 @@ import collections
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -338,14 +338,19 @@ class Llama:
         pieces = self._run(request)
         if stream:
             return self._chunks(pieces, head, cid, created, name)
-        text, lp, finish, use = [head], responses.empty_logprobs() if logprobs is not None else None, None, None
+        return self._collect(pieces, head, cid, created, name, logprobs is not None, len(request.prompt))
+
+    @staticmethod
+    def _collect(pieces: Iterable[Any], head: str, cid: str, created: int, name: str, with_logprobs: bool,
+                 n_prompt: int) -> dict[str, Any]:
+        """One non-streamed ``text_completion`` from a request's pieces."""
+        text, lp, finish, use = [head], responses.empty_logprobs() if with_logprobs else None, None, None
         for piece in pieces:
             text.append(piece.text)
             finish, use = piece.finish_reason, piece.usage
             if lp is not None and piece.logprobs:
                 responses.merge_logprobs(lp, piece.logprobs)
-        return responses.completion(cid, created, name, "".join(text), finish, lp,
-                                    use or responses.usage(len(request.prompt), 0))
+        return responses.completion(cid, created, name, "".join(text), finish, lp, use or responses.usage(n_prompt, 0))
 
     @staticmethod
     def _chunks(pieces: Iterator[Any], head: str, cid: str, created: int, name: str) -> Iterator[dict[str, Any]]:
@@ -369,15 +374,8 @@ class Llama:
         """
         requests = [self._completion_request(p, max_tokens, stop, logprobs, None, None, **sampling) for p in prompts]
         name, created = model or self.model_path, responses.now()
-        out = []
-        for req, pieces in zip(requests, run_all(self._eng(), requests)):
-            lp = responses.empty_logprobs() if logprobs is not None else None
-            for p in pieces:
-                if lp is not None and p.logprobs:
-                    responses.merge_logprobs(lp, p.logprobs)
-            out.append(responses.completion(responses.completion_id(), created, name, "".join(p.text for p in pieces),
-                                            pieces[-1].finish_reason, lp, pieces[-1].usage))
-        return out
+        return [self._collect(pieces, "", responses.completion_id(), created, name, logprobs is not None,
+                              len(req.prompt)) for req, pieces in zip(requests, run_all(self._eng(), requests))]
 
     # ------------------------------------------------------------- chat
     def chat_template(self) -> tuple[str, str]:

@@ -772,6 +772,16 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
                         "created": created, "model": settings.model_id, "choices": [], "usage": use})
         yield b"data: [DONE]\n\n"
 
+    async def _generate(body: Any, http: HTTPRequest, tokens: list[int], max_tokens: int | None,
+                        n_probs: int | None, echo: str, chat: bool) -> Response:
+        """The common end of both generation routes: Request -> scheduler -> response or stream."""
+        request = Request(tokens, sampling_from(body, state.n_vocab), max_tokens, _stops(body.stop), n_probs,
+                          bool(body.ignore_eos))
+        prepared = Prepared(request, len(tokens), echo, bool(body.stream_options and body.stream_options.include_usage))
+        cid, created = (responses.chat_id() if chat else responses.completion_id()), responses.now()
+        runs = _start(prepared, body.n or 1, http, cid, bool(body.stream))
+        return await _respond(runs, bool(body.stream), chat, cid, created)
+
     # ------------------------------------------------------------------ completions
     async def completions(body: CompletionBody, http: HTTPRequest) -> Response:
         state.require_ready()
@@ -795,13 +805,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         n_probs = body.logprobs if body.logprobs is not None else body.n_probs
         if n_probs is not None and not 0 <= n_probs <= 20:
             raise _bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
-        request = Request(tokens, sampling_from(body, state.n_vocab), max_tokens, _stops(body.stop), n_probs,
-                          bool(body.ignore_eos))
-        prepared = Prepared(request, len(tokens), echo_text if body.echo else "",
-                            bool(body.stream_options and body.stream_options.include_usage))
-        cid, created = responses.completion_id(), responses.now()
-        runs = _start(prepared, body.n or 1, http, cid, bool(body.stream))
-        return await _respond(runs, bool(body.stream), False, cid, created)
+        return await _generate(body, http, tokens, max_tokens, n_probs, echo_text if body.echo else "", chat=False)
 
     app.add_api_route("/v1/completions", completions, methods=["POST"])
     app.add_api_route("/completions", completions, methods=["POST"])
@@ -833,13 +837,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
             n_probs = body.top_logprobs if body.top_logprobs is not None else (body.n_probs or 0)
             if not 0 <= n_probs <= 20:
                 raise _bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
-        request = Request(tokens, sampling_from(body, state.n_vocab), max_tokens, _stops(body.stop), n_probs,
-                          bool(body.ignore_eos))
-        prepared = Prepared(request, len(tokens), "",
-                            bool(body.stream_options and body.stream_options.include_usage))
-        cid, created = responses.chat_id(), responses.now()
-        runs = _start(prepared, body.n or 1, http, cid, bool(body.stream))
-        return await _respond(runs, bool(body.stream), True, cid, created)
+        return await _generate(body, http, tokens, max_tokens, n_probs, "", chat=True)
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/chat/completions", chat_completions, methods=["POST"])
