@@ -88,6 +88,10 @@ void bind_model(py::module_ &m) {
         .def_property_readonly("size", [](const Model &s) { return llama_model_size(s.get()); })
         .def_property_readonly("desc", &Model::desc)
         .def_property_readonly("has_encoder", [](const Model &s) { return llama_model_has_encoder(s.get()); })
+        // Recurrent (Mamba, RWKV) and hybrid (attention + recurrent) models keep state that
+        // cannot be cut at a token position; llama-cpp-python exposes these facts.
+        .def_property_readonly("is_recurrent", [](const Model &s) { return llama_model_is_recurrent(s.get()); })
+        .def_property_readonly("is_hybrid", [](const Model &s) { return llama_model_is_hybrid(s.get()); })
         .def_property_readonly("token_bos", [](const Model &s) { return llama_vocab_bos(s.vocab()); })
         .def_property_readonly("token_eos", [](const Model &s) { return llama_vocab_eos(s.vocab()); })
         .def_property_readonly("token_eot", [](const Model &s) { return llama_vocab_eot(s.vocab()); })

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["LogitsProcessor", "LogitsProcessorList", "StoppingCriteria", "StoppingCriteriaList"]
+__all__ = ["LogitsProcessor", "LogitsProcessorList", "MinTokensLogitsProcessor", "StoppingCriteria", "StoppingCriteriaList"]
 
 LogitsProcessor = Callable[["np.ndarray", "np.ndarray"], "np.ndarray"]
 StoppingCriteria = Callable[["np.ndarray", "np.ndarray"], bool]
@@ -33,3 +33,23 @@ class StoppingCriteriaList(list):
 
     def __call__(self, input_ids: np.ndarray, logits: np.ndarray) -> bool:
         return any(criterion(input_ids, logits) for criterion in self)
+
+
+class MinTokensLogitsProcessor:
+    """Bans ``token_eos`` until ``min_tokens`` tokens are generated (a logits processor).
+
+    The first call sees the prompt: its length is remembered, so one instance
+    serves one request.
+    """
+
+    def __init__(self, min_tokens: int, token_eos: int) -> None:
+        self.min_tokens = min_tokens
+        self.token_eos = token_eos
+        self.prompt_tokens: int | None = None
+
+    def __call__(self, input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        if self.prompt_tokens is None:
+            self.prompt_tokens = len(input_ids)
+        if len(input_ids) - self.prompt_tokens < self.min_tokens:
+            scores[self.token_eos] = float("-inf")
+        return scores

@@ -10,6 +10,7 @@ only llama-cpp-python's call shapes.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import threading
@@ -18,19 +19,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _core, chat, responses
+from . import _core, chat, llama_cache, responses
 from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Engine, Handle, Request, run_all
 from .errors import ModelLoadError
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
-from .sampling import SamplingParams
+from .logits import logits_to_logprobs, sample_after_eval
+from .sampling import SamplingParams, next_call_seed
 from .stops import normalize_stops
 from .threads import get_optimal_threads
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from .llama_cache import BaseLlamaCache
+    from .llama_tokenizer import LlamaTokenizer
 
 __all__ = ["LLAMA_DEFAULT_SEED", "Llama", "LlamaState"]
 
@@ -43,11 +48,22 @@ GPU_KEYWORDS = ("n_gpu_layers", "main_gpu", "tensor_split", "split_mode", "offlo
 
 @dataclass(frozen=True)
 class LlamaState:
-    """A snapshot of sequence 0: its evaluated tokens and llama.cpp's serialized state."""
+    """A snapshot of sequence 0: its evaluated tokens, llama.cpp's serialized state and
+    the seed the next completion draws from (llama-cpp-python restores it too)."""
 
     input_ids: tuple[int, ...]
     llama_state: bytes
     n_ctx: int
+    seed: int = LLAMA_DEFAULT_SEED
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def llama_state_size(self) -> int:
+        """Bytes of llama.cpp's state."""
+        return len(self.llama_state)
 
 
 class Llama:
@@ -94,6 +110,8 @@ class Llama:
         self._mine: dict[Handle, int] = {}  # this object's running requests -> the thread reading each
         self._embed_lock = threading.Lock()
         self.eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
+        self._eval_at = -1  # n_tokens when eval_logits was computed (-1: never)
+        self.cache: BaseLlamaCache | None = None
         self.verbose = verbose
         _core.set_log_level(2 if verbose else 4)
         for key in ignored:
@@ -138,6 +156,10 @@ class Llama:
             raise ModelLoadError(str(exc)) from exc
         self.n_threads, self.n_threads_batch = n_threads, self.context_config.n_threads_batch
         self.seed, self.embedding, self.logits_all = seed, embedding, logits_all
+        self._pooling_type = self.context_config.pooling
+        # Private in llama-cpp-python too; its own tests read them.
+        self._is_recurrent = bool(getattr(self._model, "is_recurrent", False))
+        self._is_hybrid = bool(getattr(self._model, "is_hybrid", False))
         self.last_n_tokens_size, self.chat_format, self.vocab_only = last_n_tokens_size, chat_format, vocab_only
         self.metadata: dict[str, str] = dict(self._model.metadata())
         self._chat_template: tuple[str, str] | None = None
@@ -206,6 +228,50 @@ class Llama:
     def n_tokens(self) -> int:
         return len(self._eng().cached())
 
+    @property
+    def eval_tokens(self) -> collections.deque[int]:
+        """The evaluated tokens of sequence 0."""
+        return collections.deque(self._eng().cached(), maxlen=self._n_ctx)
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Logits kept from :meth:`eval`, one row per position: here only the last position's
+        (shape ``(1, n_vocab)``; ``(0, n_vocab)`` before any eval). llama-cpp-python keeps
+        rows only with ``logits_all``; every other row there is stale."""
+        np = _numpy()
+        return np.array(list(self.eval_logits), dtype=np.single).reshape(-1, self.n_vocab())
+
+    def pooling_type(self) -> int:
+        """llama.cpp's pooling type of the context (-1 unspecified, 0 none, 1 mean, 2 cls, 3 last)."""
+        return self._pooling_type
+
+    def tokenizer(self) -> LlamaTokenizer:
+        """This model's tokenizer as an object."""
+        from .llama_tokenizer import LlamaTokenizer
+
+        return LlamaTokenizer(self)
+
+    @staticmethod
+    def logits_to_logprobs(logits: Any, axis: int = -1) -> np.ndarray:
+        """Log-softmax of ``logits`` (float32); see :func:`sarai_llama.logits.logits_to_logprobs`."""
+        return logits_to_logprobs(logits, axis)
+
+    @staticmethod
+    def longest_token_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+        """How many leading tokens ``a`` and ``b`` share."""
+        return llama_cache.longest_token_prefix(a, b)
+
+    @classmethod
+    def from_pretrained(cls, repo_id: str, filename: str, additional_files: list[str] | None = None,
+                        local_dir: str | os.PathLike[str] | None = None, local_dir_use_symlinks: Any = "auto",
+                        cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Llama:
+        """A ``Llama`` on ``filename`` (a name or glob pattern) of a Hugging Face Hub repository,
+        downloaded with ``huggingface_hub`` (or taken from its cache); ``kwargs`` go to ``Llama``.
+        ``local_dir_use_symlinks`` is accepted and ignored (the Hub client decides)."""
+        from .hub import download
+
+        return cls(download(repo_id, filename, additional_files, local_dir, cache_dir), **kwargs)
+
     # ------------------------------------------------------------- tokens
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
         """Tokens of ``text`` (UTF-8 bytes); ``add_bos`` adds the model's BOS if it uses one."""
@@ -230,7 +296,13 @@ class Llama:
         self._eng().clear()
 
     def set_seed(self, seed: int) -> None:
+        """The seed of calls that name none: ``generate``/``sample`` use it as is; each
+        completion draws its own from it (llama-cpp-python's chain, see ``next_call_seed``)."""
         self.seed = self._eng().seed = int(seed)
+
+    def set_cache(self, cache: BaseLlamaCache | None) -> None:
+        """Keep prompt states in ``cache`` (``LlamaRAMCache``, ``LlamaDiskCache``) across completions."""
+        self.cache = cache
 
     def cancel(self) -> None:
         """Stop this object's running requests at their next token (finish_reason "cancelled")."""
@@ -239,16 +311,32 @@ class Llama:
 
     def save_state(self) -> LlamaState:
         tokens, data = self._eng().state()
-        return LlamaState(tuple(tokens), data, self._n_ctx)
+        return LlamaState(tuple(tokens), data, self._n_ctx, self.seed)
 
     def load_state(self, state: LlamaState) -> None:
         self._eng().set_state(state.llama_state, list(state.input_ids))
+        self.set_seed(state.seed)
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` after the ones cached in sequence 0; ``eval_logits[-1]`` then
         holds the logits after the last one (llama-cpp-python keeps only the last too
         unless ``logits_all``)."""
         self.eval_logits = collections.deque([self._eng().eval([int(t) for t in tokens])], maxlen=1)
+        self._eval_at = self.n_tokens
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+               temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0, mirostat_eta: float = 0.1,
+               mirostat_tau: float = 5.0, penalize_nl: bool = True, logits_processor: LogitsProcessorList | None = None,
+               grammar: LlamaGrammar | None = None, idx: int | None = None) -> int:
+        """One token after the evaluated ones (:meth:`eval`), with this object's seed; it is
+        not evaluated. ``idx``: None or the last evaluated position. See :mod:`sarai_llama.logits`."""
+        params = SamplingParams.from_kwargs(
+            temperature=temp, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            tfs_z=tfs_z, mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta,
+            penalize_nl=penalize_nl, grammar=grammar, penalty_last_n=self.last_n_tokens_size)
+        return sample_after_eval(self, params, logits_processor, idx)
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: prompt/eval tokens and milliseconds."""
@@ -305,14 +393,34 @@ class Llama:
 
     def _completion_request(self, prompt: str | bytes | Sequence[int], max_tokens: int | None, stop: Any,
                             logprobs: int | None, logits_processor: Any, stopping_criteria: Any,
-                            **sampling: Any) -> Request:
+                            use_cache: bool = False, **sampling: Any) -> Request:
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
             raise ValueError(f"logprobs must be a non-negative integer, not {logprobs!r}")
         params = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size, **sampling)
         if logits_processor or stopping_criteria:
             _numpy()  # array APIs: a clear error where numpy cannot run (logprobs are computed in C++)
-        return Request(self._prompt_tokens(prompt), params, max_tokens, normalize_stops(stop), logprobs,
-                       False, logits_processor, stopping_criteria)
+        tokens = self._prompt_tokens(prompt)
+        if use_cache and self.cache is not None:  # before the draw: a restored state brings its seed
+            llama_cache.restore(self, tokens)
+        # Checked first, drawn last: a refused request does not advance the seed.
+        params = dataclasses.replace(params, seed=self._call_seed(params.seed))
+        # logprobs' text_offset counts characters from the start of the prompt (llama-cpp-python).
+        return Request(tokens, params, max_tokens, normalize_stops(stop), logprobs, False, logits_processor,
+                       stopping_criteria, len(self._prompt_text(prompt, tokens)))
+
+    def _prompt_text(self, prompt: str | bytes | Sequence[int], tokens: list[int]) -> str:
+        """The prompt as text: as given (what ``echo`` returns, as llama-cpp-python), or its tokens' text."""
+        if isinstance(prompt, str):
+            return prompt
+        if isinstance(prompt, bytes):
+            return prompt.decode("utf-8", errors="ignore")
+        return self.detokenize(tokens).decode("utf-8", errors="ignore")
+
+    def _call_seed(self, seed: int | None) -> int:
+        """This call's seed: ``seed``, else the next draw from the current one (see
+        :func:`~sarai_llama.sampling.next_call_seed`); it becomes the object's seed."""
+        self.set_seed(next_call_seed(self.seed) if seed is None else seed)
+        return self.seed
 
     def create_completion(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
                           max_tokens: int | None = 16, echo: bool = False, logprobs: int | None = None,
@@ -332,10 +440,12 @@ class Llama:
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
         request = self._completion_request(prompt, max_tokens, stop, logprobs, logits_processor,
-                                           stopping_criteria, **sampling)
+                                           stopping_criteria, use_cache=True, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path
-        head = self.detokenize(request.prompt).decode("utf-8", errors="ignore") if echo else ""
+        head = self._prompt_text(prompt, request.prompt) if echo else ""
         pieces = self._run(request)
+        if self.cache is not None:
+            pieces = llama_cache.store_after(self, request.prompt, pieces)
         if stream:
             return self._chunks(pieces, head, cid, created, name)
         return self._collect(pieces, head, cid, created, name, logprobs is not None, len(request.prompt))
@@ -412,6 +522,18 @@ class Llama:
         c = result["choices"][0]
         return responses.chat_completion(cid, result["created"], result["model"], c["text"], c["finish_reason"],
                                          c["logprobs"], result["usage"])
+
+    def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`create_chat_completion` as the ``openai`` package's types
+        (``ChatCompletion``, or an iterator of ``ChatCompletionChunk`` when ``stream=True``)."""
+        try:
+            from openai.types.chat import ChatCompletion, ChatCompletionChunk
+        except ImportError as exc:
+            raise ImportError("create_chat_completion_openai_v1 needs the openai package: pip install openai") from exc
+        result = self.create_chat_completion(*args, **kwargs)
+        if kwargs.get("stream"):
+            return (ChatCompletionChunk(**chunk) for chunk in result)  # type: ignore[union-attr]
+        return ChatCompletion(**result)  # type: ignore[arg-type]
 
     @staticmethod
     def _chat_chunks(chunks: Iterator[dict[str, Any]], cid: str) -> Iterator[dict[str, Any]]:

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _core
 
-__all__ = ["IGNORED_KNOBS", "SamplingParams"]
+__all__ = ["IGNORED_KNOBS", "SamplingParams", "next_call_seed"]
 
 #: llama-cpp-python keywords that llama.cpp no longer implements, with the value
 #: that means "off". Another value is accepted with a warning, not silently.
@@ -27,6 +27,19 @@ IGNORED_KNOBS = {
 
 #: llama-cpp-python's seed meaning "draw a random one".
 RANDOM_SEED = 0xFFFFFFFF
+
+
+def next_call_seed(seed: int) -> int:
+    """The seed of the next completion call after ``seed``, as llama-cpp-python draws it.
+
+    llama-cpp-python seeds each completion that names no seed with a number drawn
+    from ``random.Random(previous seed)`` (0 to 2**32 inclusive) and keeps it as the
+    new seed: successive calls differ, yet a run started from the same seed (or a
+    restored state) repeats. The same draw here keeps runs identical to theirs.
+    """
+    import random
+
+    return random.Random(seed).randint(0, 2**32)
 
 
 def _number(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
