@@ -25,22 +25,39 @@ from ._numpy import NumpyUnavailableError  # noqa: E402
 from ._system import system_info  # noqa: E402
 from .errors import ModelLoadError  # noqa: E402
 from .grammar import LlamaGrammar  # noqa: E402
-from .hooks import LogitsProcessorList, StoppingCriteriaList  # noqa: E402
+from .hooks import (  # noqa: E402
+    LogitsProcessor,
+    LogitsProcessorList,
+    MinTokensLogitsProcessor,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from .llama import LLAMA_DEFAULT_SEED, Llama, LlamaState  # noqa: E402
+from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache  # noqa: E402
+from .llama_tokenizer import BaseLlamaTokenizer, LlamaTokenizer  # noqa: E402
 from .threads import get_optimal_threads, optimal_threads  # noqa: E402
 
 Cancelled = _core.Cancelled
 
 __all__ = [
     "LLAMA_DEFAULT_SEED",
+    "BaseLlamaCache",
+    "BaseLlamaTokenizer",
     "BuildMismatchError",
     "Cancelled",
     "Llama",
+    "LlamaCache",
+    "LlamaDiskCache",
     "LlamaGrammar",
+    "LlamaRAMCache",
     "LlamaState",
+    "LlamaTokenizer",
+    "LogitsProcessor",
     "LogitsProcessorList",
+    "MinTokensLogitsProcessor",
     "ModelLoadError",
     "NumpyUnavailableError",
+    "StoppingCriteria",
     "StoppingCriteriaList",
     "__version__",
     "build_info",
