@@ -12,11 +12,12 @@ export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: help build-deps deps system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
-        clean-llama-build demo test test-fast bench-llama-native sdist clean
+        clean-llama-build demo test test-fast lcp-suite bench-llama-native sdist clean
 
 help:
 	@echo "make demo               set up everything and generate text with Gemma 3 270M"
 	@echo "make test               build (native) and run the whole test suite"
+	@echo "make lcp-suite          run llama-cpp-python's own tests against the installed sarai_llama"
 	@echo "make install            = install-fast: the portable build (runs on any x86-64 CPU)"
 	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
 	@echo "make show-llama-build   print the installed build's metadata"
@@ -68,6 +69,11 @@ demo: deps install-optimized
 
 test: deps system-deps install-optimized
 	SARAI_EXPECT_BUILD=native $(PYTHON) -m pytest -v
+	$(MAKE) lcp-suite
+
+# llama-cpp-python 0.3.36's own tests against sarai_llama (tools/lcp_suite.py; allow-list beside it).
+lcp-suite: vendor
+	$(PYTHON) tools/lcp_suite.py
 
 test-fast:
 	$(PYTHON) -m pytest -m "not slow"
