@@ -28,6 +28,7 @@ from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .logits import logits_to_logprobs, sample_after_eval
 from .sampling import SamplingParams, next_call_seed
+from .speculative import LlamaDraftModel, SpeculativeDecoder
 from .stops import normalize_stops
 from .threads import get_optimal_threads
 
@@ -92,6 +93,8 @@ class Llama:
         chat_format: a llama.cpp built-in template name overriding the GGUF's.
         job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         last_n_tokens_size: tokens the repetition penalties look back on (default 64).
+        draft_model: speculative decoding for completions, e.g. ``LlamaPromptLookupDecoding()``
+            (default None): one more single-sequence context; see ``speculative.SpeculativeDecoder``.
         verbose: print llama.cpp's log (default True, as llama-cpp-python).
     """
 
@@ -103,10 +106,11 @@ class Llama:
                  pooling_type: str | int = "unspecified", flash_attn: bool | str | None = None,
                  use_extra_bufts: bool = True, swa_full: bool = False, chat_format: str | None = None,
                  job: str | None = None, logits_all: bool = False, last_n_tokens_size: int = 64,
-                 verbose: bool = True, **ignored: Any) -> None:
+                 draft_model: LlamaDraftModel | None = None, verbose: bool = True, **ignored: Any) -> None:
         self._model: Any = None
         self._engine: Engine | None = None
         self._ctx: Any = None  # the embedding context (embedding=True)
+        self._spec: SpeculativeDecoder | None = None  # draft_model's decoder
         self._mine: dict[Handle, int] = {}  # this object's running requests -> the thread reading each
         self._embed_lock = threading.Lock()
         self.eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
@@ -173,6 +177,8 @@ class Llama:
             else:
                 self._engine = Engine(self._model, self.context_config, seed)
                 self._n_ctx = self._engine.n_ctx
+                if draft_model is not None:
+                    self._spec = SpeculativeDecoder(self._model, self.context_config, draft_model)
         except RuntimeError as exc:
             raise ModelLoadError(str(exc)) from exc
 
@@ -308,6 +314,8 @@ class Llama:
         """Stop this object's running requests at their next token (finish_reason "cancelled")."""
         for handle in list(self._mine):
             handle.cancel()
+        if self._spec is not None:
+            self._spec.cancel()
 
     def save_state(self) -> LlamaState:
         tokens, data = self._eng().state()
@@ -443,7 +451,8 @@ class Llama:
                                            stopping_criteria, use_cache=True, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path
         head = self._prompt_text(prompt, request.prompt) if echo else ""
-        pieces = self._run(request)
+        drafted = self._spec.try_run(request, self.seed) if self._spec and self._spec.accepts(request) else None
+        pieces = drafted if drafted is not None else self._run(request)
         if self.cache is not None:
             pieces = llama_cache.store_after(self, request.prompt, pieces)
         if stream:
