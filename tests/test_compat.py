@@ -200,3 +200,27 @@ def test_install_refuses_to_shadow_a_real_llama_cpp(clean_alias, monkeypatch, tm
     with pytest.raises(RuntimeError, match="does not shadow"):
         sarai_llama.compat.install()
     assert "llama_cpp" not in sys.modules
+
+
+# ------------------------------------------------------------------ openai types, from_pretrained
+def test_chat_completion_openai_v1_types(tiny_model_path):
+    pytest.importorskip("openai")
+    m = new_tiny(tiny_model_path, chat_format="chatml")
+    msgs = [{"role": "user", "content": "hi"}]
+    out = m.create_chat_completion_openai_v1(messages=msgs, max_tokens=3, temperature=0)
+    assert type(out).__name__ == "ChatCompletion" and out.choices[0].message.role == "assistant"
+    chunks = list(m.create_chat_completion_openai_v1(messages=msgs, max_tokens=3, temperature=0, stream=True))
+    assert all(type(c).__name__ == "ChatCompletionChunk" for c in chunks) and chunks[0].choices[0].delta.role
+
+
+def test_from_pretrained_offline_is_a_clear_error(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    import os
+    import subprocess
+
+    code = ("from sarai_llama import Llama, ModelLoadError\n"
+            "try:\n    Llama.from_pretrained('sarai-test/no-such-repo', '*.gguf')\n"
+            "except ModelLoadError as e:\n    print('ModelLoadError', e)\n")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("ModelLoadError") and "no-such-repo" in out.stdout, out.stderr
