@@ -185,7 +185,7 @@ class Llama:
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Free the engine and the model now (also done by ``with`` and garbage collection)."""
-        self._engine = self._ctx = self._model = None
+        self._engine = self._ctx = self._model = self._spec = None
 
     def __enter__(self) -> Llama:
         return self
