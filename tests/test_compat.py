@@ -183,14 +183,16 @@ def test_install_registers_llama_cpp(clean_alias, monkeypatch, tmp_path):
     names = sarai_llama.compat.install()
     assert "llama_cpp.llama_types" in names and sarai_llama.compat.installed()
     import llama_cpp
-    from llama_cpp import ChatCompletionRequestUserMessage, Llama as Aliased, LlamaRAMCache as Cache
+    from llama_cpp import ChatCompletionRequestUserMessage
+    from llama_cpp import Llama as Aliased
+    from llama_cpp import LlamaRAMCache as Cache
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding as Lookup
 
     assert Aliased is Llama and Cache is LlamaRAMCache and Lookup is LlamaPromptLookupDecoding
     assert ChatCompletionRequestUserMessage(role="user", content="hi") == {"role": "user", "content": "hi"}
     assert llama_cpp.__version__ and sarai_llama.compat.install() == names  # idempotent
     with pytest.raises(ModuleNotFoundError):
-        import llama_cpp.llama_cpp  # noqa: F401  (the ctypes API is not covered)
+        import llama_cpp.llama_cpp
 
 
 def test_install_refuses_to_shadow_a_real_llama_cpp(clean_alias, monkeypatch, tmp_path):

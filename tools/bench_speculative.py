@@ -94,7 +94,7 @@ def main() -> int:
     print(f"{'library':<12} {'task':<11} {'draft':<6} {'tok/s':>7}  accepted/drafted  text")
     for r in rows:
         acc = f"{r['stats']['accepted']}/{r['stats']['drafted']}" if r["stats"] else "-"
-        print(f"{r['library']:<12} {r['task']:<11} {str(r['draft']):<6} {r['tok_s']:>7.1f}  {acc:<16}  {r['text']!r}")
+        print(f"{r['library']:<12} {r['task']:<11} {r['draft']!s:<6} {r['tok_s']:>7.1f}  {acc:<16}  {r['text']!r}")
     return 0
 
 

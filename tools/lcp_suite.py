@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "lcp_suite"
 sys.path.insert(0, str(ROOT / "tools"))
 
-import vendor  # noqa: E402  (the pin and the download cache)
+import vendor
 
 PIN = vendor.PINS["llama.cpp"]  # llama-cpp-python 0.3.36's sdist
 TESTS_IN_ARCHIVE = "llama_cpp_python-0.3.36/tests/"

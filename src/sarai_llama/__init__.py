@@ -5,14 +5,14 @@ first checks that this CPU can run it (a native build on a CPU without the
 instructions it was compiled for raises ImportError instead of crashing).
 """
 
-from ._version import __version__
 from ._build_info import BuildMismatchError, build_info, check_cpu
+from ._version import __version__
 
 check_cpu()  # before the extension is loaded: never SIGILL
 
-import os as _os  # noqa: E402
+import os as _os
 
-from . import _core  # noqa: E402
+from . import _core
 
 #: Which CPU backend runs: {"variant", "score", "reason"} (see system_info()).
 try:
@@ -21,21 +21,21 @@ try:
     )
 except (ValueError, RuntimeError) as _exc:
     raise ImportError(f"sarai_llama cannot load its CPU backend: {_exc}") from _exc
-from ._numpy import NumpyUnavailableError  # noqa: E402
-from ._system import system_info  # noqa: E402
-from .errors import ModelLoadError  # noqa: E402
-from .grammar import LlamaGrammar  # noqa: E402
-from .hooks import (  # noqa: E402
+from ._numpy import NumpyUnavailableError
+from ._system import system_info
+from .errors import ModelLoadError
+from .grammar import LlamaGrammar
+from .hooks import (
     LogitsProcessor,
     LogitsProcessorList,
     MinTokensLogitsProcessor,
     StoppingCriteria,
     StoppingCriteriaList,
 )
-from .llama import LLAMA_DEFAULT_SEED, Llama, LlamaState  # noqa: E402
-from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache  # noqa: E402
-from .llama_tokenizer import BaseLlamaTokenizer, LlamaTokenizer  # noqa: E402
-from .threads import get_optimal_threads, optimal_threads  # noqa: E402
+from .llama import LLAMA_DEFAULT_SEED, Llama, LlamaState
+from .llama_cache import BaseLlamaCache, LlamaCache, LlamaDiskCache, LlamaRAMCache
+from .llama_tokenizer import BaseLlamaTokenizer, LlamaTokenizer
+from .threads import get_optimal_threads, optimal_threads
 
 Cancelled = _core.Cancelled
 

@@ -20,8 +20,8 @@ import sarai_llama.compat
 
 sarai_llama.compat.install()
 
-import sys  # noqa: E402
-import types  # noqa: E402
+import sys
+import types
 
 #: Modules of llama-cpp-python sarai_llama does not offer, and why.
 NOT_OFFERED = {
@@ -45,7 +45,7 @@ def _refusing(name: str, why: str) -> types.ModuleType:
 for _name, _why in NOT_OFFERED.items():
     sys.modules[_name] = _refusing(_name, _why)
 
-import huggingface_hub  # noqa: E402
+import huggingface_hub
 
 
 def _gemma() -> str:
