@@ -23,6 +23,7 @@ from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Engine, Handle, Request, run_all
 from .errors import ModelLoadError
+from .chat_template import json_schema_grammar, response_format_schema
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .sampling import SamplingParams
@@ -319,6 +320,7 @@ class Llama:
                           stop: str | list[str] | None = None, stream: bool = False, model: str | None = None,
                           stopping_criteria: StoppingCriteriaList | None = None,
                           logits_processor: LogitsProcessorList | None = None,
+                          response_format: Mapping[str, Any] | None = None,
                           **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Complete ``prompt``: a ``text_completion`` dict, or its chunks when ``stream=True``.
 
@@ -326,11 +328,17 @@ class Llama:
         ``top_p`` 0.95, ``min_p`` 0.05, ``typical_p``, ``repeat_penalty``,
         ``frequency_penalty``, ``presence_penalty``, ``seed``, ``mirostat_*``,
         ``grammar``, ``logit_bias``; see :class:`SamplingParams`). ``max_tokens`` None
-        or <= 0: until the context is full. ``finish_reason``: "stop" (end token or
+        or <= 0: until the context is full. ``response_format`` (OpenAI's
+        ``json_object``/``json_schema``) constrains the text to that JSON. ``finish_reason``: "stop" (end token or
         stop string), "length", or "cancelled" (:meth:`cancel`).
         """
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
+        schema = response_format_schema(response_format)
+        if schema is not None:  # as the server's completions route: JSON through a grammar
+            if sampling.get("grammar") is not None:
+                raise ValueError("pass grammar or a JSON response_format, not both")
+            sampling["grammar"] = json_schema_grammar(schema)
         request = self._completion_request(prompt, max_tokens, stop, logprobs, logits_processor,
                                            stopping_criteria, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path

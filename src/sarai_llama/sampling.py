@@ -110,7 +110,8 @@ class SamplingParams:
         bias = []
         for token, value in self.logit_bias:
             token = _integer("logit_bias key", int(token) if isinstance(token, str) and token.isdigit() else token, 0)
-            value = float("-inf") if value == -100 else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
+            # -inf: a ban already normalised (replace() runs this again)
+            value = float("-inf") if value in (-100, float("-inf")) else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
             bias.append((token, value))
         set_(self, "logit_bias", tuple(bias))
 
