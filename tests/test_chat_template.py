@@ -170,7 +170,7 @@ def test_required_tool_call_is_well_formed(tmp_path: Path, family: str) -> None:
     llm = family_model(tmp_path, family)
     for seed in range(3):
         out = llm.create_chat_completion(ASK, tools=TOOLS, tool_choice="required", temperature=1.0, seed=seed,
-                                         max_tokens=400, logits_processor=starts_a_call(llm, FAMILIES[family][2]),
+                                         max_tokens=250, logits_processor=starts_a_call(llm, FAMILIES[family][2]),
                                          logit_bias=ASCII)
         choice = out["choices"][0]
         # After a call the grammar admits whitespace or more calls; a random model
