@@ -76,6 +76,10 @@ class SamplerParams:
     seed: int
     grammar: str
     grammar_root: str
+    grammar_lazy: bool
+    grammar_trigger_patterns: list[str]
+    grammar_trigger_tokens: list[int]
+    grammar_prefill: str
     logit_bias: list[tuple[int, float]]
     mirostat: int
     mirostat_tau: float
@@ -183,6 +187,7 @@ class Engine:
         ignore_eos: bool = False,
         n_probs: int = -1,
         external_sampling: bool = False,
+        preserved_tokens: list[int] = ...,
     ) -> int: ...
     def step(self) -> list[Event]: ...
     def cancel(self, id: int) -> bool: ...
@@ -204,3 +209,43 @@ class Engine:
     def eval(self, seq: int, tokens: list[int]) -> list[float]: ...
     def seq_state(self, seq: int = 0) -> bytes: ...
     def set_seq_state(self, seq: int, data: bytes, tokens: list[int]) -> None: ...
+
+
+def json_schema_to_grammar(schema_json: str) -> str: ...
+
+class ChatInputs:
+    messages_json: str
+    tools_json: str
+    tool_choice: str
+    parallel_tool_calls: bool
+    json_schema: str
+    grammar: str
+    add_generation_prompt: bool
+    enable_thinking: bool
+    template_kwargs_json: str
+    def __init__(self) -> None: ...
+
+class ChatRender:
+    prompt: str
+    format: str
+    grammar: str
+    grammar_lazy: bool
+    trigger_patterns: list[str]
+    trigger_tokens: list[int]
+    preserved_tokens: list[int]
+    additional_stops: list[str]
+    generation_prompt: str
+    parse_tool_calls: bool
+
+class ChatParser:
+    def __init__(self, render: ChatRender) -> None: ...
+    def update(self, text: str, partial: bool) -> str: ...
+    def message_json(self) -> str: ...
+    @property
+    def has_tool_calls(self) -> bool: ...
+
+class ChatTemplates:
+    def __init__(self, model: Model | None, source: str = "", bos_token: str = "", eos_token: str = "") -> None: ...
+    def apply(self, inputs: ChatInputs) -> ChatRender: ...
+    def source(self, variant: str = "") -> str: ...
+    def caps_json(self) -> str: ...

@@ -103,7 +103,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_after", _positive(int, 0), 1, "seconds announced in Retry-After on 503"),
     Option("alias", str, None, "model id served in /v1/models and accepted in 'model' (default: the file name)",
            ("-a",)),
-    Option("chat_format", str, None, "chat template name overriding the model's (llama.cpp built-in names)"),
+    Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
+           "file or Jinja text", ("--chat-template",)),
     Option("seed", int, 0xFFFFFFFF, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
