@@ -59,14 +59,16 @@ def family_model(tmp_path: Path, family: str) -> Llama:
 
 
 def starts_a_call(llm: Llama, text: str) -> LogitsProcessorList:
-    """Random weights never decide to call a tool; this stands in for that decision only.
+    """Random weights never decide to call a tool, nor to stop; this stands in for those decisions only.
 
     It raises the logits of the tokens of ``text`` (the family's call marker),
-    one after the other, until the marker has been generated; everything after
-    it (name, JSON arguments, closing tags) is left to the model and the grammar.
+    one after the other, until the marker has been generated, and from then on
+    the end token's; everything in between (name, JSON arguments, closing tags)
+    is left to the model and the grammar.
     """
     seq = llm.tokenize(text.encode(), add_bos=False, special=True)
     state = {"start": None}
+    eos = llm.token_eos()
 
     def push(ids: Any, scores: Any) -> Any:
         ids = [int(i) for i in ids]
@@ -75,6 +77,10 @@ def starts_a_call(llm: Llama, text: str) -> LogitsProcessorList:
         generated = ids[state["start"]:]
         for i in range(len(generated) - len(seq) + 1):
             if generated[i:i + len(seq)] == seq:
+                # The call has started: the grammar admits the end token only once the
+                # call is complete, and then this makes the model stop there instead of
+                # writing whitespace or further calls until max_tokens.
+                scores[eos] += 30.0
                 return scores
         k = next((k for k in range(min(len(seq), len(generated)), 0, -1) if generated[-k:] == seq[:k]), 0)
         scores[seq[k]] += 30.0
@@ -173,9 +179,7 @@ def test_required_tool_call_is_well_formed(tmp_path: Path, family: str) -> None:
                                          max_tokens=250, logits_processor=starts_a_call(llm, FAMILIES[family][2]),
                                          logit_bias=ASCII)
         choice = out["choices"][0]
-        # After a call the grammar admits whitespace or more calls; a random model
-        # may go on with them until max_tokens ("length") instead of ending.
-        assert choice["finish_reason"] in ("tool_calls", "length"), choice
+        assert choice["finish_reason"] == "tool_calls", choice
         check_calls(choice["message"]["tool_calls"])
 
 
