@@ -94,7 +94,7 @@ cp "$deps"/*.whl "$ctx/wheels/"
 mv "$ctx"/wheels/pip-*.whl "$ctx/wheels/pip.whl"
 echo "[image] podman build $TAG"
 t0=$SECONDS
-podman build --network none --quiet -f deploy/Containerfile --build-arg BASE="$base_tag" \
+podman build --network none --format docker --quiet -f deploy/Containerfile --build-arg BASE="$base_tag" \
   --build-arg FLAVOR="$flavor" --build-arg VERSION="$version" \
   -t "$TAG" -t "localhost/sarai-llama:$version-$flavor" "$ctx" >/dev/null
 echo "[image] $TAG built in $((SECONDS - t0)) s: $(podman image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')"

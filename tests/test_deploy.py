@@ -205,7 +205,10 @@ def test_container_serves_with_the_quota_s_threads(container: Container) -> None
         "messages": [{"role": "user", "content": "What is the capital of France?"}],
         "max_tokens": 16, "temperature": 0})
     assert chat.status_code == 200, chat.text
-    assert "Paris" in chat.json()["choices"][0]["message"]["content"]
+    assert chat.json()["choices"][0]["message"]["content"] and chat.json()["usage"]["completion_tokens"] == 16
+    out = httpx.post(container.url + "/v1/completions", timeout=120, json={
+        "prompt": "The Eiffel Tower is located in the city of", "max_tokens": 4, "temperature": 0})
+    assert out.json()["choices"][0]["text"].strip().startswith("Paris"), out.text
     info = json.loads(container.exec("sarai-llama", "info", "--json").stdout)
     assert info["threads"]["value"] == 1 and "quota" in info["threads"]["reason"], info["threads"]
     assert container.exec("id", "-u").stdout.strip() == "10001"
@@ -257,14 +260,15 @@ def test_kube_play_of_the_stable_overlay(image: str, gemma_path: Path, tmp_path:
     except SystemExit:
         pytest.skip("kubectl is not installed: python tools/deps.py deploy")
     port = free_port()
-    # A test-only overlay on the real one: a host port on 127.0.0.1, and a CPU limit this
-    # small machine can give (the ConfigMap's MARKETING_THREADS=8 must then be cut to 1).
+    # A test-only overlay on the real one: one replica with a host port on 127.0.0.1, and a
+    # CPU limit this small machine can give (the ConfigMap's MARKETING_THREADS=8 must then be cut to 1).
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(ROOT / "deploy/k8s/overlays/stable", overlay)],
         "patches": [{"target": {"kind": "Deployment"}, "patch": yaml.safe_dump([
+            {"op": "replace", "path": "/spec/replicas", "value": 1},  # podman plays each replica: one port
             {"op": "add", "path": "/spec/template/spec/containers/0/ports/0/hostPort", "value": port},
             {"op": "add", "path": "/spec/template/spec/containers/0/ports/0/hostIP", "value": "127.0.0.1"},
             {"op": "replace", "path": "/spec/template/spec/containers/0/resources",
@@ -299,8 +303,9 @@ def test_kube_play_of_the_stable_overlay(image: str, gemma_path: Path, tmp_path:
         doctor = json.loads(podman("exec", name, "sarai-llama", "doctor", "--json", check=False).stdout)
         assert any(n.startswith("MARKETING_THREADS=8 exceeds the 1 usable CPUs") for n in doctor["notes"]), doctor
         out = httpx.post(url + "/v1/completions", timeout=120,
-                         json={"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0})
-        assert out.status_code == 200 and "Paris" in out.json()["choices"][0]["text"], out.text
+                         json={"prompt": "The Eiffel Tower is located in the city of", "max_tokens": 4,
+                               "temperature": 0})
+        assert out.status_code == 200 and out.json()["choices"][0]["text"].strip().startswith("Paris"), out.text
     finally:
         down = podman("kube", "down", str(played), check=False, timeout=120)
         podman("volume", "rm", "-f", claim, check=False)
