@@ -26,7 +26,7 @@ case "$flavor" in
   native-blas) settings=(--config-settings=native=true --config-settings=blas=vendored) ;;
   *) echo "unknown flavor $flavor: zero-compile or native-blas" >&2; exit 2 ;;
 esac
-version=$($PYTHON -c "import re; print(re.search(r'\"(.+)\"', open('src/sarai_llama/_version.py').read()).group(1))")
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' src/sarai_llama/_version.py)
 TAG=${TAG:-localhost/sarai-llama:$flavor}
 
 bash tools/podman_setup.sh >/dev/null
