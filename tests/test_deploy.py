@@ -188,10 +188,11 @@ def container(image: str, gemma_path: Path) -> Iterator[Container]:
 
 @pytest.mark.slow
 def test_image_is_non_root_with_tini_and_no_model(image: str) -> None:
-    config = json.loads(podman("image", "inspect", image).stdout)[0]["Config"]
+    inspect = json.loads(podman("image", "inspect", image).stdout)[0]
+    config = inspect["Config"]
     assert config["User"].split(":")[0] == "10001"
     assert config["Entrypoint"][:3] == ["/usr/bin/tini", "--", "sarai-llama"]
-    assert "/health" in " ".join(config["Healthcheck"]["Test"])
+    assert "/health" in " ".join(inspect["Healthcheck"]["Test"])
     listing = podman("run", "--rm", "--network", "none", "--entrypoint", "ls", image, "-A", "/models").stdout
     assert listing.strip() == ""
 
