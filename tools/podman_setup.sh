@@ -16,6 +16,17 @@ conf=/etc/containers/containers.conf
 want_runtime='runtime = "runc"'
 want_ulimits='default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]'
 
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+conf_ok=1
+grep -qsF "$want_runtime" "$conf" && grep -qsF "$want_ulimits" "$conf" || conf_ok=0
+if [ ${#missing[@]} -eq 0 ] && [ "$conf_ok" = 1 ]; then
+  echo "podman setup: in place ($(podman --version))"
+  exit 0
+fi
+
 sudo=()
 if [ "$(id -u)" != 0 ]; then
   if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -26,10 +37,6 @@ if [ "$(id -u)" != 0 ]; then
   fi
 fi
 
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
 if [ ${#missing[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || { echo "install ${missing[*]} with your package manager" >&2; exit 1; }
   export DEBIAN_FRONTEND=noninteractive
@@ -39,7 +46,7 @@ fi
 
 # The [engine] table is written once, with exactly these two settings; an
 # existing file with other settings is kept and only these keys are added.
-if ! grep -qsF "$want_runtime" "$conf" || ! grep -qsF "$want_ulimits" "$conf"; then
+if [ "$conf_ok" = 0 ]; then
   "${sudo[@]}" mkdir -p "$(dirname "$conf")"
   tmp=$(mktemp)
   if [ -f "$conf" ]; then
@@ -53,4 +60,4 @@ if ! grep -qsF "$want_runtime" "$conf" || ! grep -qsF "$want_ulimits" "$conf"; t
   rm -f "$tmp"
   echo "podman setup: wrote $conf"
 fi
-echo "podman setup: $(podman --version), runtime $(podman info --format '{{.Host.OCIRuntime.Name}}' 2>/dev/null || echo '?')"
+echo "podman setup: done ($(podman --version))"
