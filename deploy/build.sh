@@ -52,6 +52,14 @@ if [ "$image_py" != "$host_py" ]; then
 fi
 
 # ---- 3. the sarai-llama wheel, cached by the hash of everything that goes into it.
+# Compiled files copied into src/ (a development shortcut) would be packed into the wheel
+# beside the fresh build's and could shadow them: refuse rather than ship them.
+stray=$(git ls-files -o -- src/sarai_llama | grep -E '\.so$|/build_info\.json$' || true)
+if [ -n "$stray" ]; then
+  echo "these untracked build outputs in src/ would go into the image's wheel; remove them first:" >&2
+  echo "$stray" >&2
+  exit 1
+fi
 src_hash=$( { git ls-files -co --exclude-standard -- src cmake CMakeLists.txt _build_backend pyproject.toml README.md \
                 | grep -v '/build_info.json$' | sort | xargs sha256sum
               cat vendor/llama.cpp/.sarai-vendor.json vendor/OpenBLAS/.sarai-vendor.json 2>/dev/null
