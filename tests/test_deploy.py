@@ -172,7 +172,7 @@ class Container:
         return podman("exec", self.name, *cmd)
 
     def remove(self) -> None:
-        podman("rm", "-f", "-t", "0", self.name, check=False)
+        podman("rm", "-f", "-v", "-t", "0", self.name, check=False)
 
 
 @pytest.fixture(scope="module")
