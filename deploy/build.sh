@@ -11,13 +11,17 @@
 #   4. its dependencies as wheels for the image's Python (pip download on the host:
 #      containers here may have no working network or TLS);
 #   5. podman build --network none.
-# Usage: deploy/build.sh zero-compile|native-blas   (env: PYTHON, MARCH, SUITE, TAG)
+# Usage: deploy/build.sh zero-compile|native-blas   (env: PYTHON, SUITE, TAG)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flavor=${1:?usage: deploy/build.sh zero-compile|native-blas}
 PYTHON=${PYTHON:-python3}
-SUITE=${SUITE:-bookworm}
+# The image's Python (Debian's) must be the host's: the wheel is compiled for it. Bookworm
+# (3.11) unless the host's Python is trixie's (3.13); SUITE= overrides.
+host_py=$($PYTHON -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+case "$host_py" in 3.13) default_suite=trixie ;; *) default_suite=bookworm ;; esac
+SUITE=${SUITE:-$default_suite}
 # The native image targets one CPU family: -march=native of the machine that builds
 # it (the build records that CPU's instruction set and the import guard checks it).
 # Build it on a node of the pool it will run on, or on a machine with the same CPU.
@@ -32,7 +36,7 @@ TAG=${TAG:-localhost/sarai-llama:$flavor}
 bash tools/podman_setup.sh >/dev/null
 
 # ---- 2. base image: Debian's python3 is the image's Python; the wheel must match it.
-base_pkgs=(python3 tini libgomp1 libstdc++6)
+base_pkgs=(python3 tini libgomp1 libstdc++6 passwd)  # passwd: useradd
 base_tag="localhost/sarai-llama-base:$SUITE-$(printf '%s\n' "${base_pkgs[@]}" | sha256sum | cut -c1-8)"
 if ! podman image exists "$base_tag"; then
   echo "[image] base $base_tag: mmdebstrap --variant=minbase $SUITE"
@@ -44,7 +48,6 @@ if ! podman image exists "$base_tag"; then
   echo "[image] base built in $((SECONDS - t0)) s"
 fi
 image_py=$(podman run --rm --network none "$base_tag" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-host_py=$($PYTHON -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$image_py" != "$host_py" ]; then
   echo "the image's Python is $image_py (Debian $SUITE) but PYTHON=$PYTHON is $host_py:" \
        "the compiled wheel must match; use PYTHON=python$image_py or SUITE=<the Debian release with $host_py>" >&2
