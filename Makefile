@@ -12,7 +12,8 @@ export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: help build-deps deps system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
-        clean-llama-build demo test test-fast bench-llama-native sdist clean
+        clean-llama-build demo test test-fast bench-llama-native sdist clean \
+        image image-native k8s-validate
 
 help:
 	@echo "make demo               set up everything and generate text with Gemma 3 270M"
@@ -26,6 +27,9 @@ help:
 	@echo "make deps               the Python packages for building and testing (only what is missing)"
 	@echo "make system-deps        the Debian packages the whole test suite uses (qemu-user, OpenBLAS, ...)"
 	@echo "make clean-vendor       empty vendor/ again (make vendor refills it from the cache)"
+	@echo "make image              the zero-compile server image (podman, offline; README \"Deploy\")"
+	@echo "make image-native       the native-blas server image, for this machine's CPU"
+	@echo "make k8s-validate       render deploy/k8s (base, overlays) and validate it offline"
 
 # Python packages, as pyproject.toml declares them; only what is missing is installed,
 # so every build target can depend on these and stay incremental.
@@ -78,6 +82,18 @@ bench-llama-native:
 sdist: vendor
 	@$(PYTHON) tools/deps.py sdist
 	$(PYTHON) -m build --sdist --no-isolation --outdir dist .
+
+# Server images (deploy/build.sh: podman set up, local Debian base, wheel cached under
+# build/deploy/, offline podman build) and the Kubernetes manifests' offline check.
+image:
+	PYTHON=$(PYTHON) bash deploy/build.sh zero-compile
+
+image-native:
+	PYTHON=$(PYTHON) bash deploy/build.sh native-blas
+
+k8s-validate:
+	@$(PYTHON) tools/deps.py deploy
+	$(PYTHON) tools/k8s_validate.py
 
 clean:
 	rm -rf build dist

@@ -99,13 +99,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 "both can run at once and oversubscribe the cores. Use blas=vendored (OpenMP) or set "
                 "OPENBLAS_NUM_THREADS=1"
             )
+    notes: list[str] = []
     quota = cpu.cgroup_cpu_quota()
     if quota is not None and quota < len(cpu.affinity()):
-        print(f"note: cgroup quota {quota:g} CPUs < {len(cpu.affinity())} CPUs in the affinity mask; threads follow the quota")
+        notes.append(f"cgroup quota {quota:g} CPUs < {len(cpu.affinity())} CPUs in the affinity mask; threads follow the quota")
+    # Job counts (a ConfigMap's CODING_THREADS=16) apply only up to the quota: say so where they are cut.
+    if os.environ.get("SARAI_THREAD_MODE", "").strip().lower() == "auto":
+        for var in sorted(os.environ):
+            if var.endswith("_THREADS") and var not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SARAI_THREADS"):
+                try:
+                    notes += threads.explain_job_threads(var[: -len("_THREADS")].lower())[2]
+                except ValueError as exc:
+                    problems.append(str(exc))
     if args.json:
-        json.dump({"ok": not problems, "problems": problems}, sys.stdout, indent=2)
+        json.dump({"ok": not problems, "problems": problems, "notes": notes}, sys.stdout, indent=2)
         print()
     else:
+        for note in notes:
+            print(f"note: {note}")
         for p in problems:
             print(_colour("problem: ", "31") + p)
         if not problems:

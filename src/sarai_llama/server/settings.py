@@ -164,9 +164,15 @@ def resolve_threads(threads: str | int, job: str | None) -> int:
     """``auto``: the same policy as ``Llama(n_threads=None)`` (every usable core unless
     ``SARAI_THREAD_MODE`` says otherwise): a server pod's CPU quota is there for this process."""
     if threads == "auto":
-        from ..threads import get_optimal_threads
+        import logging
 
-        return get_optimal_threads(job, default_mode="max")
+        from ..threads import explain_job_threads
+
+        n, why, cuts = explain_job_threads(job, default_mode="max")
+        for cut in cuts:  # a ConfigMap asking for more threads than the pod's CPU limit
+            logging.getLogger("sarai_llama.server").warning("threads: %s", cut)
+        logging.getLogger("sarai_llama.server").info("threads: %d (%s)", n, why)
+        return n
     return int(threads)
 
 
