@@ -875,7 +875,10 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
                     json_schema=body.json_schema, grammar=body.grammar or None,
                     chat_template_kwargs=body.chat_template_kwargs)
             except ValueError as exc:
-                raise _bad(str(exc), "messages") from None
+                text = str(exc)
+                param = "response_format" if ("schema" in text or "response_format" in text) else \
+                    "tools" if "tool" in text else "messages"
+                raise _bad(text, param) from None
             return rendered, state.tokenize_prompt(rendered.prompt)
 
         rendered, tokens = await run_in_threadpool(render_and_tokenize)
