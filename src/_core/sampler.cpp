@@ -6,6 +6,7 @@
 #include <queue>
 
 #include "errors.h"
+#include "grammar_check.h"
 #include "log.h"
 
 namespace sarai {
@@ -109,6 +110,7 @@ Sampler::Sampler(const Model &model, const SamplerParams &p) {
                                              p.presence_penalty));
         }
         if (!p.grammar.empty()) {
+            check_grammar(p.grammar, p.grammar_root, vocab);  // the parser's message; no stack overflow
             clear_last_error();
             llama_sampler *g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), p.grammar_root.c_str());
             if (!g) throw InvalidArgument(with_reason("invalid grammar"));

@@ -104,10 +104,11 @@ def run_bench(
     import sarai_llama
     from sarai_llama import _core
     from sarai_llama.context_config import ContextConfig, kv_type
+    from sarai_llama.loading import load_model
 
     info = sarai_llama.build_info()
     sysinfo = sarai_llama.system_info()
-    model = _core.Model(str(model_path))
+    model = load_model(model_path)
     tests = [(p, 0) for p in n_prompt if p] + [(0, g) for g in n_gen if g]
     results: list[BenchResult] = []
     rng = random.Random(42)
