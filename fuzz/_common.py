@@ -16,8 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 
-#: Exit status of a harness whose target API this build does not have (fuzz/run.py reports it).
-NOT_AVAILABLE = 77
+#: Exit status of a harness whose target API this build does not have (fuzz/run.py reports it);
+#: not 77 or 70, which libFuzzer itself uses for a crash and a timeout.
+NOT_AVAILABLE = 79
 
 
 def not_available(why: str) -> None:

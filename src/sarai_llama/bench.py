@@ -95,7 +95,7 @@ def run_bench(
     n_gen: Iterable[int] = (128,),
     threads: Iterable[int] = (2,),
     n_batch: Iterable[int] = (2048,),
-    n_ubatch: Iterable[int] = (512,),
+    n_ubatch: Iterable[int | None] = (None,),
     type_k: str = "f16",
     repetitions: int = 5,
     progress: Any = None,
