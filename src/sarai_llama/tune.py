@@ -74,12 +74,11 @@ def load_saved(model_path: str | os.PathLike[str], job: str = "default") -> dict
     except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
         warnings.warn(f"ignoring {path}: {exc}", RuntimeWarning, stacklevel=2)
         return None
-    record = data.get(tune_key(model_path), {}) if isinstance(data, dict) else None
-    record = record.get(job) if isinstance(record, dict) else None
+    jobs = data.get(tune_key(model_path), {}) if isinstance(data, dict) else None
+    record = jobs.get(job) if isinstance(jobs, dict) else "damaged"
     if record is None:
         return None
-    ok = isinstance(record, dict)
-    threads, repack = (record.get("n_threads"), record.get("repack")) if ok else (None, None)
+    threads, repack = (record.get("n_threads"), record.get("repack")) if isinstance(record, dict) else (None, None)
     if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS
             and isinstance(repack, bool)):
         warnings.warn(f"ignoring the saved tune result in {path} for job {job!r}: not a valid record",
@@ -97,7 +96,10 @@ def save(model_path: str | os.PathLike[str], job: str, result: dict[str, Any]) -
         data = {}
     if not isinstance(data, dict):  # a damaged file is replaced, not crashed on
         data = {}
-    data.setdefault(tune_key(model_path), {})[job] = result
+    key = tune_key(model_path)
+    if not isinstance(data.get(key), dict):
+        data[key] = {}
+    data[key][job] = result
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)  # never a half-written file
