@@ -11,7 +11,6 @@ also refuse with ``ValueError`` (a vocabulary without the prompt's tokens) or
 
 from __future__ import annotations
 
-import sys
 
 import _common
 
