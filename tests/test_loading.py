@@ -85,3 +85,12 @@ def test_a_probe_that_cannot_start_warns_and_loads(tmp_path, monkeypatch):
         warnings.simplefilter("always")
         Llama(str(path), verbose=False, n_threads=1).close()
     assert any("probe could not run" in str(w.message) for w in caught)
+
+
+def test_an_assert_that_fires_only_while_decoding_is_caught(tmp_path):
+    """A negative norm epsilon passes loading and context creation; ggml's RMS-norm kernel
+    asserts on it at the first decode (found by a sweep of header values, issue 15)."""
+    path = write_tiny_llama(tmp_path / "eps.gguf", rms_eps=-1.0)
+    run = _load_in_child(path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("ModelLoadError") and "eps >= 0" in run.stdout, run.stdout

@@ -17,9 +17,10 @@ Three layers, cheapest first (every caller -- ``Llama``, the server, ``bench``,
    facts that were found to abort before (zero layers, duplicate tokens); it
    also protects trusted loads;
 3. the probe (skipped for trusted files): a child interpreter loads the model
-   (memory-mapped, weights not read) and, unless ``vocab_only``, creates a
-   small context, which builds llama.cpp's compute graph and so runs the
-   shape asserts of every operation; then it exits.
+   (memory-mapped, not repacked) and, unless ``vocab_only``, creates a small
+   context (which builds llama.cpp's compute graph and so runs the shape asserts
+   of every operation) and decodes a 2-token batch and one more token (which
+   runs the kernels and their asserts on the file's values); then it exits.
 
 Why a new interpreter (``subprocess``: fork+exec) and not ``os.fork``: a fork
 copies a process that may hold other threads (the server's scheduler, ggml's
@@ -29,8 +30,8 @@ process starts clean. qemu-user does not follow exec, so under emulation the
 probe runs on the host CPU -- harmless, because what the probe decides
 (whether the loader accepts the file) does not depend on the instruction set.
 
-Cost (docs/loading.md has the measurements): one interpreter start and import
-(about 0.2 s) plus one memory-mapped load; a file that passed is remembered
+Cost (docs/robustness.md has the measurements): one interpreter start and import
+(about 0.2 s), one memory-mapped load and two small decodes; a file that passed is remembered
 for the life of the process (by path, device, inode, size and modification
 time), so loading it again costs nothing extra. ``trusted=True`` or
 ``SARAI_TRUSTED_MODELS=1`` skips the probe for files you made yourself.
@@ -148,9 +149,16 @@ def _probe_main(path: str, vocab_only: bool) -> None:
         sys.stderr.write(f"{_MARK}{exc}\n")
         sys.stderr.flush()
         os._exit(_REFUSED)
-    if not vocab_only:
-        try:  # builds the compute graph once: every op's shape asserts run on the file's shapes
-            _core.Context(model, ContextConfig(n_ctx=64, n_batch=8, n_ubatch=8, n_threads=1).to_core())
+    if not vocab_only and model.n_vocab > 0:
+        try:
+            # Creating a context builds the compute graph (every op's shape asserts run on the
+            # file's shapes); a 2-token batch and a 1-token step run the kernels, whose asserts
+            # check values (a negative or NaN norm epsilon aborts only there). One thread: on a
+            # busy machine more would mostly wait for each other.
+            ctx = _core.Context(model, ContextConfig(n_ctx=64, n_batch=8, n_threads=1).to_core())
+            token = model.token_bos if 0 <= model.token_bos < model.n_vocab else 0
+            ctx.eval([token, token], False)
+            ctx.eval([token], False)
         except (RuntimeError, ValueError):
             pass  # a clean failure here depends on the context asked for; the real one reports its own
     sys.stderr.flush()
