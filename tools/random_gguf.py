@@ -26,6 +26,9 @@ def write_tiny_llama(
     quant: str | None = None,
     n_vocab_words: int | None = None,
     seed: int = 0,
+    chat_template: str | None = None,
+    special_tokens: tuple[str, ...] = (),
+    add_space_prefix: bool = True,
 ) -> Path:
     """Write a random-weight llama GGUF with a byte-fallback SentencePiece vocabulary.
 
@@ -34,6 +37,11 @@ def write_tiny_llama(
     hostile files). ``f16`` stores the
     matrices in F16; ``quant`` ("Q4_0", "Q8_0") quantizes them with gguf's own
     quantizer; ``n_vocab_words`` pads the vocabulary to a realistic size.
+    ``chat_template`` is stored as ``tokenizer.chat_template``, and
+    ``special_tokens`` (e.g. ``"<|im_start|>"``) are added as control tokens.
+    ``add_space_prefix`` False stops SentencePiece from putting a space before
+    text that follows a special token, as the BPE vocabularies of the families
+    whose templates tests use do not either.
     """
     import gguf
     import gguf.quants
@@ -53,8 +61,11 @@ def write_tiny_llama(
     for w in words:
         tokens.append(w.encode())
         types.append(gguf.TokenType.NORMAL)
+    for special in special_tokens:
+        tokens.append(special.encode())
+        types.append(gguf.TokenType.CONTROL)
     n_vocab = len(tokens)
-    scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(words))]
+    scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(words))] + [0.0] * len(special_tokens)
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("sarai-tiny-random-llama")
@@ -80,6 +91,9 @@ def write_tiny_llama(
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
     writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(add_space_prefix)
+    if chat_template is not None:
+        writer.add_chat_template(chat_template)
 
     def t(name: str, *shape: int, scale: float = 0.2) -> None:
         # Matrices in F16 or quantized when asked; norms stay F32 as in real files.

@@ -15,6 +15,7 @@ namespace py = pybind11;
 void bind_model(py::module_ &m);    // Model and the module-level functions
 void bind_context(py::module_ &m);  // SamplerParams, Sampler, ContextParams, Context
 void bind_engine(py::module_ &m);   // Engine, Event
+void bind_chat(py::module_ &m);     // ChatTemplates, ChatParser, json_schema_to_grammar
 
 // Honours Ctrl-C between prompt batches: takes the GIL, checks for a pending
 // signal and throws py::error_already_set if its handler raised.

@@ -79,7 +79,7 @@ void bind_engine(py::module_ &m) {
         .def(
             "submit",
             [](Engine &e, std::vector<llama_token> prompt, const sarai::SamplerParams &params, int32_t max_tokens,
-               bool ignore_eos, int32_t n_probs, bool external_sampling) {
+               bool ignore_eos, int32_t n_probs, bool external_sampling, std::vector<llama_token> preserved_tokens) {
                 sarai::Request r;
                 r.prompt = std::move(prompt);
                 r.sampling = params;
@@ -87,11 +87,13 @@ void bind_engine(py::module_ &m) {
                 r.ignore_eos = ignore_eos;
                 r.n_probs = n_probs;
                 r.external_sampling = external_sampling;
+                r.preserved_tokens = std::move(preserved_tokens);
                 py::gil_scoped_release release;  // a grammar is parsed here
                 return e.submit(std::move(r));
             },
             py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = -1, py::arg("ignore_eos") = false,
-            py::arg("n_probs") = -1, py::arg("external_sampling") = false)
+            py::arg("n_probs") = -1, py::arg("external_sampling") = false,
+            py::arg("preserved_tokens") = std::vector<llama_token>{})
         .def("step",
              [](Engine &e) {
                  std::vector<Event> events;

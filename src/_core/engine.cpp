@@ -78,6 +78,7 @@ bool Engine::abort_cb(void *data) {
 int64_t Engine::submit(Request req) {
     if (req.prompt.empty()) throw InvalidArgument("the prompt is empty (it needs at least one token)");
     for (auto t : req.prompt) model_->check_token(t);
+    for (auto t : req.preserved_tokens) model_->check_token(t);
     // The last prompt token and at least one generated token must fit.
     if (req.prompt.size() >= n_ctx_seq_)
         throw InvalidArgument("the prompt has " + std::to_string(req.prompt.size()) +
@@ -261,7 +262,9 @@ void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vect
     ev.token = tok;
     ev.eog = model_->is_eog(tok);
     if (slot.req.n_probs >= 0 && raw) ev.logprob = token_logprobs(raw, n_vocab_, tok, slot.req.n_probs, ev.top);
-    ev.text = slot.utf8.push(model_->piece(tok, false));
+    const auto &keep = slot.req.preserved_tokens;
+    const bool special = !keep.empty() && std::find(keep.begin(), keep.end(), tok) != keep.end();
+    ev.text = slot.utf8.push(model_->piece(tok, special));
     ev.n_prompt = (int32_t)slot.req.prompt.size();
     ev.n_reused = slot.n_reused;
     ev.n_generated = slot.n_generated;

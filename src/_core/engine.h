@@ -40,6 +40,9 @@ struct Request {
     bool ignore_eos = false;         // end-of-generation tokens are emitted and generation goes on
     int32_t n_probs = -1;            // -1: off; >= 0: logprob of the sampled token + top n_probs
     bool external_sampling = false;  // NEED_TOKEN events: the caller chooses every token
+    // Special tokens whose text is part of the answer (a chat format's tool-call
+    // markers, which its output parser must see); other special tokens emit no text.
+    std::vector<llama_token> preserved_tokens;
 };
 
 enum class EventKind : int32_t { Token = 0, Done = 1, Error = 2, NeedToken = 3 };

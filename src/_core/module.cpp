@@ -44,4 +44,5 @@ PYBIND11_MODULE(_core, m) {
     sarai_bind::bind_model(m);
     sarai_bind::bind_context(m);
     sarai_bind::bind_engine(m);
+    sarai_bind::bind_chat(m);
 }

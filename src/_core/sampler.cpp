@@ -1,6 +1,7 @@
 #include "sampler.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <functional>
 #include <queue>
@@ -91,6 +92,57 @@ float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t
     return raw[tok] - lse;
 }
 
+namespace {
+
+// The grammar sampler of `p`: plain, or lazy with its triggers, then advanced
+// over the prefill text. llama.cpp reports a grammar that does not parse by
+// returning null (reason in its log) and a trigger regex or prefill the
+// grammar rejects by throwing; both are the caller's input.
+llama_sampler *make_grammar(const Model &model, const SamplerParams &p) {
+    check_grammar(p.grammar, p.grammar_root, model.vocab());  // the parser's message; no stack overflow
+    clear_last_error();
+    llama_sampler *g = nullptr;
+    try {
+        if (p.grammar_lazy) {
+            std::vector<const char *> patterns;
+            for (const auto &pat : p.grammar_trigger_patterns) patterns.push_back(pat.c_str());
+            for (int32_t t : p.grammar_trigger_tokens) model.check_token(t);
+            g = llama_sampler_init_grammar_lazy_patterns(model.vocab(), p.grammar.c_str(), p.grammar_root.c_str(),
+                                                         patterns.data(), patterns.size(),
+                                                         p.grammar_trigger_tokens.data(),
+                                                         p.grammar_trigger_tokens.size());
+        } else {
+            g = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), p.grammar_root.c_str());
+        }
+    } catch (const InvalidArgument &) {
+        throw;
+    } catch (const std::exception &e) {
+        throw InvalidArgument(std::string("invalid grammar trigger: ") + e.what());
+    }
+    if (!g) throw InvalidArgument(with_reason("invalid grammar"));
+    if (!p.grammar_lazy && !p.grammar_prefill.empty()) {
+        try {
+            auto toks = model.tokenize(p.grammar_prefill, false, true);
+            for (size_t i = 0; i < toks.size(); ++i) {
+                // A tokenizer may put a space before the first special token
+                // that the text itself does not have: that space is not part
+                // of what the grammar expects.
+                std::string piece = model.piece(toks[i], true);
+                if (i == 0 && !piece.empty() && std::isspace((unsigned char)piece[0]) &&
+                    !std::isspace((unsigned char)p.grammar_prefill[0]))
+                    continue;
+                llama_sampler_accept(g, toks[i]);
+            }
+        } catch (const std::exception &e) {
+            llama_sampler_free(g);
+            throw InvalidArgument(std::string("the grammar rejects the generation prompt: ") + e.what());
+        }
+    }
+    return g;
+}
+
+}  // namespace
+
 Sampler::Sampler(const Model &model, const SamplerParams &p) {
     auto cparams = llama_sampler_chain_default_params();
     cparams.no_perf = false;
@@ -109,13 +161,7 @@ Sampler::Sampler(const Model &model, const SamplerParams &p) {
             add(llama_sampler_init_penalties(model.n_vocab(), p.penalty_last_n, p.repeat_penalty, p.frequency_penalty,
                                              p.presence_penalty));
         }
-        if (!p.grammar.empty()) {
-            check_grammar(p.grammar, p.grammar_root, vocab);  // the parser's message; no stack overflow
-            clear_last_error();
-            llama_sampler *g = llama_sampler_init_grammar(vocab, p.grammar.c_str(), p.grammar_root.c_str());
-            if (!g) throw InvalidArgument(with_reason("invalid grammar"));
-            add(g);
-        }
+        if (!p.grammar.empty()) add(make_grammar(model, p));
     } catch (...) {
         // The destructor does not run for a throwing constructor: free the chain here.
         llama_sampler_free(chain_);

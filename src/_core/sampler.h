@@ -25,6 +25,14 @@ struct SamplerParams {
     uint32_t seed = LLAMA_DEFAULT_SEED;
     std::string grammar;
     std::string grammar_root = "root";
+    // A lazy grammar constrains nothing until the output matches one of the
+    // trigger regexes or produces one of the trigger tokens (tool calls after
+    // free text). grammar_prefill is text the prompt already ends with that
+    // the grammar must first consume (a chat template's generation prompt).
+    bool grammar_lazy = false;
+    std::vector<std::string> grammar_trigger_patterns;
+    std::vector<int32_t> grammar_trigger_tokens;
+    std::string grammar_prefill;
     std::vector<std::pair<int32_t, float>> logit_bias;
     int32_t mirostat = 0;
     float mirostat_tau = 5.0f;

@@ -1,10 +1,10 @@
-"""Chat prompts: which template a model gets, rendered without running template code.
+"""Which chat format a model gets, and llama.cpp's built-in renderer for GGUFs without a template.
 
-Rendering uses llama.cpp's built-in template renderer (``llama_chat_apply_template``),
-which recognises the known template families and formats messages in C++. A
-GGUF's template string is only *matched*, never executed, so a hostile
-template cannot run code (the class of bug behind CVE-2024-34359 in
-llama-cpp-python's Jinja rendering).
+A GGUF's own Jinja template is rendered by llama.cpp's C++ Jinja engine
+(:mod:`chat_template`); a template given by name uses the built-in renderer
+(``llama_chat_apply_template``), which formats known families in C++. Neither
+path runs Python template code, so a hostile template cannot run code (the
+class of bug behind CVE-2024-34359 in llama-cpp-python's Jinja rendering).
 
 When a GGUF carries no template, the format is chosen from the architecture
 (``ARCH_FORMATS``) and the choice is logged; ``chat_format=`` overrides both.
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Union
 
 from . import _core
+from .chat_template import ChatTemplate, RenderedChat, json_schema_grammar, response_format_schema, tool_choice_and_tools
 
 logger = logging.getLogger("sarai_llama")
 
@@ -52,34 +54,80 @@ def builtin_formats() -> list[str]:
     return list(_core.builtin_chat_templates())
 
 
-def resolve_template(model_template: str | None, architecture: str, chat_format: str | None) -> tuple[str, str]:
-    """Pick the template for a model: (template name or string, why).
+class BuiltinChat:
+    """A chat format rendered by llama.cpp's built-in renderer (a known family by name).
 
-    Order: the caller's ``chat_format``; the GGUF's own template; the
-    architecture's known format.
+    For GGUFs without a Jinja template. It has no tool-call format; JSON output
+    (``response_format``) is a grammar over the plain answer.
+    """
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name, self.why = name, why
+
+    def render(self, messages: Iterable[Mapping[str, Any]], *, tools: Any = None, tool_choice: Any = None,
+               parallel_tool_calls: bool | None = None, response_format: Mapping[str, Any] | None = None,
+               json_schema: Mapping[str, Any] | None = None, add_generation_prompt: bool = True,
+               chat_template_kwargs: Mapping[str, Any] | None = None) -> RenderedChat:
+        tools, choice = tool_choice_and_tools(tools, tool_choice)
+        if tools and choice != "none":
+            raise ValueError(
+                f"tools need a Jinja chat template, and this model uses llama.cpp's built-in {self.name!r} format "
+                f"({self.why}); pass chat_format= a Jinja template file or text for the model's family")
+        schema = response_format_schema(response_format, json_schema)
+        prompt = render(self.name, messages, add_generation_prompt)
+        return RenderedChat(prompt=prompt, grammar=json_schema_grammar(schema) if schema is not None else None,
+                            why=self.why)
+
+
+ChatFormat = Union[BuiltinChat, ChatTemplate]
+
+
+def _jinja_source(chat_format: str) -> str | None:
+    """The Jinja text ``chat_format`` gives: a template file's contents, or the text itself."""
+    if "{{" in chat_format or "{%" in chat_format:
+        return chat_format
+    path = Path(chat_format).expanduser()
+    if path.suffix in (".jinja", ".j2", ".txt") or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"chat template file not found: {chat_format}")
+        return path.read_text(encoding="utf-8")
+    return None
+
+
+def resolve_chat_format(model: Any, architecture: str, chat_format: str | None) -> ChatFormat:
+    """How a model's chats are rendered, with the reason (``.why``).
+
+    Order: the caller's ``chat_format`` (a llama.cpp built-in name, a Jinja file
+    or Jinja text); the GGUF's own template (rendered by llama.cpp's C++ Jinja
+    engine); the architecture's known built-in format, logged once, for GGUFs
+    that carry none. ``model`` is a loaded ``_core.Model``.
     """
     if chat_format:
         name = FORMAT_ALIASES.get(chat_format, chat_format)
-        if name not in builtin_formats():
-            raise ValueError(
-                f"unknown chat_format {chat_format!r}; llama.cpp knows: {', '.join(sorted(builtin_formats()))}"
-            )
-        return name, f"chat_format={chat_format!r}"
-    if model_template:
-        return model_template, "the model's own chat template (tokenizer.chat_template)"
+        if name in builtin_formats():
+            return BuiltinChat(name, f"chat_format={chat_format!r} (llama.cpp's built-in renderer)")
+        source = _jinja_source(chat_format)
+        if source is None:
+            raise ValueError(f"unknown chat_format {chat_format!r}: pass a Jinja template file or text, or one of "
+                             f"llama.cpp's built-in names: {', '.join(sorted(builtin_formats()))}")
+        origin = "text" if source == chat_format else f"file {chat_format}"
+        # With the model, the template sees the vocabulary's BOS/EOS texts.
+        return ChatTemplate(source, why=f"chat_format given as Jinja {origin}", _model=model)
+    if model.chat_template(None):
+        return ChatTemplate.from_model(model)
     fallback = ARCH_FORMATS.get(architecture)
     if fallback is None:
         raise ValueError(
             f"the model has no chat template and architecture {architecture!r} has no known format; "
-            "pass chat_format= (one of: " + ", ".join(sorted(builtin_formats())) + ")"
+            "pass chat_format= (a Jinja template file or text, or one of: " + ", ".join(sorted(builtin_formats())) + ")"
         )
     logger.warning(
-        "the model has no chat template; using the %r format known for architecture %r "
+        "the model has no chat template; using llama.cpp's built-in %r format known for architecture %r "
         "(pass chat_format= to choose another)",
         fallback,
         architecture,
     )
-    return fallback, f"no template in the GGUF; {architecture!r} architecture's known format"
+    return BuiltinChat(fallback, f"no template in the GGUF; {architecture!r} architecture's known format")
 
 
 def message_text(content: Any) -> str:

@@ -50,6 +50,8 @@ class Request:
     ``stopping_criteria``: llama-cpp-python's callables (they make every token
     cross into Python; they run in the stepping thread). ``text_offset``:
     where this request's text starts in ``logprobs.text_offset``.
+    ``preserved_tokens``: special tokens whose text the answer keeps (a chat
+    format's tool-call markers); other special tokens add no text.
     """
 
     prompt: list[int]
@@ -61,6 +63,7 @@ class Request:
     logits_processor: Callable[[Any, Any], Any] | None = None
     stopping_criteria: Callable[[Any, Any], bool] | None = None
     text_offset: int = 0
+    preserved_tokens: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -234,7 +237,8 @@ class Engine:
         # handle is registered under the same lock that dispatch takes to look it up,
         # so a step that already decodes this request cannot hand out its events first.
         with self._handles_lock:
-            rid = self._core.submit(list(request.prompt), sampler, max_tokens, request.ignore_eos, n_probs, external)
+            rid = self._core.submit(list(request.prompt), sampler, max_tokens, request.ignore_eos, n_probs, external,
+                                    list(request.preserved_tokens))
             handle = Handle(self, request, rid)
             self._handles[rid] = handle
         with self._work:

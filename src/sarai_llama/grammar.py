@@ -28,3 +28,11 @@ class LlamaGrammar:
     @classmethod
     def from_file(cls, file: str | os.PathLike[str], verbose: bool = True) -> LlamaGrammar:
         return cls(Path(file).read_text())
+
+    @classmethod
+    def from_json_schema(cls, json_schema: str, verbose: bool = True) -> LlamaGrammar:
+        """The grammar of JSON valid against ``json_schema`` (JSON text), by llama.cpp's
+        converter; ``ValueError`` names the problem in an invalid schema."""
+        from .chat_template import json_schema_grammar
+
+        return cls(json_schema_grammar(json_schema))

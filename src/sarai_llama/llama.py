@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _core, chat, responses
+from . import _core, chat, chat_completion, responses
 from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Engine, Handle, Request, run_all
 from .errors import ModelLoadError
+from .chat_template import json_schema_grammar, response_format_schema
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .loading import load_model
@@ -138,7 +139,7 @@ class Llama:
         self.last_n_tokens_size, self.chat_format, self.vocab_only = last_n_tokens_size, chat_format, vocab_only
         self.metadata: dict[str, str] = dict(self._model.metadata())
         self._architecture = self.metadata.get("general.architecture", "")
-        self._chat_template: tuple[str, str] | None = None
+        self._chat_format: chat.ChatFormat | None = None
         self._n_ctx = n_ctx or self._model.n_ctx_train
         if vocab_only:
             return
@@ -317,6 +318,7 @@ class Llama:
                           stop: str | list[str] | None = None, stream: bool = False, model: str | None = None,
                           stopping_criteria: StoppingCriteriaList | None = None,
                           logits_processor: LogitsProcessorList | None = None,
+                          response_format: Mapping[str, Any] | None = None,
                           **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Complete ``prompt``: a ``text_completion`` dict, or its chunks when ``stream=True``.
 
@@ -324,11 +326,17 @@ class Llama:
         ``top_p`` 0.95, ``min_p`` 0.05, ``typical_p``, ``repeat_penalty``,
         ``frequency_penalty``, ``presence_penalty``, ``seed``, ``mirostat_*``,
         ``grammar``, ``logit_bias``; see :class:`SamplingParams`). ``max_tokens`` None
-        or <= 0: until the context is full. ``finish_reason``: "stop" (end token or
+        or <= 0: until the context is full. ``response_format`` (OpenAI's
+        ``json_object``/``json_schema``) constrains the text to that JSON. ``finish_reason``: "stop" (end token or
         stop string), "length", or "cancelled" (:meth:`cancel`).
         """
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
+        schema = response_format_schema(response_format)
+        if schema is not None:  # as the server's completions route: JSON through a grammar
+            if sampling.get("grammar") is not None:
+                raise ValueError("pass grammar or a JSON response_format, not both")
+            sampling["grammar"] = json_schema_grammar(schema)
         request = self._completion_request(prompt, max_tokens, stop, logprobs, logits_processor,
                                            stopping_criteria, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path
@@ -376,51 +384,55 @@ class Llama:
                               len(req.prompt)) for req, pieces in zip(requests, run_all(self._eng(), requests))]
 
     # ------------------------------------------------------------- chat
-    def chat_template(self) -> tuple[str, str]:
-        """(template, why) used by :meth:`create_chat_completion` for this model."""
-        if self._chat_template is None:
-            own = self._vocab().chat_template(None)
-            self._chat_template = chat.resolve_template(own, self._architecture, self.chat_format)
-        return self._chat_template
+    def chat_handler(self) -> chat.ChatFormat:
+        """How :meth:`create_chat_completion` renders chats for this model (``.why`` says why)."""
+        if self._chat_format is None:
+            self._chat_format = chat.resolve_chat_format(self._model, self._architecture, self.chat_format)
+        return self._chat_format
 
-    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]], temperature: float = 0.2,
-                               stream: bool = False, stop: str | list[str] | None = None,
+    def chat_template(self) -> tuple[str, str]:
+        """(template name or Jinja source, why) used by :meth:`create_chat_completion`."""
+        fmt = self.chat_handler()
+        return (fmt.name if isinstance(fmt, chat.BuiltinChat) else fmt.source), fmt.why
+
+    def create_chat_completion(self, messages: Sequence[Mapping[str, Any]],
+                               functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
+                               tools: Sequence[Mapping[str, Any]] | None = None, tool_choice: Any = None,
+                               temperature: float = 0.2, stream: bool = False, stop: str | list[str] | None = None,
                                response_format: Mapping[str, Any] | None = None, max_tokens: int | None = None,
                                model: str | None = None, logprobs: bool | None = None,
                                top_logprobs: int | None = None, logits_processor: LogitsProcessorList | None = None,
+                               grammar: LlamaGrammar | str | None = None, parallel_tool_calls: bool | None = None,
                                **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Answer ``messages`` (OpenAI shape) through the model's chat template: a
         ``chat.completion`` dict, or ``chat.completion.chunk`` dicts when ``stream=True``.
-        Sampling keywords as :meth:`create_completion` (``temperature`` defaults to 0.2)."""
+
+        ``tools``/``tool_choice`` ("auto", "none", "required" or a named function)
+        and ``parallel_tool_calls`` need a Jinja template; calls come back as
+        ``message.tool_calls`` with ``finish_reason`` "tool_calls".
+        ``response_format`` ``{"type": "json_object"}`` or ``{"type": "json_schema",
+        "json_schema": {"schema": ...}}`` constrains the answer to that JSON.
+        Sampling keywords as :meth:`create_completion` (``temperature`` defaults to 0.2).
+        """
         known = set(SamplingParams.__dataclass_fields__) | {"temp", "tfs_z", "penalize_nl", "stopping_criteria"}
         for key in [k for k in kwargs if k not in known]:
             if kwargs.pop(key) not in (None, [], {}):  # OpenAI fields set to nothing are harmless
                 raise ValueError(f"{key} is not supported by sarai_llama's chat completion")
-        if response_format and response_format.get("type") not in (None, "text"):
-            raise ValueError("response_format other than text is not supported yet; pass a GBNF grammar=")
-        template, _why = self.chat_template()
-        prompt = chat.render(template, messages, add_generation_prompt=True)
-        result = self.create_completion(prompt, max_tokens=max_tokens, temperature=temperature, stream=stream,
-                                        stop=stop, model=model, logits_processor=logits_processor,
-                                        logprobs=(top_logprobs or 0) if logprobs else None, **kwargs)
-        cid = responses.chat_id()
+        tools, tool_choice = chat_completion.legacy_functions(functions, function_call, tools, tool_choice)
+        rendered = chat_completion.render(self.chat_handler(), messages, tools=tools, tool_choice=tool_choice,
+                                          parallel_tool_calls=parallel_tool_calls, response_format=response_format,
+                                          grammar=grammar)
+        stopping = kwargs.pop("stopping_criteria", None)
+        request = self._completion_request(rendered.prompt, max_tokens, stop,
+                                           (top_logprobs or 0) if logprobs else None, logits_processor, stopping,
+                                           temperature=temperature, grammar=grammar, **kwargs)
+        chat_completion.apply(request, rendered)
+        cid, created, name = responses.chat_id(), responses.now(), model or self.model_path
+        pieces = self._run(request)
         if stream:
-            return self._chat_chunks(result, cid)  # type: ignore[arg-type]
-        assert isinstance(result, dict)
-        c = result["choices"][0]
-        return responses.chat_completion(cid, result["created"], result["model"], c["text"], c["finish_reason"],
-                                         c["logprobs"], result["usage"])
-
-    @staticmethod
-    def _chat_chunks(chunks: Iterator[dict[str, Any]], cid: str) -> Iterator[dict[str, Any]]:
-        first = True
-        for chunk in chunks:
-            c = chunk["choices"][0]
-            if first:
-                yield responses.chat_chunk(cid, chunk["created"], chunk["model"], {"role": "assistant"}, None)
-                first = False
-            delta = {"content": c["text"]} if c["text"] else {}
-            yield responses.chat_chunk(cid, chunk["created"], chunk["model"], delta, c["finish_reason"], c["logprobs"])
+            return chat_completion.chunks(pieces, rendered.output(), cid, created, name)
+        return chat_completion.collect(pieces, rendered.output(), cid, created, name, bool(logprobs),
+                                       len(request.prompt))
 
     # ------------------------------------------------------------- embeddings
     def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,

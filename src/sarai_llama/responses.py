@@ -26,7 +26,7 @@ __all__ = [
     "usage",
 ]
 
-FinishReason = Literal["stop", "length", "cancelled"] | None
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"] | None
 
 
 class Usage(TypedDict):
@@ -118,11 +118,13 @@ def chat_logprobs(lp: CompletionLogprobs | None) -> ChatLogprobs | None:
     return {"content": content}
 
 
-def chat_completion(cid: str, created: int, model: str, content: str, finish: FinishReason,
+def chat_completion(cid: str, created: int, model: str, content: str | dict[str, Any], finish: FinishReason,
                     logprobs: CompletionLogprobs | None, use: Usage) -> dict[str, Any]:
+    """``content``: the answer's text, or a whole assistant message (with ``tool_calls``)."""
+    message = content if isinstance(content, dict) else {"role": "assistant", "content": content}
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+        "choices": [{"index": 0, "message": message,
                      "logprobs": chat_logprobs(logprobs), "finish_reason": finish}],
         "usage": use,
     }

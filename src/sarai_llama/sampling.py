@@ -60,7 +60,11 @@ class SamplingParams:
     ``min_p`` 0 switch those filters off. Penalties look at the last
     ``penalty_last_n`` tokens (-1: the whole context). ``seed`` None uses the
     ``Llama``'s seed. ``grammar`` is GBNF text (``grammar_root`` its start
-    rule). ``logit_bias`` maps token ids to additive biases (-100 bans a token).
+    rule); a chat template's tool-call grammar may be ``grammar_lazy`` (it
+    applies from the first match of a ``grammar_trigger_patterns`` regex or a
+    ``grammar_trigger_tokens`` token on) and may first consume
+    ``grammar_prefill``, prompt text it expects (:class:`RenderedChat` sets
+    these four). ``logit_bias`` maps token ids to additive biases (-100 bans a token).
     ``mirostat_mode`` 1 or 2 replaces the filters by Mirostat v1/v2.
     """
 
@@ -76,6 +80,10 @@ class SamplingParams:
     seed: int | None = None
     grammar: str | None = None
     grammar_root: str = "root"
+    grammar_lazy: bool = False
+    grammar_trigger_patterns: tuple[str, ...] = ()
+    grammar_trigger_tokens: tuple[int, ...] = ()
+    grammar_prefill: str = ""
     logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)
     mirostat_mode: int = 0
     mirostat_tau: float = 5.0
@@ -106,7 +114,8 @@ class SamplingParams:
         bias = []
         for token, value in self.logit_bias:
             token = _integer("logit_bias key", int(token) if isinstance(token, str) and token.isdigit() else token, 0)
-            value = float("-inf") if value == -100 else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
+            # -inf: a ban already normalised (replace() runs this again)
+            value = float("-inf") if value in (-100, float("-inf")) else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
             bias.append((token, value))
         set_(self, "logit_bias", tuple(bias))
 
@@ -160,6 +169,10 @@ class SamplingParams:
         if self.grammar is not None:
             p.grammar = self.grammar
             p.grammar_root = self.grammar_root
+            p.grammar_lazy = self.grammar_lazy
+            p.grammar_trigger_patterns = list(self.grammar_trigger_patterns)
+            p.grammar_trigger_tokens = list(self.grammar_trigger_tokens)
+            p.grammar_prefill = self.grammar_prefill
         p.logit_bias = list(self.logit_bias)
         p.mirostat = self.mirostat_mode
         p.mirostat_tau = self.mirostat_tau

@@ -34,7 +34,8 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import chat, responses
+from .. import chat, chat_completion, responses
+from ..chat_template import ChatOutput, RenderedChat, json_schema_grammar, response_format_schema
 from ..engine import Piece, Request
 from ..sampling import SamplingParams
 from .metrics import Metrics
@@ -131,6 +132,8 @@ class Message(_Body):
     role: str
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # a "tool" message answers this call
 
 
 class ChatBody(_Generation):
@@ -138,8 +141,12 @@ class ChatBody(_Generation):
     max_completion_tokens: int | None = None
     logprobs: bool | None = False
     top_logprobs: int | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None  # OpenAI's deprecated form of tools
+    function_call: str | dict[str, Any] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # llama-server's extra template variables
 
 
 class TokenizeBody(_Body):
@@ -169,6 +176,11 @@ class Prepared:
     n_prompt: int
     echo_text: str = ""
     include_usage: bool = False
+    rendered: RenderedChat | None = None  # a chat request: how its answer is parsed
+
+    def output(self) -> ChatOutput | None:
+        """A fresh reader of one choice's answer (chat requests only)."""
+        return self.rendered.output() if self.rendered is not None else None
 
 
 class ServerState:
@@ -182,7 +194,7 @@ class ServerState:
         self.model: Any = None
         self.engine: Any = None
         self.scheduler: Scheduler | None = None
-        self.template: str | None = None
+        self.template: chat.ChatFormat | None = None
         self.template_error: str | None = None
         self.n_ctx_seq = 0
         self.n_vocab = 0
@@ -217,8 +229,8 @@ class ServerState:
             arch = meta.get("general.architecture", "")
             arch = arch.decode(errors="replace") if isinstance(arch, bytes) else str(arch)
             try:
-                self.template, why = chat.resolve_template(model.chat_template(None), arch, s.chat_format)
-                logger.info("chat template: %s", why)
+                self.template = chat.resolve_chat_format(model, arch, s.chat_format)
+                logger.info("chat template: %s", self.template.why)
             except ValueError as exc:  # completions still work; chat answers why not
                 self.template_error = str(exc)
             self.model, self.engine = model, engine
@@ -396,9 +408,19 @@ def _max_tokens(state: ServerState, body: _Generation, requested: int | None, n_
 def _check_unsupported(body: _Generation) -> None:
     if body.n is not None and not 1 <= body.n <= 16:
         raise _bad(f"n must be in [1, 16], not {body.n}", "n")
-    fmt = (body.response_format or {}).get("type", "text")
-    if fmt != "text" or body.json_schema is not None:
-        raise _bad("JSON response formats are not supported yet; pass a GBNF 'grammar' instead", "response_format")
+
+
+def _response_grammar(body: _Generation) -> str | None:
+    """GBNF for the body's ``response_format``/``json_schema`` (400 for a bad or conflicting one)."""
+    try:
+        schema = response_format_schema(body.response_format, body.json_schema)
+        if schema is None:
+            return None
+        if body.grammar:
+            raise ValueError("pass grammar or a JSON response_format, not both")
+        return json_schema_grammar(schema)
+    except ValueError as exc:
+        raise _bad(str(exc), "response_format") from None
 
 
 def _sse(obj: Any) -> bytes:
@@ -706,10 +728,17 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         results = await asyncio.gather(*(_collect(r) for r in runs))
         n_prompt = runs[0].prepared.n_prompt
         use = responses.usage(n_prompt, sum(r.usage["completion_tokens"] for r in runs))
-        build = responses.chat_completion if chat_api else responses.completion
         out: dict[str, Any] | None = None
         for i, (run, (text, finish, lp)) in enumerate(zip(runs, results)):
-            one = build(cid, created, settings.model_id, run.prepared.echo_text + text, finish, lp, use)  # type: ignore[arg-type]
+            output = run.prepared.output()
+            if output is not None:
+                output.update(text, partial=False)
+                finish = chat_completion.finish_reason(output, finish)
+                one = responses.chat_completion(cid, created, settings.model_id, output.message(), finish,  # type: ignore[arg-type]
+                                                lp, use)
+            else:
+                one = responses.completion(cid, created, settings.model_id, run.prepared.echo_text + text,
+                                           finish, lp, use)  # type: ignore[arg-type]
             one["choices"][0]["index"] = i
             if out is None:
                 out = one
@@ -722,10 +751,10 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         """One choice's chunks (None: nothing for PING_INTERVAL); errors raise APIError."""
         model_id = settings.model_id
 
-        def chunk(text: str | None, finish: str | None, lp: Any = None) -> dict[str, Any]:
+        def chunk(text: str | None, finish: str | None, lp: Any = None, delta: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
             if chat_api:
-                delta = {} if text is None else {"content": text}
-                c = responses.chat_chunk(cid, created, model_id, delta, finish, lp)  # type: ignore[arg-type]
+                c = responses.chat_chunk(cid, created, model_id, delta or {}, finish, lp)  # type: ignore[arg-type]
             else:
                 c = responses.completion_chunk(cid, created, model_id, text or "", finish, lp)  # type: ignore[arg-type]
             c["choices"][0]["index"] = index
@@ -738,6 +767,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         elif run.prepared.echo_text:
             yield chunk(run.prepared.echo_text, None)
         finish = None
+        output, generated = run.prepared.output(), ""
         async for item in run.events(ping=True):
             if item is None:
                 yield None
@@ -749,11 +779,15 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
                 if p.finish_reason == "cancelled":
                     raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
                                    code="cancelled")
-                if chat_api:
-                    if p.text or p.logprobs:
-                        yield chunk(p.text, None, p.logprobs)
+                if output is not None:
+                    generated += p.text
+                    found = chat_completion.deltas(output, generated, p.finish_reason)
+                    for k, delta in enumerate(found):
+                        yield chunk(None, None, p.logprobs if k == len(found) - 1 else None, delta)
+                    if not found and p.logprobs:
+                        yield chunk(None, None, p.logprobs)
                     if p.finish_reason is not None:
-                        finish = p.finish_reason
+                        finish = chat_completion.finish_reason(output, p.finish_reason)
                         yield chunk(None, finish)
                 elif p.text or p.logprobs or p.finish_reason is not None:
                     finish = p.finish_reason
@@ -771,11 +805,20 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         yield b"data: [DONE]\n\n"
 
     async def _generate(body: Any, http: HTTPRequest, tokens: list[int], max_tokens: int | None,
-                        n_probs: int | None, echo: str, chat: bool) -> Response:
-        """The common end of both generation routes: Request -> scheduler -> response or stream."""
-        request = Request(tokens, sampling_from(body, state.n_vocab), max_tokens, _stops(body.stop), n_probs,
-                          bool(body.ignore_eos))
-        prepared = Prepared(request, len(tokens), echo, bool(body.stream_options and body.stream_options.include_usage))
+                        n_probs: int | None, echo: str, chat: bool, grammar: str | None = None,
+                        rendered: RenderedChat | None = None) -> Response:
+        """The common end of both generation routes: Request -> scheduler -> response or stream.
+
+        ``grammar``: a response_format's GBNF for completions; ``rendered``: a chat
+        request's constraints, stops and answer parser."""
+        sampling = sampling_from(body, state.n_vocab)
+        if grammar is not None:
+            sampling = dataclasses.replace(sampling, grammar=grammar)
+        request = Request(tokens, sampling, max_tokens, _stops(body.stop), n_probs, bool(body.ignore_eos))
+        if rendered is not None:
+            chat_completion.apply(request, rendered)
+        prepared = Prepared(request, len(tokens), echo, bool(body.stream_options and body.stream_options.include_usage),
+                            rendered)
         cid, created = (responses.chat_id() if chat else responses.completion_id()), responses.now()
         runs = _start(prepared, body.n or 1, http, cid, bool(body.stream))
         return await _respond(runs, bool(body.stream), chat, cid, created)
@@ -785,6 +828,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         state.require_ready()
         state.check_model(body.model)
         _check_unsupported(body)
+        grammar = _response_grammar(body)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
             if len(prompt) != 1:
@@ -803,7 +847,8 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         n_probs = body.logprobs if body.logprobs is not None else body.n_probs
         if n_probs is not None and not 0 <= n_probs <= 20:
             raise _bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
-        return await _generate(body, http, tokens, max_tokens, n_probs, echo_text if body.echo else "", chat=False)
+        return await _generate(body, http, tokens, max_tokens, n_probs, echo_text if body.echo else "", chat=False,
+                               grammar=grammar)
 
     app.add_api_route("/v1/completions", completions, methods=["POST"])
     app.add_api_route("/completions", completions, methods=["POST"])
@@ -813,20 +858,25 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
         state.require_ready()
         state.check_model(body.model)
         _check_unsupported(body)
-        if body.tools:
-            raise _bad("tools are not supported yet", "tools")
-        if state.template is None:
+        template = state.template
+        if template is None:
             raise _bad(state.template_error or "this model has no chat template", "messages")
-        messages = [m.model_dump() for m in body.messages]
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]
 
-        def render_and_tokenize() -> list[int]:
+        def render_and_tokenize() -> tuple[RenderedChat, list[int]]:
             try:
-                text = chat.render(state.template, messages)  # type: ignore[arg-type]
+                tools, choice = chat_completion.legacy_functions(body.functions, body.function_call, body.tools,
+                                                                 body.tool_choice)
+                rendered = chat_completion.render(
+                    template, messages, tools=tools, tool_choice=choice,
+                    parallel_tool_calls=body.parallel_tool_calls, response_format=body.response_format,
+                    json_schema=body.json_schema, grammar=body.grammar or None,
+                    chat_template_kwargs=body.chat_template_kwargs)
             except ValueError as exc:
                 raise _bad(str(exc), "messages") from None
-            return state.tokenize_prompt(text)
+            return rendered, state.tokenize_prompt(rendered.prompt)
 
-        tokens = await run_in_threadpool(render_and_tokenize)
+        rendered, tokens = await run_in_threadpool(render_and_tokenize)
         state.check_tokens(tokens, "messages")
         requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
         max_tokens = _max_tokens(state, body, requested, len(tokens), None)
@@ -835,7 +885,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
             n_probs = body.top_logprobs if body.top_logprobs is not None else (body.n_probs or 0)
             if not 0 <= n_probs <= 20:
                 raise _bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
-        return await _generate(body, http, tokens, max_tokens, n_probs, "", chat=True)
+        return await _generate(body, http, tokens, max_tokens, n_probs, "", chat=True, rendered=rendered)
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/chat/completions", chat_completions, methods=["POST"])

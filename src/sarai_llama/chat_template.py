@@ -1,0 +1,265 @@
+"""A GGUF's own chat template, tool calls and JSON-schema output, through llama.cpp's common library.
+
+Rendering runs llama.cpp's C++ Jinja engine (``common/jinja``): no Python
+template code is ever executed, so a template cannot reach Python objects
+(``{{ ''.__class__ }}`` renders as nothing; the class of bug behind
+CVE-2024-34359 cannot happen). For the template's model family, common also
+formats ``tools`` into the prompt, derives the grammar that constrains a tool
+call or a JSON-schema answer, and parses the generated text back into
+``content`` and ``tool_calls`` (:class:`ChatOutput`).
+
+Messages, tools and schemas are OpenAI's shapes; they cross into C++ as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _core
+
+__all__ = ["ChatOutput", "ChatTemplate", "RenderedChat", "json_schema_grammar", "response_format_schema",
+           "tool_choice_and_tools"]
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def json_schema_grammar(schema: Mapping[str, Any] | bool | str) -> str:
+    """GBNF text that only admits JSON valid against ``schema`` (a dict or JSON text).
+
+    llama.cpp's converter (``common/json-schema-to-grammar``); ``ValueError``
+    names the problem when the schema is not valid JSON or cannot be expressed.
+    """
+    text = schema if isinstance(schema, str) else _dumps(schema, "the JSON schema")
+    return _core.json_schema_to_grammar(text)
+
+
+def response_format_schema(response_format: Mapping[str, Any] | None,
+                           json_schema: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The JSON schema an OpenAI ``response_format`` asks for, or None for free text.
+
+    ``{"type": "json_object"}`` is any JSON object (or its ``schema``, as
+    llama-server accepts); ``{"type": "json_schema", "json_schema": {"schema":
+    ...}}`` is that schema (always enforced: ``strict`` only says so). A bare
+    ``json_schema`` is llama-server's field. Anything else is a ``ValueError``.
+    """
+    schema: Any = json_schema
+    if response_format is not None:
+        if not isinstance(response_format, Mapping):
+            raise ValueError("response_format must be an object such as {\"type\": \"json_object\"}")
+        kind = response_format.get("type", "text")
+        if kind == "json_object":
+            schema = response_format.get("schema", schema)
+            if schema is None:
+                schema = {"type": "object"}
+        elif kind == "json_schema":
+            wrapper = response_format.get("json_schema")
+            if not isinstance(wrapper, Mapping) or "schema" not in wrapper:
+                raise ValueError("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
+            schema = wrapper["schema"]
+        elif kind != "text":
+            raise ValueError(f"response_format type must be 'text', 'json_object' or 'json_schema', not {kind!r}")
+    if schema is None:
+        return None
+    if isinstance(schema, bool):
+        schema = {} if schema else {"not": {}}
+    if not isinstance(schema, Mapping):
+        raise ValueError("a JSON schema must be an object")
+    schema = dict(schema)
+    return schema or {"type": "object"}  # an empty schema means any object, as llama-server reads it
+
+
+def tool_choice_and_tools(tools: Sequence[Mapping[str, Any]] | None, tool_choice: Any
+                          ) -> tuple[list[Mapping[str, Any]], str]:
+    """(tools, choice) with OpenAI's named-function choice turned into common's terms.
+
+    ``tool_choice`` None means "auto" with tools and "none" without.
+    ``{"type": "function", "function": {"name": N}}`` keeps only tool N and makes
+    a call to it required.
+    """
+    tools = list(tools or [])
+    if tool_choice is None:
+        return tools, "auto" if tools else "none"
+    if isinstance(tool_choice, str):
+        if tool_choice not in ("auto", "none", "required"):
+            raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or a named function, not {tool_choice!r}")
+        if tool_choice == "required" and not tools:
+            raise ValueError("tool_choice 'required' needs tools")
+        return tools, tool_choice
+    if isinstance(tool_choice, Mapping) and tool_choice.get("type") == "function":
+        name = (tool_choice.get("function") or {}).get("name")
+        chosen = [t for t in tools if isinstance(t, Mapping) and (t.get("function") or {}).get("name") == name]
+        if not chosen:
+            raise ValueError(f"tool_choice names function {name!r}, which is not in tools")
+        return chosen, "required"
+    raise ValueError("tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": "
+                     "{\"name\": ...}}")
+
+
+@dataclass
+class RenderedChat:
+    """A rendered chat request: the prompt, and how to sample and read the answer.
+
+    ``grammar`` (GBNF) constrains the answer when a schema or tools ask for it;
+    a ``grammar_lazy`` one applies only from a trigger (``trigger_patterns``
+    regexes, ``trigger_tokens``) on, and ``grammar_prefill`` is prompt text the
+    grammar consumes first. ``preserved_tokens``: special tokens whose text the
+    answer must keep (tool-call markers). ``stops``: the format's extra stop
+    strings. ``format``: common's name for the output format. ``why``: which
+    template rendered it, and why that one.
+    """
+
+    prompt: str
+    grammar: str | None = None
+    grammar_lazy: bool = False
+    trigger_patterns: list[str] = field(default_factory=list)
+    trigger_tokens: list[int] = field(default_factory=list)
+    grammar_prefill: str = ""
+    preserved_tokens: list[int] = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)
+    format: str = "Content-only"
+    parses_tool_calls: bool = False
+    why: str = ""
+    _core_render: Any = None
+
+    def sampling_fields(self) -> dict[str, Any]:
+        """The :class:`~sarai_llama.sampling.SamplingParams` fields this render sets."""
+        if not self.grammar:
+            return {}
+        return {"grammar": self.grammar, "grammar_root": "root", "grammar_lazy": self.grammar_lazy,
+                "grammar_trigger_patterns": tuple(self.trigger_patterns),
+                "grammar_trigger_tokens": tuple(self.trigger_tokens),
+                "grammar_prefill": "" if self.grammar_lazy else self.grammar_prefill}
+
+    def output(self) -> ChatOutput:
+        """A fresh reader of this request's answer."""
+        return ChatOutput(self)
+
+
+class ChatOutput:
+    """The answer of one rendered request, read as the text grows.
+
+    :meth:`update` takes the whole text generated so far and returns OpenAI
+    ``delta`` dicts (``content``, ``reasoning_content``, ``tool_calls`` with
+    ``index``/``id``/``type``/``function``) for what is new; :meth:`message`
+    is the final assistant message. Formats without a parser (llama.cpp's
+    built-in templates) pass the text through as content.
+    """
+
+    def __init__(self, rendered: RenderedChat) -> None:
+        self._parser = _core.ChatParser(rendered._core_render) if rendered._core_render is not None else None
+        self._content: list[str] = []
+        self._message: dict[str, Any] | None = None
+
+    def update(self, text: str, partial: bool = True) -> list[dict[str, Any]]:
+        if self._parser is None:
+            done = sum(len(c) for c in self._content)
+            new = text[done:]
+            self._content.append(new)
+            return [{"content": new}] if new else []
+        deltas = []
+        for d in json.loads(self._parser.update(text, partial)):
+            delta: dict[str, Any] = {}
+            for key in ("reasoning_content", "content"):
+                if key in d:
+                    delta[key] = d[key]
+            if "tool_call" in d:
+                call = d["tool_call"]
+                entry: dict[str, Any] = {"index": d["tool_call_index"]}
+                if call["id"]:
+                    entry.update(id=call["id"], type="function")
+                fn = {k: call[k] for k in ("name", "arguments") if call[k]}
+                if fn:
+                    entry["function"] = fn
+                delta["tool_calls"] = [entry]
+            deltas.append(delta)
+        return deltas
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message: ``content`` (None when only tool calls), ``tool_calls`` when any."""
+        if self._parser is None:
+            return {"role": "assistant", "content": "".join(self._content)}
+        raw = json.loads(self._parser.message_json())
+        msg: dict[str, Any] = {"role": "assistant", "content": raw["content"]}
+        if raw.get("reasoning_content"):
+            msg["reasoning_content"] = raw["reasoning_content"]
+        if raw["tool_calls"]:
+            msg["tool_calls"] = [{"id": c["id"], "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                 for c in raw["tool_calls"]]
+            if not msg["content"]:
+                msg["content"] = None
+        return msg
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return self._parser is not None and self._parser.has_tool_calls
+
+
+class ChatTemplate:
+    """A Jinja chat template, rendered in C++ by llama.cpp's common library.
+
+    ``ChatTemplate(source)`` takes Jinja text (``bos_token``/``eos_token`` are
+    what the template sees under those names); :meth:`from_model` takes the
+    GGUF's own ``tokenizer.chat_template`` (and its ``tool_use`` variant, used
+    when tools are given). ``ValueError`` when the template does not parse.
+    """
+
+    def __init__(self, source: str, bos_token: str = "", eos_token: str = "", *, why: str = "",
+                 _model: Any = None) -> None:
+        if not isinstance(source, str) or (_model is None and not source.strip()):
+            raise ValueError("a chat template must be non-empty Jinja text")
+        self._tmpl = _core.ChatTemplates(_model, source, bos_token, eos_token)
+        self.why = why or "a Jinja template given as text"
+
+    @classmethod
+    def from_model(cls, model: Any, why: str = "") -> ChatTemplate:
+        """The template a loaded ``_core.Model`` carries (its vocabulary supplies BOS/EOS)."""
+        return cls("", why=why or "the model's own chat template (tokenizer.chat_template)", _model=model)
+
+    @property
+    def source(self) -> str:
+        return str(self._tmpl.source(""))
+
+    @property
+    def capabilities(self) -> dict[str, bool]:
+        """What llama.cpp found the template supports (system role, tools, tool calls, ...)."""
+        return dict(json.loads(self._tmpl.caps_json()))
+
+    def render(self, messages: Sequence[Mapping[str, Any]], *, tools: Sequence[Mapping[str, Any]] | None = None,
+               tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+               response_format: Mapping[str, Any] | None = None, json_schema: Mapping[str, Any] | None = None,
+               add_generation_prompt: bool = True, chat_template_kwargs: Mapping[str, Any] | None = None,
+               ) -> RenderedChat:
+        """Render OpenAI ``messages`` (text or text parts; ``tool`` messages with
+        ``tool_call_id``; assistant ``tool_calls``) with ``tools`` described the
+        family's way. ``ValueError`` for malformed messages or a template error."""
+        if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
+            raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+        tools, choice = tool_choice_and_tools(tools, tool_choice)
+        inputs = _core.ChatInputs()
+        inputs.messages_json = _dumps(list(messages), "messages")
+        if tools:
+            inputs.tools_json = _dumps(tools, "tools")
+        inputs.tool_choice = choice if tools else "auto"
+        inputs.parallel_tool_calls = bool(parallel_tool_calls)
+        schema = response_format_schema(response_format, json_schema)
+        if schema is not None:
+            inputs.json_schema = _dumps(schema, "the JSON schema")
+        inputs.add_generation_prompt = bool(add_generation_prompt)
+        if chat_template_kwargs:
+            inputs.template_kwargs_json = _dumps(dict(chat_template_kwargs), "chat_template_kwargs")
+        r = self._tmpl.apply(inputs)
+        return RenderedChat(
+            prompt=r.prompt, grammar=r.grammar or None, grammar_lazy=r.grammar_lazy,
+            trigger_patterns=list(r.trigger_patterns), trigger_tokens=list(r.trigger_tokens),
+            grammar_prefill=r.generation_prompt, preserved_tokens=list(r.preserved_tokens),
+            stops=list(r.additional_stops), format=r.format, parses_tool_calls=r.parse_tool_calls,
+            why=self.why, _core_render=r)
