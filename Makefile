@@ -6,18 +6,20 @@ BLAS ?= none
 MODEL ?=
 PROMPT ?= The Eiffel Tower is located in the city of
 THREADS ?= 1,2
+FUZZ_SECONDS ?= 60
 # ccache keys on paths relative to the checkout, so an sdist build elsewhere hits the same cache.
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: help build-deps deps system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
-        clean-llama-build demo test test-fast bench-llama-native sdist clean \
+        clean-llama-build demo test test-fast fuzz bench-llama-native sdist clean \
         image image-native k8s-validate
 
 help:
 	@echo "make demo               set up everything and generate text with Gemma 3 270M"
-	@echo "make test               build (native) and run the whole test suite"
+	@echo "make test               build (native) and run the whole test suite (fuzzers included, briefly)"
+	@echo "make fuzz               run every fuzz harness for FUZZ_SECONDS each [60]"
 	@echo "make install            = install-fast: the portable build (runs on any x86-64 CPU)"
 	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
 	@echo "make show-llama-build   print the installed build's metadata"
@@ -37,7 +39,7 @@ build-deps:
 	@$(PYTHON) tools/deps.py build
 
 deps:
-	@$(PYTHON) tools/deps.py build test
+	@$(PYTHON) tools/deps.py build test fuzz
 
 # Debian packages for the whole suite (qemu-user, binutils, OpenBLAS, ...): installs
 # them as root (or with sudo), else prints the command; tests that need them skip.
@@ -75,6 +77,11 @@ test: deps system-deps install-optimized
 
 test-fast:
 	$(PYTHON) -m pytest -m "not slow"
+
+# Each harness in its own process; a crash input is printed and kept under build/fuzz/artifacts.
+fuzz:
+	@$(PYTHON) tools/deps.py fuzz
+	$(PYTHON) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 bench-llama-native:
 	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL)) -p 512 -n 128 -t $(THREADS)

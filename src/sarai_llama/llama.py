@@ -26,6 +26,7 @@ from .errors import ModelLoadError
 from .chat_template import json_schema_grammar, response_format_schema
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
+from .loading import load_model
 from .sampling import SamplingParams
 from .stops import normalize_stops
 from .threads import get_optimal_threads
@@ -58,7 +59,8 @@ class Llama:
         model_path: path to a ``.gguf`` file.
         n_ctx: context length in tokens (default 512; 0 = the model's training context).
         n_batch: most tokens evaluated per decode call (default 512); longer prompts are split.
-        n_ubatch: physical batch size in tokens (default 512, at most ``n_batch``).
+        n_ubatch: physical batch size in tokens (None: 512, or ``n_batch`` if smaller; more
+            than ``n_batch`` is a ``ValueError``).
         n_threads: threads for generation; None = ``get_optimal_threads()`` (physical
             P-cores allowed by affinity and cgroup quota, or ``SARAI_THREAD_MODE``);
             "auto" = the saved ``sarai-llama tune`` result for this model, else None.
@@ -78,17 +80,20 @@ class Llama:
         job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         last_n_tokens_size: tokens the repetition penalties look back on (default 64).
         verbose: print llama.cpp's log (default True, as llama-cpp-python).
+        trusted: skip the probe process that loads an untrusted file first, so that a
+            file which would abort llama.cpp raises ``ModelLoadError`` instead (None =
+            the ``SARAI_TRUSTED_MODELS`` variable, default untrusted; see ``loading.py``).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 512, n_batch: int = 512,
-                 n_ubatch: int = 512, n_threads: int | str | None = None, n_threads_batch: int | None = None,
+                 n_ubatch: int | None = None, n_threads: int | str | None = None, n_threads_batch: int | None = None,
                  n_seq_max: int = 1, seed: int = LLAMA_DEFAULT_SEED, f16_kv: bool = True,
                  type_k: str | int | None = None, type_v: str | int | None = None, use_mmap: bool = True,
                  use_mlock: bool = False, vocab_only: bool = False, embedding: bool = False,
                  pooling_type: str | int = "unspecified", flash_attn: bool | str | None = None,
                  use_extra_bufts: bool = True, swa_full: bool = False, chat_format: str | None = None,
                  job: str | None = None, logits_all: bool = False, last_n_tokens_size: int = 64,
-                 verbose: bool = True, **ignored: Any) -> None:
+                 verbose: bool = True, trusted: bool | None = None, **ignored: Any) -> None:
         self._model: Any = None
         self._engine: Engine | None = None
         self._ctx: Any = None  # the embedding context (embedding=True)
@@ -104,11 +109,6 @@ class Llama:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         self.model_path = str(path)
-        try:  # the GGUF header; files llama.cpp would abort on are refused here
-            meta = _core.inspect_gguf(str(path))
-        except ValueError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        self._architecture = meta.get("general.architecture", b"").decode(errors="replace")
         self.tuned: dict[str, Any] | None = None
         if n_threads == "auto":
             from .tune import load_saved
@@ -132,15 +132,13 @@ class Llama:
             embeddings=embedding, pooling=POOLING["mean"] if embedding and pooling == -1 else pooling,
             swa_full=swa_full, n_seq_max=n_seq_max,
         )
-        try:
-            self._model = _core.Model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap,
-                                      use_mlock=use_mlock, use_extra_bufts=use_extra_bufts)
-        except (RuntimeError, ValueError) as exc:  # ValueError: a GGUF refused before loading
-            raise ModelLoadError(str(exc)) from exc
+        self._model = load_model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
+                                 use_extra_bufts=use_extra_bufts, trusted=trusted)
         self.n_threads, self.n_threads_batch = n_threads, self.context_config.n_threads_batch
         self.seed, self.embedding, self.logits_all = seed, embedding, logits_all
         self.last_n_tokens_size, self.chat_format, self.vocab_only = last_n_tokens_size, chat_format, vocab_only
         self.metadata: dict[str, str] = dict(self._model.metadata())
+        self._architecture = self.metadata.get("general.architecture", "")
         self._chat_format: chat.ChatFormat | None = None
         self._n_ctx = n_ctx or self._model.n_ctx_train
         if vocab_only:

@@ -102,8 +102,12 @@ class SamplingParams:
         set_(self, "penalty_last_n", _integer("penalty_last_n", self.penalty_last_n, -1))
         if self.seed is not None:
             set_(self, "seed", _integer("seed", self.seed, -(2**63), 2**64 - 1) & 0xFFFFFFFF)
-        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
-            raise ValueError("grammar must be a non-empty GBNF string")
+        if self.grammar is not None:
+            if not isinstance(self.grammar, str) or not self.grammar.strip():
+                raise ValueError("grammar must be a non-empty GBNF string")
+            if not isinstance(self.grammar_root, str):
+                raise ValueError(f"grammar_root must be a rule name, not {self.grammar_root!r}")
+            _core.check_grammar(self.grammar, self.grammar_root)  # llama.cpp's parser, its message
         set_(self, "mirostat_mode", _integer("mirostat_mode", self.mirostat_mode, 0, 2))
         set_(self, "mirostat_tau", _number("mirostat_tau", self.mirostat_tau, 0.0))
         set_(self, "mirostat_eta", _number("mirostat_eta", self.mirostat_eta, 0.0))

@@ -84,7 +84,8 @@ OPTIONS: tuple[Option, ...] = (
            "KV-cache cells shared by all sequences (unified cache: one request may use all of them; "
            "0 = the model's training length)", ("-c",)),
     Option("batch_size", _positive(int, 1), 512, "most tokens per llama_decode call", ("-b",)),
-    Option("ubatch_size", _positive(int, 1), 512, "physical batch size", ("-ub",)),
+    Option("ubatch_size", _positive(int, 1), None, "physical batch size (default: 512, or the batch size if "
+           "smaller; more than the batch size is an error)", ("-ub",)),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
            "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
@@ -125,7 +126,7 @@ class Settings:
     parallel: int
     ctx_size: int
     batch_size: int
-    ubatch_size: int
+    ubatch_size: int | None
     threads: str | int
     job: str | None
     api_key: list[str]
