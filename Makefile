@@ -6,17 +6,20 @@ BLAS ?= none
 MODEL ?=
 PROMPT ?= The Eiffel Tower is located in the city of
 THREADS ?= 1,2
+FUZZ_SECONDS ?= 60
 # ccache keys on paths relative to the checkout, so an sdist build elsewhere hits the same cache.
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: help build-deps deps system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
-        clean-llama-build demo test test-fast lcp-suite bench-llama-native sdist clean
+        clean-llama-build demo test test-fast lcp-suite fuzz bench-llama-native sdist clean \
+        image image-native k8s-validate
 
 help:
 	@echo "make demo               set up everything and generate text with Gemma 3 270M"
-	@echo "make test               build (native) and run the whole test suite"
+	@echo "make test               build (native) and run the whole test suite (fuzzers included, briefly)"
+	@echo "make fuzz               run every fuzz harness for FUZZ_SECONDS each [60]"
 	@echo "make lcp-suite          run llama-cpp-python's own tests against the installed sarai_llama"
 	@echo "make install            = install-fast: the portable build (runs on any x86-64 CPU)"
 	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
@@ -27,6 +30,9 @@ help:
 	@echo "make deps               the Python packages for building and testing (only what is missing)"
 	@echo "make system-deps        the Debian packages the whole test suite uses (qemu-user, OpenBLAS, ...)"
 	@echo "make clean-vendor       empty vendor/ again (make vendor refills it from the cache)"
+	@echo "make image              the zero-compile server image (podman, offline; README \"Deploy\")"
+	@echo "make image-native       the native-blas server image, for this machine's CPU"
+	@echo "make k8s-validate       render deploy/k8s (base, overlays) and validate it offline"
 
 # Python packages, as pyproject.toml declares them; only what is missing is installed,
 # so every build target can depend on these and stay incremental.
@@ -34,7 +40,7 @@ build-deps:
 	@$(PYTHON) tools/deps.py build
 
 deps:
-	@$(PYTHON) tools/deps.py build test
+	@$(PYTHON) tools/deps.py build test fuzz
 
 # Debian packages for the whole suite (qemu-user, binutils, OpenBLAS, ...): installs
 # them as root (or with sudo), else prints the command; tests that need them skip.
@@ -78,12 +84,29 @@ lcp-suite: vendor
 test-fast:
 	$(PYTHON) -m pytest -m "not slow"
 
+# Each harness in its own process; a crash input is printed and kept under build/fuzz/artifacts.
+fuzz:
+	@$(PYTHON) tools/deps.py fuzz
+	$(PYTHON) fuzz/run.py --seconds $(FUZZ_SECONDS)
+
 bench-llama-native:
 	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL)) -p 512 -n 128 -t $(THREADS)
 
 sdist: vendor
 	@$(PYTHON) tools/deps.py sdist
 	$(PYTHON) -m build --sdist --no-isolation --outdir dist .
+
+# Server images (deploy/build.sh: podman set up, local Debian base, wheel cached under
+# build/deploy/, offline podman build) and the Kubernetes manifests' offline check.
+image:
+	PYTHON=$(PYTHON) bash deploy/build.sh zero-compile
+
+image-native:
+	PYTHON=$(PYTHON) bash deploy/build.sh native-blas
+
+k8s-validate:
+	@$(PYTHON) tools/deps.py deploy
+	$(PYTHON) tools/k8s_validate.py
 
 clean:
 	rm -rf build dist

@@ -514,3 +514,80 @@ def test_drain_timeout_cancels_and_exits_0(tiny: Path) -> None:
         assert "drain timeout: cancelling 1 requests" in s.output()
     finally:
         s.stop()
+
+
+# ------------------------------------------------------------------------------ tools and JSON output
+@pytest.fixture(scope="module")
+def tool_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server on a tiny model that carries Mistral Nemo's chat template (tool calls start with one token)."""
+    from test_chat_template import FAMILIES, TEMPLATES
+
+    source, specials, _ = FAMILIES["mistral-nemo"]
+    path = write_tiny_llama(tmp_path_factory.mktemp("tools") / "tiny-mistral-nemo.gguf", n_ctx_train=2048,
+                            chat_template=(TEMPLATES / source).read_text(), special_tokens=specials,
+                            add_space_prefix=False)
+    s = Server(path, "--parallel", "2", "--ctx-size", "4096")
+    yield s
+    s.stop()
+
+
+def test_tool_calls_through_the_openai_client(tool_server: Server) -> None:
+    from test_chat_template import ASCII, ASK, TOOLS, WEATHER_SCHEMA
+
+    (marker,) = httpx.post(tool_server.url + "/tokenize", json={"content": "[TOOL_CALLS]"}, timeout=10).json()["tokens"]
+    # Random weights never decide to call: a bias on the call marker stands in for that; the name,
+    # the JSON arguments and the end are the grammar's and the model's.
+    bias = {str(k): v for k, v in {**ASCII, marker: 30.0}.items()}
+    c, mid = tool_server.client(), tool_server.model_id()
+    kw = dict(model=mid, messages=ASK, tools=TOOLS, tool_choice="required", temperature=1.0, seed=2,
+              max_tokens=300, logit_bias=bias)
+    out = c.chat.completions.create(**kw)
+    choice = out.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.id and call.function.name == "get_weather"
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate(json.loads(call.function.arguments), WEATHER_SCHEMA)
+
+    args, names, finish = "", "", None
+    for chunk in c.chat.completions.create(stream=True, **kw):
+        if chunk.choices:
+            finish = chunk.choices[0].finish_reason or finish
+            for d in chunk.choices[0].delta.tool_calls or []:
+                names += d.function.name or "" if d.function else ""
+                args += d.function.arguments or "" if d.function else ""
+    assert finish == "tool_calls" and names == "get_weather" and args == call.function.arguments
+
+    # the history of a call and its result renders, and tool_choice "none" answers in text
+    earlier = {"id": "a1b2c3d4e", "type": "function",  # Mistral's template wants 9 alphanumerics
+               "function": {"name": "get_weather", "arguments": call.function.arguments}}
+    history = ASK + [{"role": "assistant", "content": None, "tool_calls": [earlier]},
+                     {"role": "tool", "tool_call_id": "a1b2c3d4e", "content": "sunny"}]
+    text = c.chat.completions.create(model=mid, messages=history, tools=TOOLS, tool_choice="none", max_tokens=4,
+                                     temperature=0)
+    assert text.choices[0].message.tool_calls is None and text.choices[0].finish_reason in ("length", "stop")
+
+
+def test_json_response_formats_and_their_errors(tool_server: Server) -> None:
+    from test_chat_template import ASCII, ASK, SCHEMA
+
+    jsonschema = pytest.importorskip("jsonschema")
+    c, mid = tool_server.client(), tool_server.model_id()
+    bias = {str(k): v for k, v in ASCII.items()}
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": SCHEMA, "strict": True}}
+    out = c.chat.completions.create(model=mid, messages=ASK, response_format=fmt, temperature=1.0, seed=5,
+                                    max_tokens=300, logit_bias=bias)
+    assert out.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(out.choices[0].message.content), SCHEMA)
+    comp = c.completions.create(model=mid, prompt="Data:", max_tokens=300, temperature=1.0, seed=6, logit_bias=bias,
+                                extra_body={"response_format": fmt})
+    jsonschema.validate(json.loads(comp.choices[0].text), SCHEMA)
+    for bad in ({"type": "json_schema", "json_schema": {"schema": {"type": 5}}}, {"type": "yaml"}):
+        with pytest.raises(openai.BadRequestError):
+            c.chat.completions.create(model=mid, messages=ASK, response_format=bad, max_tokens=4)
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model=mid, messages=ASK, response_format={"type": "json_object"}, max_tokens=4,
+                                  extra_body={"grammar": 'root ::= "x"'})
+    with pytest.raises(openai.BadRequestError):
+        c.chat.completions.create(model=mid, messages=ASK, tools=[{"type": "function", "function": {"name": "f"}}],
+                                  tool_choice={"type": "function", "function": {"name": "g"}}, max_tokens=4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,12 +101,19 @@ def test_bad_mode():
 
 
 def test_env_policy(monkeypatch):
+    usable = cpu.usable_cpus()[0]
     monkeypatch.setenv("SARAI_THREAD_MODE", "auto")
-    monkeypatch.setenv("CODING_THREADS", "6")
+    monkeypatch.setenv("CODING_THREADS", "1")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert threads.get_optimal_threads("coding") == 6
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert threads.get_optimal_threads("coding") == 2
+    assert threads.get_optimal_threads("coding") == 1
+    # More than this process may use (a ConfigMap's 16 in an 8-CPU pod) is cut to the usable CPUs.
+    monkeypatch.setenv("CODING_THREADS", str(usable + 6))
+    n, why, cuts = threads.explain_job_threads("coding")
+    assert n == usable and f"cut to {usable}" in why
+    assert cuts == [f"CODING_THREADS={usable + 6} exceeds the {usable} usable CPUs ({cpu.usable_cpus()[1]}): "
+                    f"coding jobs get {usable}"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.get_optimal_threads("coding") == 1
     monkeypatch.setenv("SARAI_THREAD_MODE", "single")
     assert threads.get_optimal_threads("coding") == 1
     monkeypatch.setenv("SARAI_THREAD_MODE", "auto")
@@ -177,6 +185,17 @@ def test_cli_info_and_doctor_json():
                             cwd="/")
     assert doctor.returncode in (0, 1)
     assert json.loads(doctor.stdout)["ok"] is (doctor.returncode == 0)
+
+
+def test_cli_doctor_says_when_job_threads_are_cut():
+    usable = cpu.usable_cpus()[0]
+    env = {**os.environ, "SARAI_THREAD_MODE": "auto", "CODING_THREADS": str(usable + 14), "MARKETING_THREADS": "1"}
+    env.pop("OMP_NUM_THREADS", None)
+    doctor = subprocess.run([sys.executable, "-m", "sarai_llama", "doctor", "--json"], capture_output=True,
+                            text=True, cwd="/", env=env)
+    notes = json.loads(doctor.stdout)["notes"]
+    assert any(n.startswith(f"CODING_THREADS={usable + 14} exceeds the {usable} usable CPUs") for n in notes), notes
+    assert not any("MARKETING_THREADS" in n for n in notes)
 
 
 def test_cli_run_default_model(gemma_path):

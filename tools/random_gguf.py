@@ -21,6 +21,7 @@ def write_tiny_llama(
     n_ctx_train: int = 256,
     block_count: int | None = None,
     duplicate_token: bool = False,
+    rms_eps: float = 1e-5,
     f16: bool = False,
     quant: str | None = None,
     n_vocab_words: int | None = None,
@@ -31,8 +32,9 @@ def write_tiny_llama(
 ) -> Path:
     """Write a random-weight llama GGUF with a byte-fallback SentencePiece vocabulary.
 
-    ``block_count`` overrides the recorded layer count and ``duplicate_token``
-    repeats a vocabulary entry (to produce hostile files). ``f16`` stores the
+    ``block_count`` overrides the recorded layer count, ``duplicate_token``
+    repeats a vocabulary entry and ``rms_eps`` sets the norm epsilon (to produce
+    hostile files). ``f16`` stores the
     matrices in F16; ``quant`` ("Q4_0", "Q8_0") quantizes them with gguf's own
     quantizer; ``n_vocab_words`` pads the vocabulary to a realistic size.
     ``chat_template`` is stored as ``tokenizer.chat_template``, and
@@ -74,7 +76,7 @@ def write_tiny_llama(
     writer.add_head_count(n_head)
     writer.add_head_count_kv(n_head)
     writer.add_rope_dimension_count(n_embd // n_head)
-    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_layer_norm_rms_eps(rms_eps)
     qtype = getattr(gguf.GGMLQuantizationType, quant) if quant else None
     if qtype is not None:
         writer.add_file_type(getattr(gguf.LlamaFileType, f"MOSTLY_{quant}"))

@@ -9,6 +9,7 @@
 #include "backends.h"
 #include "bind.h"
 #include "ggml-backend.h"
+#include "grammar_check.h"
 #include "gguf_check.h"
 #include "log.h"
 #include "model.h"
@@ -65,6 +66,14 @@ void bind_model(py::module_ &m) {
     m.def("set_log_level", &sarai::set_log_level,
           "Minimum ggml log level printed to stderr (1 debug .. 4 error, 5 silent)");
     m.def("inspect_gguf", &inspect_gguf, py::arg("path"));
+    m.def(
+        "check_grammar",
+        [](const std::string &text, const std::string &root, const std::shared_ptr<Model> &model) {
+            const llama_vocab *vocab = model ? model->vocab() : nullptr;
+            py::gil_scoped_release release;  // long grammars take a while to parse
+            sarai::check_grammar(text, root, vocab);
+        },
+        py::arg("text"), py::arg("root") = "root", py::arg("model") = nullptr);
     m.def("apply_chat_template", &sarai::apply_chat_template, py::arg("template"), py::arg("messages"),
           py::arg("add_assistant") = true);
     m.def("builtin_chat_templates", &sarai::builtin_chat_templates);
@@ -115,7 +124,11 @@ void bind_model(py::module_ &m) {
         .def("metadata",
              [](const Model &s) {
                  py::dict meta;
-                 for (const auto &[k, v] : s.metadata()) meta[py::str(k)] = py::str(v);
+                 // A GGUF's strings need not be UTF-8: undecodable bytes become U+FFFD, not an error.
+                 auto text = [](const std::string &b) {
+                     return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(b.data(), (Py_ssize_t)b.size(), "replace"));
+                 };
+                 for (const auto &[k, v] : s.metadata()) meta[text(k)] = text(v);
                  return meta;
              })
         .def("chat_template", &Model::chat_template, py::arg("name") = py::none());

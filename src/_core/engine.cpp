@@ -183,14 +183,25 @@ void Engine::choose_prefix(Slot &slot, const std::vector<llama_token> &prompt) {
         if (best) {
             llama_memory_seq_rm(mem_, slot.seq, -1, -1);
             llama_memory_seq_cp(mem_, best->seq, slot.seq, 0, (llama_pos)best_len);
-            slot.cache.assign(prompt.begin(), prompt.begin() + (long)best_len);
-            slot.n_reused = (int32_t)best_len;
-            slot.prompt_done = best_len;
-            return;
+            if (llama_memory_seq_pos_max(mem_, slot.seq) == (llama_pos)best_len - 1) {
+                slot.cache.assign(prompt.begin(), prompt.begin() + (long)best_len);
+                slot.n_reused = (int32_t)best_len;
+                slot.prompt_done = best_len;
+                return;
+            }
+            llama_memory_seq_rm(mem_, slot.seq, -1, -1);  // the other's cells have a hole: no sharing
+            slot.cache.clear();
+            keep = 0;
         }
     }
     if (!llama_memory_seq_rm(mem_, slot.seq, (llama_pos)keep, -1)) {
         // The memory cannot cut there (recurrent state): start over.
+        llama_memory_seq_rm(mem_, slot.seq, -1, -1);
+        keep = 0;
+    }
+    if (keep > 0 && llama_memory_seq_pos_max(mem_, slot.seq) != (llama_pos)keep - 1) {
+        // The cells do not hold the whole prefix (a restored state with a hole in its
+        // positions): decoding after it would fail. The bookkeeping gives way to the cache.
         llama_memory_seq_rm(mem_, slot.seq, -1, -1);
         keep = 0;
     }

@@ -60,6 +60,15 @@ void Engine::set_seq_state(int32_t seq, const std::string &data, const std::vect
         llama_memory_seq_rm(mem_, s.seq, -1, -1);
         throw InvalidArgument(with_reason("the state does not fit this model and context"));
     }
+    // The sequence continues at position tokens.size(): the restored cells must be
+    // exactly positions 0..n-1, or the next decode fails (or reads the wrong cells).
+    const llama_pos lo = llama_memory_seq_pos_min(mem_, s.seq), hi = llama_memory_seq_pos_max(mem_, s.seq);
+    const bool fits = tokens.empty() ? hi < 0 : (lo == 0 && hi + 1 == (llama_pos)tokens.size());
+    if (!fits) {
+        llama_memory_seq_rm(mem_, s.seq, -1, -1);
+        throw InvalidArgument("the state's cache holds positions " + std::to_string(lo) + ".." + std::to_string(hi) +
+                              " but lists " + std::to_string(tokens.size()) + " tokens: they do not belong together");
+    }
     s.cache = tokens;
 }
 

@@ -7,6 +7,7 @@
 #include <queue>
 
 #include "errors.h"
+#include "grammar_check.h"
 #include "log.h"
 
 namespace sarai {
@@ -98,6 +99,7 @@ namespace {
 // returning null (reason in its log) and a trigger regex or prefill the
 // grammar rejects by throwing; both are the caller's input.
 llama_sampler *make_grammar(const Model &model, const SamplerParams &p) {
+    check_grammar(p.grammar, p.grammar_root, model.vocab());  // the parser's message; no stack overflow
     clear_last_error();
     llama_sampler *g = nullptr;
     try {

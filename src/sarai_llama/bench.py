@@ -95,7 +95,7 @@ def run_bench(
     n_gen: Iterable[int] = (128,),
     threads: Iterable[int] = (2,),
     n_batch: Iterable[int] = (2048,),
-    n_ubatch: Iterable[int] = (512,),
+    n_ubatch: Iterable[int | None] = (None,),
     type_k: str = "f16",
     repetitions: int = 5,
     progress: Any = None,
@@ -104,10 +104,11 @@ def run_bench(
     import sarai_llama
     from sarai_llama import _core
     from sarai_llama.context_config import ContextConfig, kv_type
+    from sarai_llama.loading import load_model
 
     info = sarai_llama.build_info()
     sysinfo = sarai_llama.system_info()
-    model = _core.Model(str(model_path))
+    model = load_model(model_path)
     tests = [(p, 0) for p in n_prompt if p] + [(0, g) for g in n_gen if g]
     results: list[BenchResult] = []
     rng = random.Random(42)

@@ -99,13 +99,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 "both can run at once and oversubscribe the cores. Use blas=vendored (OpenMP) or set "
                 "OPENBLAS_NUM_THREADS=1"
             )
+    notes: list[str] = []
     quota = cpu.cgroup_cpu_quota()
     if quota is not None and quota < len(cpu.affinity()):
-        print(f"note: cgroup quota {quota:g} CPUs < {len(cpu.affinity())} CPUs in the affinity mask; threads follow the quota")
+        notes.append(f"cgroup quota {quota:g} CPUs < {len(cpu.affinity())} CPUs in the affinity mask; threads follow the quota")
+    # Job counts (a ConfigMap's CODING_THREADS=16) apply only up to the quota: say so where they are cut.
+    if os.environ.get("SARAI_THREAD_MODE", "").strip().lower() == "auto":
+        for var in sorted(os.environ):
+            if var.endswith("_THREADS") and var not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "SARAI_THREADS"):
+                try:
+                    notes += threads.explain_job_threads(var[: -len("_THREADS")].lower())[2]
+                except ValueError as exc:
+                    problems.append(str(exc))
     if args.json:
-        json.dump({"ok": not problems, "problems": problems}, sys.stdout, indent=2)
+        json.dump({"ok": not problems, "problems": problems, "notes": notes}, sys.stdout, indent=2)
         print()
     else:
+        for note in notes:
+            print(f"note: {note}")
         for p in problems:
             print(_colour("problem: ", "31") + p)
         if not problems:
@@ -233,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--n-gen", type=parse_count_list, default=[128], help="generated tokens (list; 0 = none)")
     p.add_argument("-t", "--threads", type=parse_int_list, default=None, help="threads: 1,2,4 or 1-16")
     p.add_argument("-b", "--batch-size", type=parse_int_list, default=[2048])
-    p.add_argument("-ub", "--ubatch-size", type=parse_int_list, default=[512])
+    # None: 512, or the batch size if smaller (ContextConfig's default; more than -b is an error)
+    p.add_argument("-ub", "--ubatch-size", type=parse_int_list, default=[None])
     p.add_argument("-ctk", "--cache-type-k", default="f16")
     p.add_argument("-r", "--repetitions", type=int, default=5)
     p.add_argument("-o", "--output", choices=["md", "csv", "json"], default="md")

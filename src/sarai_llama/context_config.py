@@ -7,12 +7,14 @@ clamped batch size surprised users).
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from . import _core
 
-__all__ = ["FLASH_ATTN", "KV_TYPES", "MAX_THREADS", "POOLING", "ContextConfig", "kv_type"]
+__all__ = ["DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "MAX_THREADS", "POOLING", "ContextConfig", "kv_type"]
 
 #: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
@@ -20,6 +22,8 @@ POOLING = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank":
 FLASH_ATTN = {None: -1, "auto": -1, False: 0, True: 1}
 #: ggml's GGML_MAX_N_THREADS: its thread pool has room for no more.
 MAX_THREADS = 512
+#: The physical batch when none is given (llama.cpp's default), or ``n_batch`` if smaller.
+DEFAULT_UBATCH = 512
 
 
 def kv_type(value: str | int | None, f16_kv: bool = True) -> int:
@@ -36,6 +40,23 @@ def kv_type(value: str | int | None, f16_kv: bool = True) -> int:
         raise ValueError(f"unknown KV cache type {value!r}; expected one of {', '.join(KV_TYPES)}") from None
 
 
+def _warn_oversubscribed(n_threads: int) -> None:
+    """Warn when more threads are asked for than CPUs may run this process at once
+    (affinity mask, cgroup quota): ggml's threads then wait for each other each step."""
+    from . import cpu
+
+    try:
+        available = len(cpu.affinity())
+        quota = cpu.cgroup_cpu_quota("/")
+    except OSError:  # no facts to judge by: say nothing
+        return
+    if quota is not None:
+        available = min(available, max(1, math.ceil(quota)))
+    if n_threads > available:
+        warnings.warn(f"{n_threads} threads but this process may run on {available} CPU(s) at once: "
+                      "the threads will wait for each other (slower, not faster)", RuntimeWarning, stacklevel=4)
+
+
 def _count(name: str, value: Any, lo: int, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, not {value!r}")
@@ -49,17 +70,19 @@ class ContextConfig:
     """One llama.cpp context.
 
     ``n_ctx``: tokens of context (0 = the model's training length). ``n_batch``:
-    most tokens per decode call; ``n_ubatch``: the physical batch (clamped to
-    ``n_batch``, as llama.cpp does; for embeddings it equals ``n_batch``, since a
-    pooled input must fit one ubatch). ``n_threads`` / ``n_threads_batch``:
-    generation / prompt threads (1 to ggml's 512). ``type_k``/``type_v``: ggml
+    most tokens per decode call; ``n_ubatch``: the physical batch (None: 512 or
+    ``n_batch`` if smaller; a value above ``n_batch`` is an error, not silently
+    clamped; for embeddings it equals ``n_batch``, since a pooled input must fit
+    one ubatch). ``n_threads`` / ``n_threads_batch``: generation / prompt threads
+    (1 to ggml's 512; more than the CPUs this process may use warns: the threads
+    would wait for each other). ``type_k``/``type_v``: ggml
     type ids (:func:`kv_type`). ``flash_attn``: -1 auto, 0 off, 1 on.
     ``pooling``: a :data:`POOLING` id. ``n_seq_max``: sequences decoded together.
     """
 
     n_ctx: int = 512
     n_batch: int = 512
-    n_ubatch: int = 512
+    n_ubatch: int | None = None
     n_threads: int = 1
     n_threads_batch: int | None = None
     type_k: int = KV_TYPES["f16"]
@@ -74,13 +97,20 @@ class ContextConfig:
         set_ = object.__setattr__
         _count("n_ctx", self.n_ctx, 0)
         _count("n_batch", self.n_batch, 1)
+        if self.n_ubatch is None:
+            set_(self, "n_ubatch", min(DEFAULT_UBATCH, self.n_batch))
         _count("n_ubatch", self.n_ubatch, 1)
+        if self.n_ubatch > self.n_batch and not self.embeddings:
+            raise ValueError(f"n_ubatch ({self.n_ubatch}) must not exceed n_batch ({self.n_batch}): "
+                             "a physical batch is part of a logical one")
         _count("n_threads", self.n_threads, 1, MAX_THREADS)
         if self.n_threads_batch is None:
             set_(self, "n_threads_batch", self.n_threads)
         _count("n_threads_batch", self.n_threads_batch, 1, MAX_THREADS)
+        _warn_oversubscribed(max(self.n_threads, self.n_threads_batch))
         _count("n_seq_max", self.n_seq_max, 1, 256)  # llama.cpp's LLAMA_MAX_SEQ
-        set_(self, "n_ubatch", self.n_batch if self.embeddings else min(self.n_ubatch, self.n_batch))
+        if self.embeddings:
+            set_(self, "n_ubatch", self.n_batch)
         set_(self, "type_k", kv_type(self.type_k))
         set_(self, "type_v", kv_type(self.type_v))
         if self.flash_attn not in (-1, 0, 1):

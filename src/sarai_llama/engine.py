@@ -286,9 +286,18 @@ class Engine:
                 waiting.error = "this request's end was lost (interrupted while its events were handed out)"
                 self._close(waiting, None, "", error=True)
 
+    def drive_from_this_thread(self) -> None:
+        """Declare the calling thread the one that steps this engine from now on.
+
+        Readers of a :class:`Handle` then wait for that thread's steps instead of
+        stepping inline. For a scheduler with a loop of its own (the server's);
+        :meth:`run_forever` does this itself.
+        """
+        self._scheduler = threading.current_thread()
+
     def run_forever(self, stop: threading.Event) -> None:
         """The scheduler loop: step while there is work, sleep when idle, until ``stop`` is set."""
-        self._scheduler = threading.current_thread()
+        self.drive_from_this_thread()
         try:
             while not stop.is_set():
                 if not self.step():

@@ -24,8 +24,10 @@ from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Engine, Handle, Request, run_all
 from .errors import ModelLoadError
+from .chat_template import json_schema_grammar, response_format_schema
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
+from .loading import load_model
 from .logits import logits_to_logprobs, sample_after_eval
 from .sampling import SamplingParams, next_call_seed
 from .speculative import LlamaDraftModel, SpeculativeDecoder
@@ -74,7 +76,8 @@ class Llama:
         model_path: path to a ``.gguf`` file.
         n_ctx: context length in tokens (default 512; 0 = the model's training context).
         n_batch: most tokens evaluated per decode call (default 512); longer prompts are split.
-        n_ubatch: physical batch size in tokens (default 512, at most ``n_batch``).
+        n_ubatch: physical batch size in tokens (None: 512, or ``n_batch`` if smaller; more
+            than ``n_batch`` is a ``ValueError``).
         n_threads: threads for generation; None = ``get_optimal_threads()`` (physical
             P-cores allowed by affinity and cgroup quota, or ``SARAI_THREAD_MODE``);
             "auto" = the saved ``sarai-llama tune`` result for this model, else None.
@@ -96,17 +99,21 @@ class Llama:
         draft_model: speculative decoding for completions, e.g. ``LlamaPromptLookupDecoding()``
             (default None): one more single-sequence context; see ``speculative.SpeculativeDecoder``.
         verbose: print llama.cpp's log (default True, as llama-cpp-python).
+        trusted: skip the probe process that loads an untrusted file first, so that a
+            file which would abort llama.cpp raises ``ModelLoadError`` instead (None =
+            the ``SARAI_TRUSTED_MODELS`` variable, default untrusted; see ``loading.py``).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 512, n_batch: int = 512,
-                 n_ubatch: int = 512, n_threads: int | str | None = None, n_threads_batch: int | None = None,
+                 n_ubatch: int | None = None, n_threads: int | str | None = None, n_threads_batch: int | None = None,
                  n_seq_max: int = 1, seed: int = LLAMA_DEFAULT_SEED, f16_kv: bool = True,
                  type_k: str | int | None = None, type_v: str | int | None = None, use_mmap: bool = True,
                  use_mlock: bool = False, vocab_only: bool = False, embedding: bool = False,
                  pooling_type: str | int = "unspecified", flash_attn: bool | str | None = None,
                  use_extra_bufts: bool = True, swa_full: bool = False, chat_format: str | None = None,
                  job: str | None = None, logits_all: bool = False, last_n_tokens_size: int = 64,
-                 draft_model: LlamaDraftModel | None = None, verbose: bool = True, **ignored: Any) -> None:
+                 draft_model: LlamaDraftModel | None = None, verbose: bool = True, trusted: bool | None = None,
+                 **ignored: Any) -> None:
         self._model: Any = None
         self._engine: Engine | None = None
         self._ctx: Any = None  # the embedding context (embedding=True)
@@ -125,11 +132,6 @@ class Llama:
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
         self.model_path = str(path)
-        try:  # the GGUF header; files llama.cpp would abort on are refused here
-            meta = _core.inspect_gguf(str(path))
-        except ValueError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        self._architecture = meta.get("general.architecture", b"").decode(errors="replace")
         self.tuned: dict[str, Any] | None = None
         if n_threads == "auto":
             from .tune import load_saved
@@ -153,11 +155,8 @@ class Llama:
             embeddings=embedding, pooling=POOLING["mean"] if embedding and pooling == -1 else pooling,
             swa_full=swa_full, n_seq_max=n_seq_max,
         )
-        try:
-            self._model = _core.Model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap,
-                                      use_mlock=use_mlock, use_extra_bufts=use_extra_bufts)
-        except (RuntimeError, ValueError) as exc:  # ValueError: a GGUF refused before loading
-            raise ModelLoadError(str(exc)) from exc
+        self._model = load_model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
+                                 use_extra_bufts=use_extra_bufts, trusted=trusted)
         self.n_threads, self.n_threads_batch = n_threads, self.context_config.n_threads_batch
         self.seed, self.embedding, self.logits_all = seed, embedding, logits_all
         self._pooling_type = self.context_config.pooling
@@ -166,6 +165,7 @@ class Llama:
         self._is_hybrid = bool(getattr(self._model, "is_hybrid", False))
         self.last_n_tokens_size, self.chat_format, self.vocab_only = last_n_tokens_size, chat_format, vocab_only
         self.metadata: dict[str, str] = dict(self._model.metadata())
+        self._architecture = self.metadata.get("general.architecture", "")
         self._chat_format: chat.ChatFormat | None = None
         self._n_ctx = n_ctx or self._model.n_ctx_train
         if vocab_only:
@@ -435,6 +435,7 @@ class Llama:
                           stop: str | list[str] | None = None, stream: bool = False, model: str | None = None,
                           stopping_criteria: StoppingCriteriaList | None = None,
                           logits_processor: LogitsProcessorList | None = None,
+                          response_format: Mapping[str, Any] | None = None,
                           **sampling: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """Complete ``prompt``: a ``text_completion`` dict, or its chunks when ``stream=True``.
 
@@ -442,11 +443,17 @@ class Llama:
         ``top_p`` 0.95, ``min_p`` 0.05, ``typical_p``, ``repeat_penalty``,
         ``frequency_penalty``, ``presence_penalty``, ``seed``, ``mirostat_*``,
         ``grammar``, ``logit_bias``; see :class:`SamplingParams`). ``max_tokens`` None
-        or <= 0: until the context is full. ``finish_reason``: "stop" (end token or
+        or <= 0: until the context is full. ``response_format`` (OpenAI's
+        ``json_object``/``json_schema``) constrains the text to that JSON. ``finish_reason``: "stop" (end token or
         stop string), "length", or "cancelled" (:meth:`cancel`).
         """
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
+        schema = response_format_schema(response_format)
+        if schema is not None:  # as the server's completions route: JSON through a grammar
+            if sampling.get("grammar") is not None:
+                raise ValueError("pass grammar or a JSON response_format, not both")
+            sampling["grammar"] = json_schema_grammar(schema)
         request = self._completion_request(prompt, max_tokens, stop, logprobs, logits_processor,
                                            stopping_criteria, use_cache=True, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path

@@ -115,15 +115,20 @@ class SamplingParams:
         set_(self, "penalty_last_n", _integer("penalty_last_n", self.penalty_last_n, -1))
         if self.seed is not None:
             set_(self, "seed", _integer("seed", self.seed, -(2**63), 2**64 - 1) & 0xFFFFFFFF)
-        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar.strip()):
-            raise ValueError("grammar must be a non-empty GBNF string")
+        if self.grammar is not None:
+            if not isinstance(self.grammar, str) or not self.grammar.strip():
+                raise ValueError("grammar must be a non-empty GBNF string")
+            if not isinstance(self.grammar_root, str):
+                raise ValueError(f"grammar_root must be a rule name, not {self.grammar_root!r}")
+            _core.check_grammar(self.grammar, self.grammar_root)  # llama.cpp's parser, its message
         set_(self, "mirostat_mode", _integer("mirostat_mode", self.mirostat_mode, 0, 2))
         set_(self, "mirostat_tau", _number("mirostat_tau", self.mirostat_tau, 0.0))
         set_(self, "mirostat_eta", _number("mirostat_eta", self.mirostat_eta, 0.0))
         bias = []
         for token, value in self.logit_bias:
             token = _integer("logit_bias key", int(token) if isinstance(token, str) and token.isdigit() else token, 0)
-            value = float("-inf") if value == -100 else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
+            # -inf: a ban already normalised (replace() runs this again)
+            value = float("-inf") if value in (-100, float("-inf")) else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
             bias.append((token, value))
         set_(self, "logit_bias", tuple(bias))
 

@@ -7,7 +7,7 @@ import os
 
 from . import cpu
 
-__all__ = ["MODES", "get_optimal_threads", "optimal_threads", "explain_threads"]
+__all__ = ["MODES", "explain_job_threads", "explain_threads", "get_optimal_threads", "optimal_threads"]
 
 #: share of the usable cores each mode takes
 MODES = {"max": 1.0, "balanced": 0.75, "low": 0.5, "single": 0.0}
@@ -41,27 +41,46 @@ def optimal_threads(mode: str = "balanced") -> int:
     return explain_threads(mode)[0]
 
 
+def explain_job_threads(job_type: str | None = None, default_mode: str = "balanced") -> tuple[int, str, list[str]]:
+    """(threads, reason, cuts) for a job under the environment's policy.
+
+    ``cuts`` names each requested count that was lowered to what this process may
+    use (e.g. ``CODING_THREADS=16`` in a pod limited to 8 CPUs): more threads than
+    the CFS quota allows only get throttled, which costs far more than it gives.
+    """
+    mode = os.environ.get("SARAI_THREAD_MODE", default_mode).strip().lower() or default_mode
+    cuts: list[str] = []
+    usable, why = cpu.usable_cpus()
+    if mode == "auto" and job_type:
+        var = f"{job_type.upper()}_THREADS"
+        raw = os.environ.get(var)
+        mode = "balanced"
+        if raw:
+            try:
+                asked = max(1, int(raw))
+            except ValueError as exc:
+                raise ValueError(f"{var}={raw!r} is not an integer") from exc
+            n, reason = min(asked, usable), f"{var}={asked}"
+            if asked > usable:
+                cuts.append(f"{var}={asked} exceeds the {usable} usable CPUs ({why}): {job_type} jobs get {usable}")
+                reason += f", cut to {usable} ({why})"
+        else:
+            n, reason = explain_threads(mode)
+    else:
+        n, reason = explain_threads("balanced" if mode == "auto" else mode)
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0 and int(omp) < n:
+        n, reason = int(omp), f"{reason}; OMP_NUM_THREADS={omp} caps it"
+    return n, reason, cuts
+
+
 def get_optimal_threads(job_type: str | None = None, default_mode: str = "balanced") -> int:
     """The design's entry point: threads for a job, honouring the environment.
 
     ``SARAI_THREAD_MODE`` picks the mode (``max``, ``balanced``, ``low``,
     ``single``, or ``auto``); with ``auto`` and a ``job_type``, ``<JOB>_THREADS``
-    (e.g. ``CODING_THREADS=6``) wins. ``OMP_NUM_THREADS`` caps the answer.
+    (e.g. ``CODING_THREADS=6``) wins, up to the CPUs this process may use
+    (affinity and cgroup quota: see :func:`explain_job_threads`).
+    ``OMP_NUM_THREADS`` caps the answer.
     """
-    mode = os.environ.get("SARAI_THREAD_MODE", default_mode).strip().lower() or default_mode
-    n: int | None = None
-    if mode == "auto":
-        if job_type:
-            raw = os.environ.get(f"{job_type.upper()}_THREADS")
-            if raw:
-                try:
-                    n = max(1, int(raw))
-                except ValueError as exc:
-                    raise ValueError(f"{job_type.upper()}_THREADS={raw!r} is not an integer") from exc
-        mode = "balanced"
-    if n is None:
-        n = optimal_threads(mode)
-    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if omp.isdigit() and int(omp) > 0:
-        n = min(n, int(omp))
-    return n
+    return explain_job_threads(job_type, default_mode)[0]

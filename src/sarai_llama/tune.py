@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,12 +58,33 @@ def tune_key(model_path: str | os.PathLike[str]) -> str:
 
 
 def load_saved(model_path: str | os.PathLike[str], job: str = "default") -> dict[str, Any] | None:
-    """The saved winner for this model, build, CPU and job, or None."""
+    """The saved winner for this model, build, CPU and job, or None.
+
+    tune.json is a file anyone may edit: a record that is unreadable or not of the
+    shape :func:`result_record` writes (thread count 1..512, repack a bool) is
+    ignored with a warning, never passed on to llama.cpp.
+    """
+    from .context_config import MAX_THREADS
+
+    path = config_path()
     try:
-        data = json.loads(config_path().read_text())
-        return data[tune_key(model_path)][job]
-    except (OSError, ValueError, KeyError):
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        warnings.warn(f"ignoring {path}: {exc}", RuntimeWarning, stacklevel=2)
+        return None
+    jobs = data.get(tune_key(model_path), {}) if isinstance(data, dict) else None
+    record = jobs.get(job) if isinstance(jobs, dict) else "damaged"
+    if record is None:
+        return None
+    threads, repack = (record.get("n_threads"), record.get("repack")) if isinstance(record, dict) else (None, None)
+    if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS
+            and isinstance(repack, bool)):
+        warnings.warn(f"ignoring the saved tune result in {path} for job {job!r}: not a valid record",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    return record
 
 
 def save(model_path: str | os.PathLike[str], job: str, result: dict[str, Any]) -> Path:
@@ -72,7 +94,12 @@ def save(model_path: str | os.PathLike[str], job: str, result: dict[str, Any]) -
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         data = {}
-    data.setdefault(tune_key(model_path), {})[job] = result
+    if not isinstance(data, dict):  # a damaged file is replaced, not crashed on
+        data = {}
+    key = tune_key(model_path)
+    if not isinstance(data.get(key), dict):
+        data[key] = {}
+    data[key][job] = result
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)  # never a half-written file
@@ -82,10 +109,11 @@ def save(model_path: str | os.PathLike[str], job: str, result: dict[str, Any]) -
 def _measure(model_path: str, trial: Trial, n_prompt: int, n_gen: int, models: dict[bool, Any]) -> Trial:
     from . import _core
     from .context_config import ContextConfig
+    from .loading import load_model
 
     model = models.get(trial.repack)
     if model is None:
-        model = models[trial.repack] = _core.Model(model_path, use_extra_bufts=trial.repack)
+        model = models[trial.repack] = load_model(model_path, use_extra_bufts=trial.repack)
     config = ContextConfig(n_ctx=n_prompt + n_gen + 16, n_batch=trial.n_batch, n_ubatch=trial.n_ubatch,
                            n_threads=trial.n_threads)
     ctx = _core.Context(model, config.to_core())

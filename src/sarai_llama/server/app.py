@@ -221,11 +221,9 @@ class ServerState:
             config = ContextConfig(n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size,
                                    n_threads=n_threads, n_seq_max=s.parallel)
             _core.set_log_level(2 if s.log_level == "debug" else 4)
-            from pathlib import Path
+            from ..loading import load_model
 
-            if not Path(s.model).is_file():
-                raise FileNotFoundError(f"model file not found: {s.model}")
-            model = _core.Model(s.model)
+            model = load_model(s.model)  # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
             engine = Engine(model, config, s.seed)
             meta = dict(model.metadata())
             arch = meta.get("general.architecture", "")
@@ -875,7 +873,10 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
                     json_schema=body.json_schema, grammar=body.grammar or None,
                     chat_template_kwargs=body.chat_template_kwargs)
             except ValueError as exc:
-                raise _bad(str(exc), "messages") from None
+                text = str(exc)
+                param = "response_format" if ("schema" in text or "response_format" in text) else \
+                    "tools" if "tool" in text else "messages"
+                raise _bad(text, param) from None
             return rendered, state.tokenize_prompt(rendered.prompt)
 
         rendered, tokens = await run_in_threadpool(render_and_tokenize)

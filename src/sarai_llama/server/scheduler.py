@@ -164,7 +164,7 @@ class Scheduler:
 
     def _run(self) -> None:
         # Handle iteration (not used here) would wait for this thread instead of stepping inline.
-        self.engine._scheduler = threading.current_thread()
+        self.engine.drive_from_this_thread()
         failures = 0
         while not self._stop.is_set():
             self._admit_inbox()

@@ -84,7 +84,8 @@ OPTIONS: tuple[Option, ...] = (
            "KV-cache cells shared by all sequences (unified cache: one request may use all of them; "
            "0 = the model's training length)", ("-c",)),
     Option("batch_size", _positive(int, 1), 512, "most tokens per llama_decode call", ("-b",)),
-    Option("ubatch_size", _positive(int, 1), 512, "physical batch size", ("-ub",)),
+    Option("ubatch_size", _positive(int, 1), None, "physical batch size (default: 512, or the batch size if "
+           "smaller; more than the batch size is an error)", ("-ub",)),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
            "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
@@ -103,7 +104,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("retry_after", _positive(int, 0), 1, "seconds announced in Retry-After on 503"),
     Option("alias", str, None, "model id served in /v1/models and accepted in 'model' (default: the file name)",
            ("-a",)),
-    Option("chat_format", str, None, "chat template name overriding the model's (llama.cpp built-in names)"),
+    Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
+           "file or Jinja text", ("--chat-template",)),
     Option("seed", int, 0xFFFFFFFF, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
@@ -124,7 +126,7 @@ class Settings:
     parallel: int
     ctx_size: int
     batch_size: int
-    ubatch_size: int
+    ubatch_size: int | None
     threads: str | int
     job: str | None
     api_key: list[str]
@@ -163,9 +165,15 @@ def resolve_threads(threads: str | int, job: str | None) -> int:
     """``auto``: the same policy as ``Llama(n_threads=None)`` (every usable core unless
     ``SARAI_THREAD_MODE`` says otherwise): a server pod's CPU quota is there for this process."""
     if threads == "auto":
-        from ..threads import get_optimal_threads
+        import logging
 
-        return get_optimal_threads(job, default_mode="max")
+        from ..threads import explain_job_threads
+
+        n, why, cuts = explain_job_threads(job, default_mode="max")
+        for cut in cuts:  # a ConfigMap asking for more threads than the pod's CPU limit
+            logging.getLogger("sarai_llama.server").warning("threads: %s", cut)
+        logging.getLogger("sarai_llama.server").info("threads: %d (%s)", n, why)
+        return n
     return int(threads)
 
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Makes podman usable on this machine for `make image` and the deploy tests, and
+# does nothing when it already is (idempotent; .ci/run and `make image` call it).
+#  - Debian packages: podman, runc, mmdebstrap (builds the base image locally:
+#    no container registry is needed or assumed reachable), uidmap, slirp4netns.
+#  - /etc/containers/containers.conf: runtime = "runc", because crun refuses
+#    cgroup v1/hybrid hosts ("cgroups in hybrid mode not supported"); and
+#    default_ulimits no higher than what a sandboxed host grants (podman's
+#    default asks for more nofile than some hosts allow, and runc then fails).
+# Only root (or passwordless sudo) can do this; otherwise it prints the commands
+# and exits 1, because the targets that call it cannot work without podman.
+set -euo pipefail
+
+pkgs=(podman runc mmdebstrap uidmap slirp4netns)
+conf=/etc/containers/containers.conf
+want_runtime='runtime = "runc"'
+want_ulimits='default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]'
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+conf_ok=1
+grep -qsF "$want_runtime" "$conf" && grep -qsF "$want_ulimits" "$conf" || conf_ok=0
+if [ ${#missing[@]} -eq 0 ] && [ "$conf_ok" = 1 ]; then
+  echo "podman setup: in place ($(podman --version))"
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    sudo=(sudo)
+  else
+    echo "podman setup needs root: sudo bash $0" >&2
+    exit 1
+  fi
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null || { echo "install ${missing[*]} with your package manager" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The [engine] table is written once, with exactly these two settings; an
+# existing file with other settings is kept and only these keys are added.
+if [ "$conf_ok" = 0 ]; then
+  "${sudo[@]}" mkdir -p "$(dirname "$conf")"
+  tmp=$(mktemp)
+  if [ -f "$conf" ]; then
+    grep -vE '^\s*(runtime|default_ulimits)\s*=' "$conf" >"$tmp" || true
+  fi
+  grep -q '^\[engine\]' "$tmp" || printf '\n[engine]\n' >>"$tmp"
+  sed -i "/^\[engine\]/a $want_runtime" "$tmp"
+  grep -q '^\[containers\]' "$tmp" || printf '\n[containers]\n' >>"$tmp"
+  sed -i "/^\[containers\]/a $want_ulimits" "$tmp"
+  "${sudo[@]}" install -m 0644 "$tmp" "$conf"
+  rm -f "$tmp"
+  echo "podman setup: wrote $conf"
+fi
+echo "podman setup: done ($(podman --version))"
