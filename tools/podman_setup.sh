@@ -27,14 +27,10 @@ if [ ${#missing[@]} -eq 0 ] && [ "$conf_ok" = 1 ]; then
   exit 0
 fi
 
-sudo=()
-if [ "$(id -u)" != 0 ]; then
-  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    sudo=(sudo)
-  else
-    echo "podman setup needs root: sudo bash $0" >&2
-    exit 1
-  fi
+. "$(dirname "$0")/root_prefix.sh"
+if ! root_prefix; then
+  echo "podman setup needs root: sudo bash $0" >&2
+  exit 1
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -42,15 +42,11 @@ if ! command -v apt-get >/dev/null 2>&1; then
   echo "system packages missing: ${need[*]} (install them with your package manager; the tests that need them are skipped)"
   exit 0
 fi
-sudo=()
-if [ "$(id -u)" != 0 ]; then
-  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    sudo=(sudo)
-  else
-    echo "system packages missing: ${need[*]}"
-    echo "  the tests that need them will be skipped; to run them: sudo make system-deps"
-    exit 0
-  fi
+. "$(dirname "$0")/root_prefix.sh"
+if ! root_prefix; then
+  echo "system packages missing: ${need[*]}"
+  echo "  the tests that need them will be skipped; to run them: sudo make system-deps"
+  exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
