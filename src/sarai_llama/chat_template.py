@@ -21,7 +21,7 @@ from typing import Any
 from . import _core
 
 __all__ = ["ChatOutput", "ChatTemplate", "RenderedChat", "json_schema_grammar", "response_format_schema",
-           "tool_choice_and_tools"]
+           "response_grammar", "tool_choice_and_tools"]
 
 
 def _dumps(value: Any, what: str) -> str:
@@ -74,6 +74,21 @@ def response_format_schema(response_format: Mapping[str, Any] | None,
         raise ValueError("a JSON schema must be an object")
     schema = dict(schema)
     return schema or {"type": "object"}  # an empty schema means any object, as llama-server reads it
+
+
+def response_grammar(response_format: Mapping[str, Any] | None, json_schema: Mapping[str, Any] | None = None,
+                     grammar: Any = None) -> str | None:
+    """GBNF for a ``response_format`` (see :func:`response_format_schema`), None for free text.
+
+    For completions, where no chat template is involved. ``ValueError`` for a bad
+    schema, or for a schema given together with the caller's ``grammar``.
+    """
+    schema = response_format_schema(response_format, json_schema)
+    if schema is None:
+        return None
+    if grammar:
+        raise ValueError("pass grammar or a JSON response_format, not both")
+    return json_schema_grammar(schema)
 
 
 def tool_choice_and_tools(tools: Sequence[Mapping[str, Any]] | None, tool_choice: Any

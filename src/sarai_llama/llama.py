@@ -24,7 +24,7 @@ from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Engine, Handle, Request, run_all
 from .errors import ModelLoadError
-from .chat_template import json_schema_grammar, response_format_schema
+from .chat_template import response_grammar
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .loading import load_model
@@ -449,11 +449,9 @@ class Llama:
         """
         if suffix is not None:
             raise ValueError("suffix (fill-in-the-middle) is not supported")
-        schema = response_format_schema(response_format)
-        if schema is not None:  # as the server's completions route: JSON through a grammar
-            if sampling.get("grammar") is not None:
-                raise ValueError("pass grammar or a JSON response_format, not both")
-            sampling["grammar"] = json_schema_grammar(schema)
+        json_grammar = response_grammar(response_format, grammar=sampling.get("grammar"))
+        if json_grammar is not None:  # as the server's completions route: JSON through a grammar
+            sampling["grammar"] = json_grammar
         request = self._completion_request(prompt, max_tokens, stop, logprobs, logits_processor,
                                            stopping_criteria, use_cache=True, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path

@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import chat, chat_completion, responses
-from ..chat_template import ChatOutput, RenderedChat, json_schema_grammar, response_format_schema
+from ..chat_template import ChatOutput, RenderedChat, response_grammar
 from ..engine import Piece, Request
 from ..sampling import SamplingParams
 from .metrics import Metrics
@@ -413,12 +413,7 @@ def _check_unsupported(body: _Generation) -> None:
 def _response_grammar(body: _Generation) -> str | None:
     """GBNF for the body's ``response_format``/``json_schema`` (400 for a bad or conflicting one)."""
     try:
-        schema = response_format_schema(body.response_format, body.json_schema)
-        if schema is None:
-            return None
-        if body.grammar:
-            raise ValueError("pass grammar or a JSON response_format, not both")
-        return json_schema_grammar(schema)
+        return response_grammar(body.response_format, body.json_schema, body.grammar)
     except ValueError as exc:
         raise _bad(str(exc), "response_format") from None
 
