@@ -56,6 +56,14 @@ def greedy() -> _core.SamplerParams:
     return s
 
 
+def server_default(seed: int) -> _core.SamplerParams:
+    # What a request that names no sampling field gets from `sarai-llama serve`
+    # and llama-server: top-k 40, top-p 0.95, min-p 0.05, temperature 0.8.
+    s = _core.SamplerParams()
+    s.seed = seed
+    return s
+
+
 def distinct_prompts(model: _core.Model, n: int, length: int, seed: int) -> list[list[int]]:
     # Random ordinary tokens, like llama-batched-bench (which decodes random ids):
     # distinct prompts so that no prefix is shared between sequences.
@@ -66,8 +74,9 @@ def distinct_prompts(model: _core.Model, n: int, length: int, seed: int) -> list
 
 def run_n(model: _core.Model, n: int, args: argparse.Namespace, seed: int) -> dict:
     engine = make_engine(model, n, n * (args.n_prompt + args.n_gen) + 64, args.threads)
-    ids = [engine.submit(p, greedy(), max_tokens=args.n_gen, ignore_eos=True)
-           for p in distinct_prompts(model, n, args.n_prompt, seed)]
+    ids = [engine.submit(p, greedy() if args.sampling == "greedy" else server_default(seed + k),
+                         max_tokens=args.n_gen, ignore_eos=True)
+           for k, p in enumerate(distinct_prompts(model, n, args.n_prompt, seed))]
     started: set[int] = set()
     while len(started) < n:  # prompt phase (not timed, as S_TG excludes it)
         for ev in engine.step():
@@ -150,6 +159,8 @@ def main() -> None:
     ap.add_argument("--n-prompt", type=int, default=32)
     ap.add_argument("--n-gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=1, help="interleaved repetitions (N=1,2,.. then again)")
+    ap.add_argument("--sampling", choices=("greedy", "default"), default="greedy",
+                    help="greedy argmax, or the servers' default chain (top-k 40, top-p 0.95, min-p 0.05, temp 0.8)")
     ap.add_argument("--llama-batched-bench", metavar="PATH", help="llama-batched-bench built from vendor/llama.cpp")
     ap.add_argument("--mixed-batch", default="512,128", help="n_batch values for the mixed-load rows")
     args = ap.parse_args()
@@ -175,7 +186,7 @@ def main() -> None:
                 refs[n].append(v)
 
     print(f"\nmodel: {model_path}\nthreads: {args.threads}, prompt: {args.n_prompt} tokens, "
-          f"generated: {args.n_gen} tokens per sequence, greedy, ignore_eos, reps: {args.reps}\n")
+          f"generated: {args.n_gen} tokens per sequence, {args.sampling} sampling, ignore_eos, reps: {args.reps}\n")
     # Median and best of the repetitions: on a shared machine the best is the
     # least disturbed run, the median says how typical it is.
     head = ("| N | engine tok/s median (best) | overhead outside llama_decode (% of step) | "
@@ -200,7 +211,7 @@ def main() -> None:
     print("\nMixed load: 4 sequences generating, then a 512-token prompt is admitted\n")
     print("| n_batch | running tok/s before | running tok/s during prefill | drop | new request TTFT (ms) |")
     print("|---|---|---|---|---|")
-    for nb in (int(x) for x in args.mixed_batch.split(",")):
+    for nb in (int(x) for x in args.mixed_batch.split(",") if x):
         # Best of the repetitions (highest rate during the prefill): the least disturbed run.
         m = max((mixed_load(model, args, nb) for _ in range(args.reps)), key=lambda r: r["during"])
         drop = 100.0 * (1 - m["during"] / m["before"])

@@ -53,6 +53,11 @@ int32_t argmax(const float *x, int32_t n);
 float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t n_top,
                      std::vector<std::pair<llama_token, float>> &top);
 
+// The k best candidates of `logits` (n floats), best first: higher logit, and
+// on equal logits the lower token id. What llama.cpp's top-k sampler keeps,
+// found in one pass over the floats instead of a partial sort of n structs.
+void top_k_candidates(const float *logits, int32_t n, int32_t k, std::vector<llama_token_data> &out);
+
 class Sampler {
   public:
     // Throws InvalidArgument for an invalid grammar or logit-bias token. The
@@ -75,6 +80,10 @@ class Sampler {
     void add(llama_sampler *s) { llama_sampler_chain_add(chain_, s); }
     llama_sampler *chain_ = nullptr;
     bool greedy_only_ = false;
+    // > 0 when top-k is the chain's first sampler that looks at the logits (no
+    // bias, penalties or grammar before it): sample_from then hands the chain
+    // only those k candidates, sorted, and llama.cpp's top-k keeps them as they are.
+    int32_t leading_top_k_ = 0;
     std::vector<llama_token_data> cur_;
 };
 
