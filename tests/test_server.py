@@ -323,6 +323,32 @@ def test_disconnect_frees_the_sequence(tiny: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_waiting_stream_gets_pings_then_its_tokens(gemma_path: Path) -> None:
+    # Gemma, not the tiny model: the long stream must still run (~50 tokens/s) while the other waits.
+    s = Server(gemma_path, "--parallel", "1", "--ctx-size", "1024", "--ping-interval", "0.2")
+    try:
+        mid = s.model_id()
+        long = {"model": mid, "prompt": "go", "max_tokens": 500, "stream": True, "ignore_eos": True}
+        short = {"model": mid, "prompt": "next", "max_tokens": 3, "stream": True, "ignore_eos": True}
+        with httpx.Client(timeout=30) as a, httpx.Client(timeout=30) as b:
+            with a.stream("POST", s.url + "/v1/completions", json=long) as ra:
+                a_lines = ra.iter_lines()  # kept: a dropped iterator would close the stream
+                assert next(a_lines).startswith("data: ")
+                with b.stream("POST", s.url + "/v1/completions", json=short) as rb:
+                    assert rb.status_code == 200
+                    lines = (line for line in rb.iter_lines() if line)
+                    # The only sequence is busy: the waiting stream hears SSE comments, not silence.
+                    assert next(lines) == ": ping"
+                    ra.close()  # the long stream's client leaves; its sequence goes to the waiting one
+                    rest = [line for line in lines if line != ": ping"]
+        assert rest[-1] == "data: [DONE]"
+        chunks = [json.loads(line[6:]) for line in rest[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"  # all 3 tokens came
+    finally:
+        s.stop()
+
+
+@pytest.mark.slow
 def test_queue_full_gets_503_with_headers(gemma_path: Path) -> None:
     s = Server(gemma_path, "--parallel", "1", "--ctx-size", "1024", "--max-queue", "1")
     try:

@@ -1,6 +1,7 @@
 """Load generator for an OpenAI-compatible server: C concurrent streaming clients, distinct prompts.
 
     python tools/bench_serve.py http://127.0.0.1:8000 [-c 1,4,8] [-n 128] [-r 3] [-o md|json]
+                                [--client raw|openai]
 
 For each concurrency C, C clients each send ``-r`` streaming completions one
 after another (every prompt distinct, so no request reuses another's prefix),
@@ -9,6 +10,13 @@ llama-server honours too). Reported per C: aggregate generated tokens/s
 (all tokens / wall time), time to first token p50/p95, and the mean per-stream
 tokens/s (a stream's tokens after its first / the time after its first).
 Works against ``sarai-llama serve``, llama-server and other OpenAI-compatible servers.
+
+The load generator shares the machine with the server it measures, so it is
+kept lean: ``--client raw`` (the default) streams with httpx and reads the SSE
+``data:`` lines itself, on uvloop when installed; ``--client openai`` uses the
+official client (pydantic models for every chunk: on 2 cores that costs the
+server about 1 s of CPU per 3,000 tokens). Use the same client for every server
+compared.
 """
 
 from __future__ import annotations
@@ -39,6 +47,72 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
+class RawClient:
+    """Streaming completions over httpx, SSE lines parsed here: little CPU per token."""
+
+    def __init__(self, url: str, api_key: str, timeout: float) -> None:
+        import httpx
+
+        self.http = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout,
+                                      headers={"Authorization": f"Bearer {api_key}"},
+                                      limits=httpx.Limits(max_connections=None, max_keepalive_connections=None))
+
+    async def first_model(self) -> str:
+        r = await self.http.get("/v1/models")
+        r.raise_for_status()
+        return str(r.json()["data"][0]["id"])
+
+    async def one(self, model: str, prompt: str, n: int) -> Sample:
+        body = {"model": model, "prompt": prompt, "max_tokens": n, "stream": True,
+                "stream_options": {"include_usage": True}, "ignore_eos": True}
+        t0 = time.perf_counter()
+        first: float | None = None
+        tokens = chunks = 0
+        async with self.http.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
+            async for line in r.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[6:]
+                if data == "[DONE]":
+                    break
+                obj = json.loads(data)
+                if "error" in obj:
+                    raise RuntimeError(f"error in the stream: {obj['error']}")
+                choices = obj.get("choices")
+                if choices and choices[0].get("text"):
+                    chunks += 1
+                    if first is None:
+                        first = time.perf_counter()
+                if obj.get("usage"):
+                    tokens = obj["usage"]["completion_tokens"]
+        end = time.perf_counter()
+        return Sample((first or end) - t0, end - t0, tokens or chunks)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+class OpenAIClient:
+    """The official ``openai`` client: what applications use, heavier per chunk."""
+
+    def __init__(self, url: str, api_key: str, timeout: float) -> None:
+        import openai
+
+        self.client = openai.AsyncOpenAI(base_url=url.rstrip("/") + "/v1", api_key=api_key, max_retries=0,
+                                         timeout=timeout)
+
+    async def first_model(self) -> str:
+        return (await self.client.models.list()).data[0].id
+
+    async def one(self, model: str, prompt: str, n: int) -> Sample:
+        return await one(self.client, model, prompt, n)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
 async def one(client: Any, model: str, prompt: str, n: int) -> Sample:
     t0 = time.perf_counter()
     first: float | None = None
@@ -64,7 +138,7 @@ async def level(client: Any, model: str, c: int, n: int, repeats: int, tag: str)
         for j in range(repeats):
             # Distinct from the first word on: no request shares a cached prefix with another.
             prompt = f"{tag}{i}.{j} Write a long story about a traveller number {i * 97 + j} who"
-            out.append(await one(client, model, prompt, n))
+            out.append(await client.one(model, prompt, n))
         return out
 
     t0 = time.perf_counter()
@@ -83,13 +157,10 @@ async def level(client: Any, model: str, c: int, n: int, repeats: int, tag: str)
 
 
 async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
-    import openai
-
-    client = openai.AsyncOpenAI(base_url=args.url.rstrip("/") + "/v1", api_key=args.api_key, max_retries=0,
-                                timeout=args.timeout)
-    model = args.model or (await client.models.list()).data[0].id
+    client = (RawClient if args.client == "raw" else OpenAIClient)(args.url, args.api_key, args.timeout)
+    model = args.model or await client.first_model()
     if args.warmup:
-        await one(client, model, "warm up", 8)
+        await client.one(model, "warm up", 8)
     rows = []
     for c in args.concurrency:
         rows.append(await level(client, model, c, args.n_gen, args.repetitions, f"c{c}-"))
@@ -118,8 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--no-warmup", dest="warmup", action="store_false")
     p.add_argument("-o", "--output", choices=["md", "json"], default="md")
+    p.add_argument("--client", choices=["raw", "openai"], default="raw",
+                   help="raw: httpx and SSE lines parsed here (lean); openai: the official client")
     args = p.parse_args(argv)
-    rows = asyncio.run(main_async(args))
+    try:
+        import uvloop
+    except ImportError:
+        rows = asyncio.run(main_async(args))
+    else:
+        rows = uvloop.run(main_async(args))
     print(json.dumps(rows, indent=2) if args.output == "json" else markdown(rows))
     return 0
 

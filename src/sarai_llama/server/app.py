@@ -47,10 +47,6 @@ __all__ = ["APIError", "ServerState", "create_app"]
 logger = logging.getLogger("sarai_llama.server")
 access_logger = logging.getLogger("sarai_llama.access")
 
-#: While a stream has nothing to send (a long prefill, a wait in the queue), an SSE
-#: comment every this many seconds keeps proxies and clients from timing out.
-PING_INTERVAL = 5.0
-
 
 # ----------------------------------------------------------------------------- errors
 class APIError(Exception):
@@ -461,18 +457,33 @@ class Run:
             raise _bad(str(self.job.submit_error))
 
     async def events(self, ping: bool = False) -> AsyncIterator[tuple[list[Piece], str | None] | None]:
-        """``(pieces, error)`` as they arrive; ``None`` every PING_INTERVAL without any (when ``ping``)."""
+        """``(pieces, error)`` as they arrive; with ``ping``, ``None`` after ``ping_interval`` s without any.
+
+        Pings come from one timer per stream that checks every half interval whether
+        anything arrived, not from a timeout around every read (``asyncio.wait_for``
+        costs a task and a timer per token)."""
         job = self.job
+        timer: asyncio.TimerHandle | None = None
+        if ping:
+            loop = asyncio.get_running_loop()
+            tick = self.state.settings.ping_interval / 2  # a ping after one to two ticks of silence
+
+            def check() -> None:
+                nonlocal timer
+                if job.quiet:
+                    job.events.put_nowait(None)
+                job.quiet = True
+                timer = loop.call_later(tick, check)
+
+            job.quiet = True
+            timer = loop.call_later(tick, check)
         try:
             while True:
-                if ping:
-                    try:
-                        pieces, done, error = await asyncio.wait_for(job.events.get(), PING_INTERVAL)
-                    except asyncio.TimeoutError:
-                        yield None
-                        continue
-                else:
-                    pieces, done, error = await job.events.get()
+                event = await job.events.get()
+                if event is None:
+                    yield None
+                    continue
+                pieces, done, error = event
                 self._account(pieces)
                 if done:
                     self.finished = True
@@ -482,6 +493,8 @@ class Run:
                 if done:
                     return
         finally:
+            if timer is not None:
+                timer.cancel()
             self.close()
 
     def _account(self, pieces: list[Piece]) -> None:
@@ -743,7 +756,7 @@ def create_app(settings: Settings) -> tuple[FastAPI, ServerState]:
 
     async def _choice_chunks(run: Run, index: int, chat_api: bool, cid: str,
                              created: int) -> AsyncIterator[dict[str, Any] | None]:
-        """One choice's chunks (None: nothing for PING_INTERVAL); errors raise APIError."""
+        """One choice's chunks (None: a ping is due); errors raise APIError."""
         model_id = settings.model_id
 
         def chunk(text: str | None, finish: str | None, lp: Any = None, delta: dict[str, Any] | None = None
@@ -1065,6 +1078,7 @@ def serve(settings: Settings) -> int:
     app, state = create_app(settings)
     config = uvicorn.Config(Gate(app, state), host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5, log_config=None)
+    logger.info("HTTP: %s", _http_stack())
     server = DrainingServer(config, state)
 
     def exit_now(code: int) -> None:
@@ -1074,6 +1088,18 @@ def serve(settings: Settings) -> int:
     state.on_exit = exit_now
     server.run()
     return state.exit_code
+
+
+def _http_stack() -> str:
+    """Which event loop and HTTP parser uvicorn's "auto" picks here, and why it matters."""
+    import importlib.util
+
+    fast = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is not None]
+    if len(fast) == 2:
+        return "uvloop event loop, httptools parser (the [server] extra's fast path)"
+    missing = " and ".join(m for m in ("uvloop", "httptools") if m not in fast)
+    return (f"{missing} not installed: uvicorn falls back to pure-Python parts, which cost the decode CPU "
+            "on small machines (pip install 'sarai-llama[server]')")
 
 
 def _uvicorn_server() -> type:

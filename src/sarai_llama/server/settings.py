@@ -98,6 +98,9 @@ OPTIONS: tuple[Option, ...] = (
            "requests that may wait for a free sequence; past that: 503 with Retry-After"),
     Option("drain_timeout", _positive(float, 0.0), 30.0,
            "seconds that SIGTERM waits for running generations before cancelling them"),
+    Option("ping_interval", _positive(float, 0.05), 5.0,
+           "seconds a stream may stay silent (a long prompt, a wait for a sequence) before it gets an SSE "
+           "comment ': ping', so that proxies with idle timeouts keep it open"),
     Option("max_body_bytes", _positive(int, 1), 4 * 1024 * 1024, "largest request body accepted (413 past it)"),
     Option("max_tokens_limit", _positive(int, 0), 0,
            "largest max_tokens a request may ask for (0: the context size)"),
@@ -133,6 +136,7 @@ class Settings:
     metrics_public: bool
     max_queue: int
     drain_timeout: float
+    ping_interval: float
     max_body_bytes: int
     max_tokens_limit: int
     retry_after: int
