@@ -33,6 +33,11 @@ __all__ = ["Full", "Job", "Scheduler"]
 
 logger = logging.getLogger("sarai_llama.server")
 
+#: An idle engine waits this long after a submission for the next one of the same burst...
+BURST_GAP_S = 0.002
+#: ... and no longer than this in all (see Scheduler._gather_burst).
+BURST_MAX_S = 0.010
+
 
 class Full(Exception):
     """The admission queue is full (HTTP 503 with Retry-After)."""
@@ -208,6 +213,30 @@ class Scheduler:
                         # Idle: sleep until a submission arrives (notify) or briefly, so that
                         # a cancel of a request that is still queued inside the core is seen.
                         self._wake.wait(0.05)
+                    self._gather_burst()
+
+    def _gather_burst(self) -> None:
+        """With ``_wake`` held and the engine idle: let a burst of submissions finish arriving.
+
+        Clients that start together reach the inbox over a few milliseconds (the event
+        loop parses and tokenizes one request after another). Stepping on the first
+        alone would decode its prompt in a batch of its own and everyone else's one
+        step (tens of ms) later; waiting while submissions keep coming, each within
+        BURST_GAP_S of the previous and BURST_MAX_S in all, puts the burst's prompts
+        into one decode. A lone request pays BURST_GAP_S once, and only when the
+        engine had nothing else to do.
+        """
+        if not self._inbox:
+            return
+        deadline = time.monotonic() + BURST_MAX_S
+        while not self._stop.is_set():
+            seen = len(self._inbox)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(min(BURST_GAP_S, left))  # a submission's notify ends the wait early
+            if len(self._inbox) == seen:
+                return
 
     def load(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.engine.load())
