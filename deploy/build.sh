@@ -90,10 +90,12 @@ PY
 if [ ! -f "$deps/.complete" ] || [ "$(cat "$deps/.complete")" != "$(echo "$reqs" | sha256sum)" ]; then
   echo "[image] downloading dependency wheels for Python $image_py into $deps"
   rm -rf "$deps" && mkdir -p "$deps"
-  # shellcheck disable=SC2086
+  # A requirements file, not words on the command line: requirements may carry
+  # environment markers with spaces ("uvloop>=0.19; sys_platform != 'win32'").
+  echo "$reqs" >"$deps.requirements.txt"
   $PYTHON -m pip download --quiet --only-binary=:all: --python-version "$image_py" --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 \
-    --dest "$deps" pip $reqs
+    --dest "$deps" pip -r "$deps.requirements.txt"
   echo "$reqs" | sha256sum >"$deps/.complete"
 fi
 
