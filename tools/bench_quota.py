@@ -19,11 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -60,15 +63,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_in(group: Path, version: str, cmd: list[str]) -> subprocess.Popen:
+def run_in(group: Path, version: str, cmd: list[str], log: Any) -> subprocess.Popen:
     procs = group / ("cgroup.procs" if version == "v2" else "tasks")
     # The shell joins the group, then becomes the server: every thread it starts is limited.
     script = f'echo $$ > "{procs}" && exec "$@"'
-    return subprocess.Popen(["sh", "-c", script, "sh", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    return subprocess.Popen(["sh", "-c", script, "sh", *cmd], stdout=log, stderr=subprocess.STDOUT)
 
 
-def measure(cmd: list[str], port: int, group: Path, version: str, args: argparse.Namespace) -> list[dict]:
-    proc = run_in(group, version, cmd)
+def threads_used(log_text: str) -> str:
+    """The thread count the server reports at start-up (ours: "N threads"; llama-server: "n_threads = N")."""
+    m = re.search(r"\((\d+) threads", log_text) or re.search(r"n_threads\s*=\s*(\d+)", log_text)
+    return m.group(1) if m else "?"
+
+
+def measure(cmd: list[str], port: int, group: Path, version: str,
+            args: argparse.Namespace) -> tuple[list[dict], str]:
+    log = tempfile.TemporaryFile("w+")
+    proc = run_in(group, version, cmd, log)
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -85,7 +96,8 @@ def measure(cmd: list[str], port: int, group: Path, version: str, args: argparse
         out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_serve.py"), f"http://127.0.0.1:{port}",
                               "-c", args.concurrency, "-n", str(args.n_gen), "-r", str(args.repetitions),
                               "-o", "json"], check=True, capture_output=True, text=True).stdout
-        return json.loads(out)
+        log.seek(0)
+        return json.loads(out), threads_used(log.read())
     finally:
         proc.terminate()
         try:
@@ -93,6 +105,7 @@ def measure(cmd: list[str], port: int, group: Path, version: str, args: argparse
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def main() -> int:
@@ -112,28 +125,28 @@ def main() -> int:
         args.model = str(g.assemble())
     group, version = make_cgroup(args.cpus)
     levels = [int(x) for x in args.concurrency.split(",")]
-    rows: list[tuple[str, list[dict]]] = []
+    rows: list[tuple[str, tuple[list[dict], str]]] = []
     try:
         for t in args.threads.split(","):
             port = free_port()
             cmd = [sys.executable, "-m", "sarai_llama", "serve", args.model, "--port", str(port), "--threads", t,
                    "--parallel", str(args.parallel), "--ctx-size", "2048"]
             rows.append((f"sarai-llama serve --threads {t}", measure(cmd, port, group, version, args)))
-            print(rows[-1][0], [r["aggregate_tps"] for r in rows[-1][1]], file=sys.stderr)
+            print(rows[-1][0], [r["aggregate_tps"] for r in rows[-1][1][0]], file=sys.stderr)
         if args.llama_server:
             port = free_port()
             cmd = [args.llama_server, "-m", args.model, "--port", str(port), "-np", str(args.parallel), "-c", "2048",
                    "-kvu"]
             rows.append(("llama-server (default threads)", measure(cmd, port, group, version, args)))
-            print(rows[-1][0], [r["aggregate_tps"] for r in rows[-1][1]], file=sys.stderr)
+            print(rows[-1][0], [r["aggregate_tps"] for r in rows[-1][1][0]], file=sys.stderr)
     finally:
         group.rmdir()
     print(f"\nquota: {args.cpus} CPU (cgroup {version}) on a host with {os.cpu_count()} CPUs; "
           f"--parallel {args.parallel}, {args.n_gen} tokens per request, {args.repetitions} per client\n")
-    print("| server | " + " | ".join(f"C={c} tok/s" for c in levels) + " |")
-    print("|---|" + "---:|" * len(levels))
-    for name, result in rows:
-        print(f"| {name} | " + " | ".join(f"{r['aggregate_tps']:.1f}" for r in result) + " |")
+    print("| server | threads used | " + " | ".join(f"C={c} tok/s" for c in levels) + " |")
+    print("|---|---:|" + "---:|" * len(levels))
+    for name, (result, used) in rows:
+        print(f"| {name} | {used} | " + " | ".join(f"{r['aggregate_tps']:.1f}" for r in result) + " |")
     return 0
 
 
