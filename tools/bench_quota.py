@@ -17,20 +17,17 @@ Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from bench_serve import measure_process  # tools/ is this script's sys.path[0]
 
-ROOT = Path(__file__).resolve().parents[1]
 PERIOD_US = 100_000
 
 
@@ -78,34 +75,11 @@ def threads_used(log_text: str) -> str:
 
 def measure(cmd: list[str], port: int, group: Path, version: str,
             args: argparse.Namespace) -> tuple[list[dict], str]:
-    log = tempfile.TemporaryFile("w+")
-    proc = run_in(group, version, cmd, log)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{cmd[0]} exited with {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{cmd[0]} not ready after 180 s")
-            time.sleep(0.2)
-        out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_serve.py"), f"http://127.0.0.1:{port}",
-                              "-c", args.concurrency, "-n", str(args.n_gen), "-r", str(args.repetitions),
-                              "-o", "json"], check=True, capture_output=True, text=True).stdout
+    with tempfile.TemporaryFile("w+") as log:
+        rows = measure_process(run_in(group, version, cmd, log), f"http://127.0.0.1:{port}", args.concurrency,
+                               args.n_gen, args.repetitions)
         log.seek(0)
-        return json.loads(out), threads_used(log.read())
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        return rows, threads_used(log.read())
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -167,6 +168,45 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"C={c}: {rows[-1]['aggregate_tps']} tok/s", file=sys.stderr)
     await client.close()
     return rows
+
+
+def measure_process(proc: subprocess.Popen, url: str, concurrency: str, n_gen: int, repetitions: int,
+                    ready_timeout: float = 180.0) -> list[dict[str, Any]]:
+    """Wait until the server ``proc`` is ready, load it with this tool (in a process of its own), stop it.
+
+    Ready: ``/health`` answers 200 (ours and llama-server say 503 until the model is
+    loaded), or ``/v1/models`` where there is no ``/health`` (llama-cpp-python's server
+    loads before it listens). Returns the rows of ``-o json``; the server is
+    terminated (killed after 60 s) whatever happens.
+    """
+    import httpx
+
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the server exited with {proc.returncode} before it was ready")
+            try:
+                r = httpx.get(url + "/health", timeout=2)
+                if r.status_code == 404:
+                    r = httpx.get(url + "/v1/models", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the server was not ready after {ready_timeout:.0f} s")
+            time.sleep(0.2)
+        out = subprocess.run([sys.executable, __file__, url, "-c", concurrency, "-n", str(n_gen),
+                              "-r", str(repetitions), "-o", "json"], check=True, capture_output=True, text=True)
+        return list(json.loads(out.stdout))
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

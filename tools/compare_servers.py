@@ -28,12 +28,9 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-import httpx
+from bench_serve import measure_process  # tools/ is this script's sys.path[0]
 
-ROOT = Path(__file__).resolve().parents[1]
 PROMPT_TOKENS = 20  # bench_serve's prompts are 19 tokens with Gemma's tokenizer, plus BOS
 
 
@@ -56,37 +53,13 @@ def commands(args: argparse.Namespace, port: int) -> dict[str, list[str]]:
 
 
 def measure(name: str, cmd: list[str], port: int, args: argparse.Namespace) -> list[dict]:
-    log = open(f"/tmp/compare-servers-{port}.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{name} exited with {proc.returncode}; see {log.name}")
-            try:
-                # /health where there is one (ours and llama-server: 503 until the model is
-                # loaded); llama-cpp-python's server has none and loads before it listens.
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
-                if r.status_code == 404:
-                    r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                if r.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{name} not ready after 120 s; see {log.name}")
-            time.sleep(0.2)
-        out = subprocess.run([sys.executable, str(ROOT / "tools" / "bench_serve.py"), f"http://127.0.0.1:{port}",
-                              "-c", args.concurrency, "-n", str(args.n_gen), "-r", str(args.repetitions),
-                              "-o", "json"], check=True, capture_output=True, text=True).stdout
-        return json.loads(out)
-    finally:
-        proc.terminate()
+    with open(f"/tmp/compare-servers-{port}.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            return measure_process(proc, f"http://127.0.0.1:{port}", args.concurrency, args.n_gen,
+                                   args.repetitions)
+        except SystemExit as exc:
+            raise SystemExit(f"{name}: {exc}; see {log.name}") from None
 
 
 def batched_bench(args: argparse.Namespace) -> dict[int, float]:
