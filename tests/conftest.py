@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,13 @@ def build_into_site(src: Path, tmp: Path, *config_settings: str) -> tuple[Path, 
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
     return wheel, site
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a test is about to start."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import k8s_validate  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 IMAGE = "localhost/sarai-llama:zero-compile"
 # uvicorn's graceful-shutdown allowance after the drain (server/app.py: timeout_graceful_shutdown=5).
@@ -113,12 +113,6 @@ def test_probes_grace_and_security_fit_the_server(rendered: dict[str, str]) -> N
 
 
 # ------------------------------------------------------------------------------ the image
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     run = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
     if check:

@@ -12,7 +12,6 @@ import concurrent.futures
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,15 +27,9 @@ pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
 pytest.importorskip("prometheus_client", reason="pip install sarai-llama[server]")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from conftest import write_tiny_llama  # noqa: E402
+from conftest import free_port, write_tiny_llama  # noqa: E402
 
 STARTUP_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_serve import measure_process  # tools/ is this script's sys.path[0]
+from bench_serve import free_port, measure_process  # tools/ is this script's sys.path[0]
 
 PERIOD_US = 100_000
 
@@ -52,12 +51,6 @@ def make_cgroup(cpus: float) -> tuple[Path, str]:
         (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
         (group / "cpu.cfs_quota_us").write_text(str(quota))
     return group, version
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_in(group: Path, version: str, cmd: list[str], log: Any) -> subprocess.Popen:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -168,6 +169,13 @@ async def main_async(args: argparse.Namespace) -> list[dict[str, Any]]:
         print(f"C={c}: {rows[-1]['aggregate_tps']} tok/s", file=sys.stderr)
     await client.close()
     return rows
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server a tool is about to start."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def measure_process(proc: subprocess.Popen, url: str, concurrency: str, n_gen: int, repetitions: int,

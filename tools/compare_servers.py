@@ -22,22 +22,14 @@ Prints numbers; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 
-from bench_serve import measure_process  # tools/ is this script's sys.path[0]
+from bench_serve import free_port, measure_process  # tools/ is this script's sys.path[0]
 
 PROMPT_TOKENS = 20  # bench_serve's prompts are 19 tokens with Gemma's tokenizer, plus BOS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def commands(args: argparse.Namespace, port: int) -> dict[str, list[str]]:
@@ -63,12 +55,11 @@ def measure(name: str, cmd: list[str], port: int, args: argparse.Namespace) -> l
 
 
 def batched_bench(args: argparse.Namespace) -> dict[int, float]:
-    cmd = [args.llama_batched_bench, "-m", args.model, "-c", str(args.ctx_size), "-b", "512", "-ub", "512",
-           "-t", str(args.threads), "-npp", str(PROMPT_TOKENS), "-ntg", str(args.n_gen), "-npl", args.concurrency,
-           "-kvu", "--output-format", "jsonl"]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    return {int(r["pl"]): float(r["speed_tg"]) for r in map(json.loads, filter(lambda x: x.startswith("{"),
-                                                                                out.splitlines()))}
+    from bench_engine import run_batched_bench
+
+    shape = argparse.Namespace(n_prompt=PROMPT_TOKENS, n_gen=args.n_gen, threads=args.threads)
+    return run_batched_bench(args.llama_batched_bench, args.model, shape,
+                             [int(x) for x in args.concurrency.split(",")])
 
 
 def main() -> int:

@@ -4,7 +4,6 @@
 #include <cctype>
 #include <cmath>
 #include <functional>
-#include <queue>
 
 #include "errors.h"
 #include "grammar_check.h"
@@ -64,34 +63,6 @@ int32_t argmax(const float *x, int32_t n) {
     return best;
 }
 
-float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t n_top,
-                     std::vector<std::pair<llama_token, float>> &top) {
-    float mx = raw[0];
-    for (int32_t i = 1; i < n_vocab; ++i) mx = std::max(mx, raw[i]);
-    double sum = 0.0;  // double: 262k terms summed in float lose digits
-    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp((double)(raw[i] - mx));
-    const float lse = mx + (float)std::log(sum);
-    top.clear();
-    if (n_top > 0) {
-        // The n_top largest with a min-heap: O(n_vocab log n_top), no n_vocab-sized sort.
-        using Item = std::pair<float, llama_token>;
-        std::priority_queue<Item, std::vector<Item>, std::greater<Item>> heap;
-        for (int32_t i = 0; i < n_vocab; ++i) {
-            if ((int32_t)heap.size() < n_top) heap.emplace(raw[i], i);
-            else if (raw[i] > heap.top().first) {
-                heap.pop();
-                heap.emplace(raw[i], i);
-            }
-        }
-        top.resize(heap.size());
-        for (size_t k = heap.size(); k-- > 0;) {
-            top[k] = {heap.top().second, heap.top().first - lse};
-            heap.pop();
-        }
-    }
-    return raw[tok] - lse;
-}
-
 void top_k_candidates(const float *x, int32_t n, int32_t k, std::vector<llama_token_data> &out) {
     k = std::max(0, std::min(k, n));
     out.clear();
@@ -134,6 +105,22 @@ void top_k_candidates(const float *x, int32_t n, int32_t k, std::vector<llama_to
         }
     }
     std::sort_heap(out.begin(), out.end(), better);  // ascending by `better`: best first
+}
+
+float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t n_top,
+                     std::vector<std::pair<llama_token, float>> &top) {
+    float mx = raw[0];
+    for (int32_t i = 1; i < n_vocab; ++i) mx = std::max(mx, raw[i]);
+    double sum = 0.0;  // double: 262k terms summed in float lose digits
+    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp((double)(raw[i] - mx));
+    const float lse = mx + (float)std::log(sum);
+    top.clear();
+    if (n_top > 0) {
+        std::vector<llama_token_data> best;
+        top_k_candidates(raw, n_vocab, n_top, best);
+        for (const auto &c : best) top.emplace_back(c.id, c.logit - lse);
+    }
+    return raw[tok] - lse;
 }
 
 namespace {
