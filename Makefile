@@ -12,7 +12,7 @@ export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: help build-deps deps system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
+.PHONY: help build-deps deps build-tools system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
         clean-llama-build demo test test-fast lcp-suite fuzz bench-llama-native sdist clean \
         image image-native k8s-validate
 
@@ -28,7 +28,8 @@ help:
 	@echo "make bench-llama-native benchmark the installed build [MODEL=path]"
 	@echo "make vendor             fill vendor/ with the pinned sources (offline capable)"
 	@echo "make deps               the Python packages for building and testing (only what is missing)"
-	@echo "make system-deps        the Debian packages the whole test suite uses (qemu-user, OpenBLAS, ...)"
+	@echo "make build-tools        the Debian packages a build uses (g++, ccache)"
+	@echo "make system-deps        the Debian packages the whole test suite uses (qemu-user, OpenBLAS, podman, ...)"
 	@echo "make clean-vendor       empty vendor/ again (make vendor refills it from the cache)"
 	@echo "make image              the zero-compile server image (podman, offline; README \"Deploy\")"
 	@echo "make image-native       the native-blas server image, for this machine's CPU"
@@ -40,12 +41,18 @@ build-deps:
 	@$(PYTHON) tools/deps.py build
 
 deps:
-	@$(PYTHON) tools/deps.py build test fuzz
+	@$(PYTHON) tools/deps.py build test deploy fuzz
 
-# Debian packages for the whole suite (qemu-user, binutils, OpenBLAS, ...): installs
-# them as root (or with sudo), else prints the command; tests that need them skip.
+# Debian packages: installed as root (or with sudo), else the command is printed and the
+# tests that need them skip. build-tools: the compiler and ccache, before the first build,
+# so that every later build (make test after make demo) reuses its objects.
+build-tools:
+	@bash tools/system_deps.sh build
+
+# The whole suite's: qemu-user, binutils, OpenBLAS, ..., and podman for the image tests.
 system-deps:
 	@bash tools/system_deps.sh
+	@bash tools/podman_setup.sh || echo "podman is not set up: the image tests will be skipped"
 
 vendor:
 	$(PYTHON) tools/vendor.py
@@ -70,7 +77,7 @@ clean-llama-build:
 	$(PIP) uninstall -y sarai-llama
 	$(MAKE) install-fast
 
-demo: deps install-optimized
+demo: build-tools deps install-optimized
 	$(PYTHON) -m sarai_llama run $(if $(MODEL),$(MODEL)) "$(PROMPT)" --max-tokens 48 --temperature 0
 
 test: deps system-deps install-optimized

@@ -2,7 +2,10 @@
 # Makes podman usable on this machine for `make image` and the deploy tests, and
 # does nothing when it already is (idempotent; .ci/run and `make image` call it).
 #  - Debian packages: podman, runc, mmdebstrap (builds the base image locally:
-#    no container registry is needed or assumed reachable), uidmap, slirp4netns.
+#    no container registry is needed or assumed reachable), uidmap, slirp4netns,
+#    catatonit. Installed without podman's Recommends, so each Recommends is
+#    decided here, in `pkgs` or in `not_needed` with its reason;
+#    tests/test_deploy.py checks that the installed podman recommends nothing else.
 #  - /etc/containers/containers.conf: runtime = "runc", because crun refuses
 #    cgroup v1/hybrid hosts ("cgroups in hybrid mode not supported"); and
 #    default_ulimits no higher than what a sandboxed host grants (podman's
@@ -11,7 +14,26 @@
 # and exits 1, because the targets that call it cannot work without podman.
 set -euo pipefail
 
-pkgs=(podman runc mmdebstrap uidmap slirp4netns)
+# catatonit: the pause binary of a pod's infra container (`podman kube play`, `podman pod create`).
+pkgs=(podman runc mmdebstrap uidmap slirp4netns catatonit)
+# podman's Recommends (Debian 12 and 13) that the images and kube tests do not use: name|why.
+not_needed=(
+  "buildah|podman build has buildah compiled in; the buildah command is not used"
+  "tini|an alternative to catatonit (installed) for the pause binary"
+  "dumb-init|an alternative to catatonit (installed) for the pause binary"
+  "dbus-user-session|rootless podman under a systemd user session; podman runs as root here"
+  "fuse-overlayfs|rootless overlay storage; root uses the kernel's overlay"
+  "passt|rootless networking of podman 5; rootful containers use netavark or CNI"
+  "containers-storage|the storage library is compiled into podman; this package is its separate CLI"
+  "ca-certificates|no registry is contacted: the base image is made locally with mmdebstrap"
+  "criu|container checkpoint/restore, not used"
+  "libcriu2|container checkpoint/restore, not used"
+)
+if [ "${1:-}" = "--packages" ]; then  # the decisions, for tests/test_deploy.py
+  printf 'install %s\n' "${pkgs[@]}"
+  for entry in "${not_needed[@]}"; do printf 'skip %s\n' "${entry%%|*}"; done
+  exit 0
+fi
 conf=/etc/containers/containers.conf
 want_runtime='runtime = "runc"'
 want_ulimits='default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]'

@@ -4,13 +4,20 @@
 # when it can (root, or passwordless sudo); otherwise prints the one command
 # to run and exits 0, so that `make test` still runs everything else and its
 # summary names the tests that could not run.
+#   bash tools/system_deps.sh         # everything the suite uses
+#   bash tools/system_deps.sh build   # only what a build uses (make demo): the compiler and
+#                                     # ccache, so that the first build already fills the cache
+#                                     # and the next (make test) reuses it
 set -euo pipefail
 
 # what to look for | Debian package | why the suite needs it
-checks=(
+build_checks=(
   "cmd:ccache|ccache|fast rebuilds"
   "cmd:g++|g++|the compiler"
   "cmd:make|make|the Makefile"
+)
+checks=(
+  "${build_checks[@]}"
   "cmd:git|git|vendor checks"
   "cmd:objdump|binutils|static ISA check of the portable wheel"
   "cmd:qemu-x86_64|qemu-user|the portable wheel run on emulated older CPUs"
@@ -18,6 +25,12 @@ checks=(
   "cmd:pkg-config|pkg-config|system OpenBLAS lookup"
   "file:/usr/include/x86_64-linux-gnu/cblas.h:/usr/include/cblas.h|libopenblas-dev|blas=system build test"
 )
+
+case "${1:-all}" in
+  build) checks=("${build_checks[@]}") ;;
+  all) ;;
+  *) echo "usage: $0 [build|all]" >&2; exit 2 ;;
+esac
 
 need=()
 for entry in "${checks[@]}"; do
