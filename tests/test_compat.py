@@ -16,7 +16,7 @@ import pytest
 import sarai_llama.compat
 from sarai_llama import Llama, LlamaDiskCache, LlamaRAMCache, MinTokensLogitsProcessor
 from sarai_llama.sampling import next_call_seed
-from sarai_llama.speculative import LlamaPromptLookupDecoding
+from sarai_llama.llama_speculative import LlamaPromptLookupDecoding  # llama-cpp-python's module name
 
 ROOT = Path(__file__).resolve().parent.parent
 SPM_VOCAB = ROOT / "vendor" / "llama.cpp" / "models" / "ggml-vocab-llama-spm.gguf"

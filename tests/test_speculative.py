@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sarai_llama import Llama
-from sarai_llama.speculative import LlamaPromptLookupDecoding
+from sarai_llama.llama_speculative import LlamaPromptLookupDecoding
 
 PROMPT = "one two three four one two three four one two three four one two"
 

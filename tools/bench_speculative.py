@@ -40,7 +40,7 @@ TASKS = {
 def run(library: str, model: str, tokens: int, reps: int, num_pred: int, n_threads: int | None) -> list[dict]:
     if library == "sarai_llama":
         from sarai_llama import Llama
-        from sarai_llama.speculative import LlamaPromptLookupDecoding
+        from sarai_llama.llama_speculative import LlamaPromptLookupDecoding
     else:
         from llama_cpp import Llama
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding

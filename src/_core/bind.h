@@ -6,6 +6,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <string>
+#include <vector>
+
 #include "context.h"
 
 namespace sarai_bind {
@@ -16,6 +19,22 @@ void bind_model(py::module_ &m);    // Model and the module-level functions
 void bind_context(py::module_ &m);  // SamplerParams, Sampler, ContextParams, Context
 void bind_engine(py::module_ &m);   // Engine, Event
 void bind_chat(py::module_ &m);     // ChatTemplates, ChatParser, json_schema_to_grammar
+
+// Every string that crosses into Python is valid UTF-8: a template, a GGUF string, a
+// byte-fallback token or a message quoting one may hold any bytes, and pybind11's own
+// conversion would raise UnicodeDecodeError. Bytes that are not UTF-8 come out escaped
+// as \xNN (Python's "backslashreplace").
+inline py::str utf8_str(const std::string &s) {
+    PyObject *o = PyUnicode_DecodeUTF8(s.data(), (Py_ssize_t)s.size(), "backslashreplace");
+    if (!o) throw py::error_already_set();
+    return py::reinterpret_steal<py::str>(o);
+}
+
+inline py::list utf8_list(const std::vector<std::string> &v) {
+    py::list out;
+    for (const auto &s : v) out.append(utf8_str(s));
+    return out;
+}
 
 // Honours Ctrl-C between prompt batches: takes the GIL, checks for a pending
 // signal and throws py::error_already_set if its handler raised.

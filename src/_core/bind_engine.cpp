@@ -52,15 +52,15 @@ void bind_engine(py::module_ &m) {
         .def_readonly("logprob", &Event::logprob)
         .def_readonly("top", &Event::top)
         .def_readonly("finish_reason", &Event::finish_reason)
-        .def_readonly("error", &Event::error)
+        .def_property_readonly("error", [](const Event &e) { return utf8_str(e.error); })
         .def_readonly("n_prompt", &Event::n_prompt)
         .def_readonly("n_reused", &Event::n_reused)
         .def_readonly("n_generated", &Event::n_generated)
         .def("__repr__", [](const Event &e) {
             static const char *kinds[] = {"TOKEN", "DONE", "ERROR", "NEED_TOKEN"};
-            return "<Event id=" + std::to_string(e.id) + " " + kinds[(int)e.kind] + " token=" +
+            return utf8_str("<Event id=" + std::to_string(e.id) + " " + kinds[(int)e.kind] + " token=" +
                    std::to_string(e.token) + (e.finish_reason.empty() ? "" : " finish=" + e.finish_reason) +
-                   (e.error.empty() ? "" : " error=" + e.error) + ">";
+                   (e.error.empty() ? "" : " error=" + e.error) + ">");
         });
 
     py::class_<Engine>(m, "Engine",

@@ -29,9 +29,9 @@ py::dict inspect_gguf(const std::string &path) {
         std::visit(
             [&](const auto &v) {
                 using T = std::decay_t<decltype(v)>;
-                if constexpr (std::is_same_v<T, std::monostate>) meta[key.c_str()] = py::none();
-                else if constexpr (std::is_same_v<T, sarai::GgufString>) meta[key.c_str()] = py::bytes(v.bytes);
-                else meta[key.c_str()] = v;
+                if constexpr (std::is_same_v<T, std::monostate>) meta[utf8_str(key)] = py::none();
+                else if constexpr (std::is_same_v<T, sarai::GgufString>) meta[utf8_str(key)] = py::bytes(v.bytes);
+                else meta[utf8_str(key)] = v;
             },
             value);
     }
@@ -74,7 +74,12 @@ void bind_model(py::module_ &m) {
             sarai::check_grammar(text, root, vocab);
         },
         py::arg("text"), py::arg("root") = "root", py::arg("model") = nullptr);
-    m.def("apply_chat_template", &sarai::apply_chat_template, py::arg("template"), py::arg("messages"),
+    m.def(
+        "apply_chat_template",
+        [](const std::string &tmpl, const std::vector<std::pair<std::string, std::string>> &messages, bool add) {
+            return utf8_str(sarai::apply_chat_template(tmpl, messages, add));
+        },
+        py::arg("template"), py::arg("messages"),
           py::arg("add_assistant") = true);
     m.def("builtin_chat_templates", &sarai::builtin_chat_templates);
     m.def("supports_mmap", &llama_supports_mmap);
@@ -95,7 +100,7 @@ void bind_model(py::module_ &m) {
         .def_property_readonly("n_layer", [](const Model &s) { return llama_model_n_layer(s.get()); })
         .def_property_readonly("n_params", [](const Model &s) { return llama_model_n_params(s.get()); })
         .def_property_readonly("size", [](const Model &s) { return llama_model_size(s.get()); })
-        .def_property_readonly("desc", &Model::desc)
+        .def_property_readonly("desc", [](const Model &s) { return utf8_str(s.desc()); })
         .def_property_readonly("has_encoder", [](const Model &s) { return llama_model_has_encoder(s.get()); })
         // Recurrent (Mamba, RWKV) and hybrid (attention + recurrent) models keep state that
         // cannot be cut at a token position; llama-cpp-python exposes these facts.
@@ -124,14 +129,18 @@ void bind_model(py::module_ &m) {
         .def("metadata",
              [](const Model &s) {
                  py::dict meta;
-                 // A GGUF's strings need not be UTF-8: undecodable bytes become U+FFFD, not an error.
-                 auto text = [](const std::string &b) {
-                     return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(b.data(), (Py_ssize_t)b.size(), "replace"));
-                 };
-                 for (const auto &[k, v] : s.metadata()) meta[text(k)] = text(v);
+                 // A GGUF's strings need not be UTF-8 (utf8_str escapes what is not).
+                 for (const auto &[k, v] : s.metadata()) meta[utf8_str(k)] = utf8_str(v);
                  return meta;
              })
-        .def("chat_template", &Model::chat_template, py::arg("name") = py::none());
+        .def(
+            "chat_template",
+            [](const Model &s, const std::optional<std::string> &name) -> py::object {
+                auto t = s.chat_template(name);
+                if (!t) return py::none();
+                return utf8_str(*t);
+            },
+            py::arg("name") = py::none());
 }
 
 }  // namespace sarai_bind

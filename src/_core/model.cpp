@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include <cctype>
+
 #include "errors.h"
 #include "gguf_check.h"
 #include "log.h"
@@ -58,6 +60,36 @@ std::string Model::piece(llama_token t, bool special) const {
     n = llama_token_to_piece(vocab_, t, big.data(), (int32_t)big.size(), 0, special);
     big.resize(n > 0 ? (size_t)n : 0);
     return big;
+}
+
+const std::array<llama_token, 256> &Model::byte_tokens() const {
+    std::call_once(byte_tokens_once_, [this] {
+        byte_tokens_.fill(-1);
+        for (llama_token t = 0; t < n_vocab_; ++t) {
+            if (!(llama_vocab_get_attr(vocab_, t) & LLAMA_TOKEN_ATTR_BYTE)) continue;
+            std::string p = piece(t, true);
+            if (p.size() == 1 && byte_tokens_[(unsigned char)p[0]] < 0) byte_tokens_[(unsigned char)p[0]] = t;
+        }
+    });
+    return byte_tokens_;
+}
+
+std::vector<llama_token> Model::text_tokens(const std::string &text) const {
+    std::vector<llama_token> toks = tokenize(text, false, true);
+    if (!toks.empty() && !text.empty() && !std::isspace((unsigned char)text[0])) {
+        std::string first = piece(toks[0], true);
+        if (!first.empty() && std::isspace((unsigned char)first[0])) toks.erase(toks.begin());
+    }
+    std::string joined;
+    for (llama_token t : toks) joined += piece(t, true);
+    if (joined == text) return toks;
+    const auto &bytes = byte_tokens();
+    std::vector<llama_token> out;
+    for (unsigned char c : text) {
+        if (bytes[c] < 0) return toks;
+        out.push_back(bytes[c]);
+    }
+    return out;
 }
 
 std::string Model::detokenize(const std::vector<llama_token> &tokens, bool special) const {

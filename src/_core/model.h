@@ -3,7 +3,9 @@
 // (InvalidArgument for bad input, std::runtime_error for llama.cpp failures).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -39,11 +41,23 @@ class Model {
     std::vector<llama_token> tokenize(const std::string &text, bool add_special, bool parse_special) const;
     std::string piece(llama_token t, bool special) const;
     std::string detokenize(const std::vector<llama_token> &tokens, bool special) const;
+    // Tokens whose pieces (specials as text), joined, are exactly `text`: what a grammar
+    // that reads this text as model output must be fed. The tokenizer's own split when
+    // it gives that (a space it puts before the first piece is dropped); else the
+    // vocabulary's byte tokens, one per byte, where it has them (SentencePiece byte
+    // fallback: the tokenizer's split there reads back as "\u2581" where `text` had a
+    // space); else the tokenizer's split, and the grammar judges it.
+    std::vector<llama_token> text_tokens(const std::string &text) const;
     std::vector<std::pair<std::string, std::string>> metadata() const;
     std::string desc() const;
     std::optional<std::string> chat_template(const std::optional<std::string> &name) const;
 
   private:
+    // Byte value -> its byte token (LLAMA_TOKEN_ATTR_BYTE), -1 where the vocabulary has none.
+    const std::array<llama_token, 256> &byte_tokens() const;
+
+    mutable std::once_flag byte_tokens_once_;
+    mutable std::array<llama_token, 256> byte_tokens_{};
     llama_model *model_ = nullptr;
     const llama_vocab *vocab_ = nullptr;
     int32_t n_vocab_ = 0;

@@ -29,14 +29,39 @@ PYBIND11_MODULE(_core, m) {
 
     sarai::install_log_sink();
 
-    // sarai::InvalidArgument derives from std::invalid_argument, which
-    // pybind11 already maps to ValueError; Cancelled needs its own type.
+    // The C++ exceptions become the Python types pybind11 would choose
+    // (InvalidArgument is a std::invalid_argument: ValueError), Cancelled its own
+    // type, and every message is made valid UTF-8 first: a message may quote a
+    // token's raw bytes, and pybind11's own translation would then raise
+    // UnicodeDecodeError instead. Python's own errors and pybind11's builtin
+    // exceptions pass through to pybind11's translator untouched.
     static py::exception<sarai::Cancelled> cancelled_exc(m, "Cancelled", PyExc_RuntimeError);
     py::register_exception_translator([](std::exception_ptr p) {
+        auto set = [](PyObject *type, const char *what) { PyErr_SetObject(type, sarai_bind::utf8_str(what).ptr()); };
         try {
             if (p) std::rethrow_exception(p);
+        } catch (const py::error_already_set &) {
+            throw;
+        } catch (const py::builtin_exception &) {
+            throw;
+        } catch (const std::bad_alloc &) {
+            throw;
         } catch (const sarai::Cancelled &e) {
-            py::set_error(cancelled_exc, e.what());
+            set(cancelled_exc.ptr(), e.what());
+        } catch (const std::out_of_range &e) {
+            set(PyExc_IndexError, e.what());
+        } catch (const std::overflow_error &e) {
+            set(PyExc_OverflowError, e.what());
+        } catch (const std::invalid_argument &e) {
+            set(PyExc_ValueError, e.what());
+        } catch (const std::domain_error &e) {
+            set(PyExc_ValueError, e.what());
+        } catch (const std::length_error &e) {
+            set(PyExc_ValueError, e.what());
+        } catch (const std::range_error &e) {
+            set(PyExc_ValueError, e.what());
+        } catch (const std::exception &e) {
+            set(PyExc_RuntimeError, e.what());
         }
     });
 

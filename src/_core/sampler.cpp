@@ -1,7 +1,6 @@
 #include "sampler.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <functional>
 
@@ -153,17 +152,8 @@ llama_sampler *make_grammar(const Model &model, const SamplerParams &p) {
     if (!g) throw InvalidArgument(with_reason("invalid grammar"));
     if (!p.grammar_lazy && !p.grammar_prefill.empty()) {
         try {
-            auto toks = model.tokenize(p.grammar_prefill, false, true);
-            for (size_t i = 0; i < toks.size(); ++i) {
-                // A tokenizer may put a space before the first special token
-                // that the text itself does not have: that space is not part
-                // of what the grammar expects.
-                std::string piece = model.piece(toks[i], true);
-                if (i == 0 && !piece.empty() && std::isspace((unsigned char)piece[0]) &&
-                    !std::isspace((unsigned char)p.grammar_prefill[0]))
-                    continue;
-                llama_sampler_accept(g, toks[i]);
-            }
+            // Tokens that read back as exactly the prefill text (Model::text_tokens).
+            for (llama_token t : model.text_tokens(p.grammar_prefill)) llama_sampler_accept(g, t);
         } catch (const std::exception &e) {
             llama_sampler_free(g);
             throw InvalidArgument(std::string("the grammar rejects the generation prompt: ") + e.what());

@@ -40,7 +40,7 @@ COVERED: dict[str, tuple[str, list[str]]] = {
     "llama_cpp.llama_cache": ("sarai_llama.llama_cache", [
         "BaseLlamaCache", "LlamaCache", "LlamaRAMCache", "LlamaDiskCache"]),
     "llama_cpp.llama_tokenizer": ("sarai_llama.llama_tokenizer", ["BaseLlamaTokenizer", "LlamaTokenizer"]),
-    "llama_cpp.llama_speculative": ("sarai_llama.speculative", ["LlamaDraftModel", "LlamaPromptLookupDecoding"]),
+    "llama_cpp.llama_speculative": ("sarai_llama.llama_speculative", ["LlamaDraftModel", "LlamaPromptLookupDecoding"]),
 }
 
 

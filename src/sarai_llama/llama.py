@@ -30,7 +30,7 @@ from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .loading import load_model
 from .logits import logits_to_logprobs, sample_after_eval
 from .sampling import SamplingParams, next_call_seed
-from .speculative import LlamaDraftModel, SpeculativeDecoder
+from .llama_speculative import LlamaDraftModel, SpeculativeDecoder
 from .stops import normalize_stops
 from .threads import get_optimal_threads
 
@@ -97,7 +97,7 @@ class Llama:
         job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         last_n_tokens_size: tokens the repetition penalties look back on (default 64).
         draft_model: speculative decoding for completions, e.g. ``LlamaPromptLookupDecoding()``
-            (default None): one more single-sequence context; see ``speculative.SpeculativeDecoder``.
+            (default None): one more single-sequence context; see ``llama_speculative.SpeculativeDecoder``.
         verbose: print llama.cpp's log (default True, as llama-cpp-python).
         trusted: skip the probe process that loads an untrusted file first, so that a
             file which would abort llama.cpp raises ``ModelLoadError`` instead (None =

@@ -54,6 +54,21 @@ def _number(name: str, value: Any, lo: float | None = None, hi: float | None = N
     return value
 
 
+def _bias(token: int, value: Any) -> float:
+    """A ``logit_bias`` value as llama-cpp-python takes it: any float added to the logit.
+
+    -100 or less (OpenAI's "ban"), and -inf, become -inf: the token is never chosen.
+    NaN and +inf are refused (+inf would leave every other token impossible and the
+    probabilities undefined). The HTTP API keeps OpenAI's [-100, 100] range itself.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"logit_bias[{token}] must be a number, not {value!r}")
+    value = float(value)
+    if math.isnan(value) or value == float("inf"):
+        raise ValueError(f"logit_bias[{token}] must be a finite number or -inf, not {value}")
+    return float("-inf") if value <= -100.0 else value
+
+
 def _integer(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
@@ -77,7 +92,7 @@ class SamplingParams:
     applies from the first match of a ``grammar_trigger_patterns`` regex or a
     ``grammar_trigger_tokens`` token on) and may first consume
     ``grammar_prefill``, prompt text it expects (:class:`RenderedChat` sets
-    these four). ``logit_bias`` maps token ids to additive biases (-100 bans a token).
+    these four). ``logit_bias`` maps token ids to additive biases: any float, -100 or less (or -inf) bans the token.
     ``mirostat_mode`` 1 or 2 replaces the filters by Mirostat v1/v2.
     """
 
@@ -127,9 +142,7 @@ class SamplingParams:
         bias = []
         for token, value in self.logit_bias:
             token = _integer("logit_bias key", int(token) if isinstance(token, str) and token.isdigit() else token, 0)
-            # -inf: a ban already normalised (replace() runs this again)
-            value = float("-inf") if value in (-100, float("-inf")) else _number(f"logit_bias[{token}]", value, -100.0, 100.0)
-            bias.append((token, value))
+            bias.append((token, _bias(token, value)))
         set_(self, "logit_bias", tuple(bias))
 
     @property

@@ -356,9 +356,11 @@ def sampling_from(body: _Generation, n_vocab: int) -> SamplingParams:
     if mirostat is not None:
         kw["mirostat_mode"] = mirostat
     if body.logit_bias:
-        for key in body.logit_bias:
+        for key, value in body.logit_bias.items():
             if key.isdigit() and int(key) >= n_vocab:
                 raise _bad(f"logit_bias token id {key} is out of range [0, {n_vocab})", "logit_bias")
+            if not -100.0 <= value <= 100.0:  # OpenAI's range; the Python API takes any float
+                raise _bad(f"logit_bias[{key}] must be in [-100, 100], not {value:g}", "logit_bias")
         kw["logit_bias"] = tuple(body.logit_bias.items())
     try:
         return SamplingParams(**kw)
