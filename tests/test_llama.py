@@ -85,6 +85,25 @@ def test_stop_string_cuts_output(tiny):
     assert streamed == cut["choices"][0]["text"]
 
 
+def test_logit_bias_takes_any_float_as_llama_cpp_python(tiny):
+    """-1e9 bans a token (a common llama-cpp-python idiom; it raised "must be in [-100, 100]")."""
+    eos = tiny.token_eos()
+
+    def push_eos(input_ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        scores[eos] += 50.0  # the model would end at once
+        return scores
+
+    pushed = LogitsProcessorList([push_eos])
+    assert tiny("the", max_tokens=8, temperature=0, logits_processor=pushed)["choices"][0]["finish_reason"] == "stop"
+    for ban in (-1e9, -100.0, float("-inf")):
+        out = tiny("the", max_tokens=8, temperature=0, logits_processor=pushed, logit_bias={eos: ban})
+        assert out["choices"][0]["finish_reason"] == "length", ban
+    assert tiny("the", max_tokens=1, temperature=0, logit_bias={eos: 1e4})["choices"][0]["finish_reason"] == "stop"
+    for bad in (float("nan"), float("inf"), "high"):
+        with pytest.raises(ValueError, match="logit_bias"):
+            tiny("the", max_tokens=1, logit_bias={eos: bad})
+
+
 def test_logit_bias_and_processor(tiny):
     target = tiny.tokenize(b"z", add_bos=False)[-1]
     out = tiny("the", max_tokens=3, temperature=0, logit_bias={target: 100.0})

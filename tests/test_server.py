@@ -259,6 +259,9 @@ def test_bad_requests_get_4xx_and_server_keeps_serving(server: Server) -> None:
         assert r.status_code == status, (body[:80], r.status_code, r.text)
         err = r.json()["error"]
         assert set(err) == {"message", "type", "param", "code"} and err["message"], r.text
+    # OpenAI's logit_bias range holds over HTTP (the Python API takes any float, as llama-cpp-python).
+    ban = httpx.post(url + "/v1/completions", json={"model": mid, "prompt": "x", "logit_bias": {"2": -1e9}}, timeout=30)
+    assert ban.status_code == 400 and ban.json()["error"]["param"] == "logit_bias", ban.text
     long = httpx.post(url + "/v1/completions", json={"model": mid, "prompt": "word " * 3000}, timeout=30)
     assert long.json()["error"]["code"] == "context_length_exceeded"
     for bad_stream in ({"grammar": "root ::= ("}, {"logit_bias": {"99999999": 1}}, {"top_k": "x"}):

@@ -29,6 +29,7 @@ def write_tiny_llama(
     chat_template: str | None = None,
     special_tokens: tuple[str, ...] = (),
     add_space_prefix: bool = True,
+    byte_only: bool = False,
 ) -> Path:
     """Write a random-weight llama GGUF with a byte-fallback SentencePiece vocabulary.
 
@@ -41,7 +42,9 @@ def write_tiny_llama(
     ``special_tokens`` (e.g. ``"<|im_start|>"``) are added as control tokens.
     ``add_space_prefix`` False stops SentencePiece from putting a space before
     text that follows a special token, as the BPE vocabularies of the families
-    whose templates tests use do not either.
+    whose templates tests use do not either. ``byte_only`` leaves the vocabulary at
+    ``<unk>``, ``<s>``, ``</s>`` and the 256 byte tokens (plus ``special_tokens``):
+    every piece of text is spelled in bytes.
     """
     import gguf
     import gguf.quants
@@ -54,6 +57,8 @@ def write_tiny_llama(
         types.append(gguf.TokenType.BYTE)
     words = ["\u2581", "\u2581the", "\u2581a", "\u2581is", "\u2581of", "\u2581and", "\u2581to", "\u2581in"]
     words += [f"\u2581{c}" for c in "bcdefghijklmnopqrstuvwxyz"] + list("abcdefghijklmnopqrstuvwxyz.,!?")
+    if byte_only:
+        words = []
     if n_vocab_words:
         words += [f"\u2581w{i}" for i in range(n_vocab_words)]
     if duplicate_token:

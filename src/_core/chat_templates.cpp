@@ -109,7 +109,7 @@ std::string ChatTemplates::source(const std::string &variant) const {
 std::string ChatTemplates::caps_json() const {
     common_json out = common_json::object();
     for (const auto &kv : common_chat_templates_get_caps(tmpls_)) out[kv.first] = kv.second;
-    return out.dump(-1, ' ', false, common_json::error_handler_t::replace);
+    return out.dump_safe();
 }
 
 ChatRender ChatTemplates::apply(const ChatInputs &in) const {
@@ -216,7 +216,7 @@ std::string ChatParser::update(const std::string &text, bool partial) {
         deltas.push_back(o);
     }
     *msg_ = std::move(next);
-    return deltas.dump(-1, ' ', false, common_json::error_handler_t::replace);
+    return deltas.dump_safe();
 }
 
 std::string ChatParser::message_json() const {
@@ -233,7 +233,7 @@ std::string ChatParser::message_json() const {
         calls.push_back(call);
     }
     out["tool_calls"] = calls;
-    return out.dump(-1, ' ', false, common_json::error_handler_t::replace);
+    return out.dump_safe();
 }
 
 bool ChatParser::has_tool_calls() const { return !msg_->tool_calls.empty(); }

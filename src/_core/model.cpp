@@ -62,16 +62,22 @@ std::string Model::piece(llama_token t, bool special) const {
     return big;
 }
 
-const std::array<llama_token, 256> &Model::byte_tokens() const {
-    std::call_once(byte_tokens_once_, [this] {
-        byte_tokens_.fill(-1);
+const Model::ByteTables &Model::byte_tables() const {
+    std::call_once(byte_tables_once_, [this] {
+        ByteTables &b = byte_tables_;
+        b.byte_token.fill(-1);
+        b.token_byte.assign((size_t)n_vocab_, -1);
         for (llama_token t = 0; t < n_vocab_; ++t) {
             if (!(llama_vocab_get_attr(vocab_, t) & LLAMA_TOKEN_ATTR_BYTE)) continue;
             std::string p = piece(t, true);
-            if (p.size() == 1 && byte_tokens_[(unsigned char)p[0]] < 0) byte_tokens_[(unsigned char)p[0]] = t;
+            if (p.size() != 1) continue;
+            const unsigned char c = (unsigned char)p[0];
+            b.token_byte[(size_t)t] = c;
+            if (b.byte_token[c] < 0) b.byte_token[c] = t;
+            b.any = true;
         }
     });
-    return byte_tokens_;
+    return byte_tables_;
 }
 
 std::vector<llama_token> Model::text_tokens(const std::string &text) const {
@@ -83,7 +89,7 @@ std::vector<llama_token> Model::text_tokens(const std::string &text) const {
     std::string joined;
     for (llama_token t : toks) joined += piece(t, true);
     if (joined == text) return toks;
-    const auto &bytes = byte_tokens();
+    const auto &bytes = byte_tables().byte_token;
     std::vector<llama_token> out;
     for (unsigned char c : text) {
         if (bytes[c] < 0) return toks;

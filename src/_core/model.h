@@ -52,12 +52,21 @@ class Model {
     std::string desc() const;
     std::optional<std::string> chat_template(const std::optional<std::string> &name) const;
 
-  private:
-    // Byte value -> its byte token (LLAMA_TOKEN_ATTR_BYTE), -1 where the vocabulary has none.
-    const std::array<llama_token, 256> &byte_tokens() const;
+    // The byte a byte token (LLAMA_TOKEN_ATTR_BYTE, SentencePiece byte fallback) stands
+    // for, -1 for every other token; has_byte_tokens() when the vocabulary has any.
+    int byte_of(llama_token t) const { return byte_tables().token_byte[(size_t)t]; }
+    bool has_byte_tokens() const { return byte_tables().any; }
 
-    mutable std::once_flag byte_tokens_once_;
-    mutable std::array<llama_token, 256> byte_tokens_{};
+  private:
+    struct ByteTables {
+        std::array<llama_token, 256> byte_token{};  // byte -> its token, -1 where none
+        std::vector<int16_t> token_byte;            // token -> its byte, -1 for other tokens
+        bool any = false;
+    };
+    const ByteTables &byte_tables() const;  // built on first use
+
+    mutable std::once_flag byte_tables_once_;
+    mutable ByteTables byte_tables_;
     llama_model *model_ = nullptr;
     const llama_vocab *vocab_ = nullptr;
     int32_t n_vocab_ = 0;

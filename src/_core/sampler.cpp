@@ -124,6 +124,78 @@ float token_logprobs(const float *raw, int32_t n_vocab, llama_token tok, int32_t
 
 namespace {
 
+// Keeps a byte-fallback vocabulary's output valid UTF-8. llama.cpp's grammars read
+// bytes as code points without checking them, so a model spelling text in byte
+// tokens can write a surrogate (ED A0 80), an overlong form or a stray continuation
+// byte inside a grammar's "any character": text that no JSON reader takes, or
+// that reads back as several U+FFFD where the grammar counted one character. Placed
+// before the grammar, this bans the byte tokens that cannot continue valid UTF-8,
+// and, in the middle of a character, every token but its continuation bytes.
+struct Utf8Guard {
+    const Model *model;
+    int need = 0;                    // continuation bytes still to come
+    unsigned char lo = 0x80, hi = 0xBF;  // the range the next one must be in
+
+    bool fits(unsigned char b) const {
+        if (need > 0) return b >= lo && b <= hi;
+        return b < 0x80 || (b >= 0xC2 && b <= 0xF4);
+    }
+    void take(unsigned char b) {
+        if (!fits(b)) {  // only text tokens get here (the guard banned such bytes): start afresh
+            need = 0;
+            return;
+        }
+        if (need > 0) {
+            --need;
+            lo = 0x80, hi = 0xBF;
+            return;
+        }
+        if (b < 0x80) return;
+        need = b < 0xE0 ? 1 : b < 0xF0 ? 2 : 3;
+        lo = b == 0xE0 ? 0xA0 : b == 0xF0 ? 0x90 : 0x80;
+        hi = b == 0xED ? 0x9F : b == 0xF4 ? 0x8F : 0xBF;
+    }
+
+    static const char *name(const llama_sampler *) { return "sarai-utf8-guard"; }
+    static void accept(llama_sampler *s, llama_token t) {
+        auto *g = (Utf8Guard *)s->ctx;
+        const int b = g->model->byte_of(t);
+        if (b >= 0) {
+            g->take((unsigned char)b);
+        } else {
+            for (unsigned char c : g->model->piece(t, true)) g->take(c);
+        }
+    }
+    static void apply(llama_sampler *s, llama_token_data_array *cur) {
+        const auto *g = (const Utf8Guard *)s->ctx;
+        for (size_t i = 0; i < cur->size; ++i) {
+            const int b = g->model->byte_of(cur->data[i].id);
+            if (b >= 0 ? !g->fits((unsigned char)b) : g->need > 0) cur->data[i].logit = -INFINITY;
+        }
+    }
+    static void reset(llama_sampler *s) { ((Utf8Guard *)s->ctx)->need = 0; }
+    static llama_sampler *clone(const llama_sampler *s);
+    static void free(llama_sampler *s) { delete (Utf8Guard *)s->ctx; }
+};
+
+llama_sampler_i *utf8_guard_iface() {
+    static llama_sampler_i iface = [] {
+        llama_sampler_i i{};  // no backend sampling: those entries stay null
+        i.name = Utf8Guard::name;
+        i.accept = Utf8Guard::accept;
+        i.apply = Utf8Guard::apply;
+        i.reset = Utf8Guard::reset;
+        i.clone = Utf8Guard::clone;
+        i.free = Utf8Guard::free;
+        return i;
+    }();
+    return &iface;
+}
+
+llama_sampler *Utf8Guard::clone(const llama_sampler *s) {
+    return llama_sampler_init(utf8_guard_iface(), new Utf8Guard(*(const Utf8Guard *)s->ctx));
+}
+
 // The grammar sampler of `p`: plain, or lazy with its triggers, then advanced
 // over the prefill text. llama.cpp reports a grammar that does not parse by
 // returning null (reason in its log) and a trigger regex or prefill the
@@ -182,7 +254,10 @@ Sampler::Sampler(const Model &model, const SamplerParams &p) {
             add(llama_sampler_init_penalties(model.n_vocab(), p.penalty_last_n, p.repeat_penalty, p.frequency_penalty,
                                              p.presence_penalty));
         }
-        if (!p.grammar.empty()) add(make_grammar(model, p));
+        if (!p.grammar.empty()) {
+            if (model.has_byte_tokens()) add(llama_sampler_init(utf8_guard_iface(), new Utf8Guard{&model}));
+            add(make_grammar(model, p));
+        }
     } catch (...) {
         // The destructor does not run for a throwing constructor: free the chain here.
         llama_sampler_free(chain_);
