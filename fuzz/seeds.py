@@ -95,6 +95,9 @@ def generate(out: Path) -> None:
             templates.append(own.decode("utf-8", errors="replace"))
     _write(out, "chat_template", [t.encode() + b"\x01\x02" for t in templates])
     _write(out, "json_schema", [json.dumps(s).encode() for s in SCHEMAS])
+    # Raw bytes first (the tokenizer's), then the choices fuzz_utf8 reads from the end.
+    _write(out, "utf8", [t + b"root ::= [\\x80-\\xff]+" + bytes([16, 8, c, 3, 1, m]) for t in texts
+                         for c in (0, 2, 3) for m in (0, 3)])
 
 
 if __name__ == "__main__":

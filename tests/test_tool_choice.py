@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from conftest import write_tiny_llama
-from sarai_llama import Llama, _core
+from sarai_llama import Llama, LlamaGrammar, _core
 from sarai_llama.chat_template import calls_only
 
 jsonschema = pytest.importorskip("jsonschema", reason="pip install sarai-llama[test]")
@@ -162,3 +162,22 @@ def test_template_and_metadata_bytes_come_out_escaped(tmp_path: Path) -> None:
     assert rendered.prompt.startswith("<\\xff\\xfe>")
     out = llm.create_chat_completion(ASK, max_tokens=4, temperature=0)
     assert out["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_lone_surrogates_are_value_errors_that_name_the_argument(tmp_path: Path) -> None:
+    """JSON's "\\ud800" makes a str no UTF-8 exists for: a ValueError saying which argument, not a
+    TypeError ("incompatible function arguments") from the binding or a UnicodeEncodeError."""
+    llm = family_model(tmp_path, "qwen2.5", "bytes")
+    calls = {
+        "text": lambda: llm.tokenize("a\ud800"),
+        "prompt": lambda: llm("a\ud800", max_tokens=1),
+        "messages": lambda: llm.create_chat_completion([{"role": "user", "content": "\udcff"}], max_tokens=1),
+        "tools": lambda: llm.create_chat_completion(ASK, tools=[{"type": "function", "function": {
+            "name": "f\ud800", "parameters": {"type": "object"}}}], max_tokens=1),
+        "grammar": lambda: LlamaGrammar.from_string('root ::= "\ud800"'),
+        "JSON schema": lambda: LlamaGrammar.from_json_schema('{"const": "\ud800"}'),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=f"{what} is not valid Unicode text") as raised:
+            call()
+        assert not isinstance(raised.value, UnicodeError), what

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
+from .errors import utf8
 
 __all__ = ["ChatOutput", "ChatTemplate", "RenderedChat", "json_schema_grammar", "response_format_schema",
            "response_grammar", "tool_choice_and_tools"]
@@ -27,9 +28,11 @@ __all__ = ["ChatOutput", "ChatTemplate", "RenderedChat", "json_schema_grammar", 
 
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+    utf8(text, what)
+    return text
 
 
 def json_schema_grammar(schema: Mapping[str, Any] | bool | str) -> str:
@@ -38,7 +41,11 @@ def json_schema_grammar(schema: Mapping[str, Any] | bool | str) -> str:
     llama.cpp's converter (``common/json-schema-to-grammar``); ``ValueError``
     names the problem when the schema is not valid JSON or cannot be expressed.
     """
-    text = schema if isinstance(schema, str) else _dumps(schema, "the JSON schema")
+    if isinstance(schema, str):
+        utf8(schema, "the JSON schema")
+        text = schema
+    else:
+        text = _dumps(schema, "the JSON schema")
     return _core.json_schema_to_grammar(text)
 
 
@@ -309,6 +316,8 @@ class ChatTemplate:
                  _model: Any = None) -> None:
         if not isinstance(source, str) or (_model is None and not source.strip()):
             raise ValueError("a chat template must be non-empty Jinja text")
+        for text, what in ((source, "the chat template"), (bos_token, "bos_token"), (eos_token, "eos_token")):
+            utf8(text, what)
         self._tmpl = _core.ChatTemplates(_model, source, bos_token, eos_token)
         self.why = why or "a Jinja template given as text"
 

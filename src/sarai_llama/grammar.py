@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from . import _core
+from .errors import utf8
 
 __all__ = ["LlamaGrammar"]
 
@@ -17,6 +18,7 @@ class LlamaGrammar:
     def __init__(self, grammar: str, root: str = "root") -> None:
         if not isinstance(grammar, str) or not grammar.strip():
             raise ValueError("grammar must be a non-empty GBNF string")
+        utf8(grammar, "grammar")
         _core.check_grammar(grammar, root)
         self.grammar = grammar
         self.root = root

@@ -23,7 +23,7 @@ from . import _core, chat, chat_completion, llama_cache, responses
 from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Engine, Handle, Request, run_all
-from .errors import ModelLoadError
+from .errors import ModelLoadError, utf8
 from .chat_template import response_grammar
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
@@ -282,7 +282,7 @@ class Llama:
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
         """Tokens of ``text`` (UTF-8 bytes); ``add_bos`` adds the model's BOS if it uses one."""
         if isinstance(text, str):
-            text = text.encode("utf-8")
+            text = utf8(text, "text")
         return list(self._vocab().tokenize(text, add_bos, special))
 
     def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
@@ -353,7 +353,7 @@ class Llama:
     # ------------------------------------------------------------- requests
     def _prompt_tokens(self, prompt: str | bytes | Sequence[int]) -> list[int]:
         if isinstance(prompt, (str, bytes)):
-            text = prompt.encode("utf-8") if isinstance(prompt, str) else prompt
+            text = utf8(prompt, "prompt") if isinstance(prompt, str) else prompt
             bos = self._vocab().add_bos
             tokens = self.tokenize(text, add_bos=bos, special=True) if text else ([self.token_bos()] if bos else [])
         else:
@@ -586,7 +586,7 @@ class Llama:
                    np: Any) -> tuple[list[list[float]], int]:
         vectors, total = [], 0
         for text in texts:
-            tokens = self.tokenize(text.encode("utf-8"), add_bos=self._vocab().add_bos, special=True)
+            tokens = self.tokenize(utf8(text, "input"), add_bos=self._vocab().add_bos, special=True)
             if len(tokens) > limit:
                 if not truncate:
                     raise ValueError(f"input of {len(tokens)} tokens exceeds the {limit}-token embedding window")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
+from .errors import utf8
 
 __all__ = ["IGNORED_KNOBS", "SamplingParams", "next_call_seed"]
 
@@ -135,6 +136,8 @@ class SamplingParams:
                 raise ValueError("grammar must be a non-empty GBNF string")
             if not isinstance(self.grammar_root, str):
                 raise ValueError(f"grammar_root must be a rule name, not {self.grammar_root!r}")
+            utf8(self.grammar, "grammar")
+            utf8(self.grammar_root, "grammar_root")
             _core.check_grammar(self.grammar, self.grammar_root)  # llama.cpp's parser, its message
         set_(self, "mirostat_mode", _integer("mirostat_mode", self.mirostat_mode, 0, 2))
         set_(self, "mirostat_tau", _number("mirostat_tau", self.mirostat_tau, 0.0))
