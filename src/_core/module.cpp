@@ -10,6 +10,8 @@
 
 #include <pybind11/pybind11.h>
 
+#include <stdexcept>
+
 #include "bind.h"
 #include "errors.h"
 #include "log.h"
@@ -52,11 +54,7 @@ PYBIND11_MODULE(_core, m) {
             set(PyExc_IndexError, e.what());
         } catch (const std::overflow_error &e) {
             set(PyExc_OverflowError, e.what());
-        } catch (const std::invalid_argument &e) {
-            set(PyExc_ValueError, e.what());
-        } catch (const std::domain_error &e) {
-            set(PyExc_ValueError, e.what());
-        } catch (const std::length_error &e) {
+        } catch (const std::logic_error &e) {  // invalid_argument, domain_error, length_error
             set(PyExc_ValueError, e.what());
         } catch (const std::range_error &e) {
             set(PyExc_ValueError, e.what());
