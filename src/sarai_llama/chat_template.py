@@ -46,7 +46,10 @@ def json_schema_grammar(schema: Mapping[str, Any] | bool | str) -> str:
         text = schema
     else:
         text = _dumps(schema, "the JSON schema", "response_format")
-    return _core.json_schema_to_grammar(text)
+    try:
+        return _core.json_schema_to_grammar(text)
+    except ValueError as exc:
+        raise ParameterError(str(exc), "response_format") from None
 
 
 def response_format_schema(response_format: Mapping[str, Any] | None,
