@@ -71,7 +71,7 @@ def router(state: ServerState) -> APIRouter:
         if n_probs is not None and not 0 <= n_probs <= 20:
             raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
         prepared = prepare(state, body, tokens, max_new, n_probs, echo_text if body.echo else "", grammar=grammar)
-        return await respond(body, prepared_runs(body, prepared, http, responses.completion_id()), http)
+        return await respond(body, prepared, http, responses.completion_id())
 
     async def chat(body: ChatBody, http: HTTPRequest) -> Response:
         state.require_ready()
@@ -105,12 +105,11 @@ def router(state: ServerState) -> APIRouter:
             if not 0 <= n_probs <= 20:
                 raise bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
         prepared = prepare(state, body, tokens, max_new, n_probs, "", rendered=rendered)
-        return await respond(body, prepared_runs(body, prepared, http, responses.chat_id()), http)
+        return await respond(body, prepared, http, responses.chat_id())
 
-    def prepared_runs(body: Generation, prepared: Prepared, http: HTTPRequest, cid: str) -> Choices:
-        return Choices(start(state, prepared, body.n or 1, http, cid, bool(body.stream)), cid, model_id)
-
-    async def respond(body: Generation, choices: Choices, http: HTTPRequest) -> Response:
+    async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, cid: str) -> Response:
+        """Run the body's ``n`` choices of ``prepared``: one JSON answer, or one SSE stream."""
+        choices = Choices(start(state, prepared, body.n or 1, http, cid, bool(body.stream)), cid, model_id)
         if body.stream:
             await choices.submitted()
             return EventStream(write(choices.sources(), choices.last), choices.close)
@@ -182,7 +181,8 @@ class Choices:
     async def _chunks(self, run: Run, index: int) -> AsyncIterator[dict[str, Any] | None]:
         """One choice's chunks (None: a ping is due); errors raise APIError."""
         output = run.prepared.output()
-        chat = chat_completion.ChatChunks(output, self.cid, self.created, self.model_id, index) if output else None
+        chat = None if output is None else chat_completion.ChatChunks(output, self.cid, self.created, self.model_id,
+                                                                      index)
         if chat is not None:
             yield chat.first()
         elif run.prepared.echo_text:
