@@ -648,6 +648,11 @@ def test_routes_through_the_asgi_app_without_uvicorn(tiny: Path) -> None:
             with pytest.raises(openai.BadRequestError) as err:
                 await c.completions.create(model=tiny.name, prompt="def f(", suffix="return x", max_tokens=4)
             assert err.value.param == "suffix" and "suffix" in err.value.message
+            # a lone surrogate (valid JSON, no UTF-8) is a 400 naming the field, not a 500
+            for path, body, param in (("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 1}', "prompt"),
+                                      ("/tokenize", b'{"content": "\\udfff"}', "content")):
+                r = await http.post(path, content=body, headers={"authorization": "Bearer k"})
+                assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
     try:
         asyncio.run(talk())

@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .lifecycle import ServerState
 from .openai_schemas import Body
-from .requests import check_tokens
+from .requests import check_tokens, utf8_text
 
 __all__ = ["DetokenizeBody", "TokenizeBody", "router"]
 
@@ -43,8 +43,8 @@ def router(state: ServerState) -> APIRouter:
     async def tokenize(body: TokenizeBody) -> JSONResponse:
         state.require_ready()
         model = state.model
-        tokens = await run_in_threadpool(lambda: list(model.tokenize(body.content.encode("utf-8"), body.add_special,
-                                                                     body.parse_special)))
+        text = utf8_text(body.content, "content")
+        tokens = await run_in_threadpool(lambda: list(model.tokenize(text, body.add_special, body.parse_special)))
         if body.with_pieces:
             out = [{"id": t, "piece": model.token_to_piece(t, True).decode("utf-8", errors="replace")}
                    for t in tokens]

@@ -58,7 +58,7 @@ def router(state: ServerState) -> APIRouter:
                 raise bad("one prompt per request is supported (got a list of several)", "prompt")
             prompt = prompt[0]  # type: ignore[assignment]
         if isinstance(prompt, str):
-            tokens = await run_in_threadpool(tokenize_prompt, state, prompt)
+            tokens = await run_in_threadpool(tokenize_prompt, state, prompt, "prompt")
             echo_text = prompt
         else:
             tokens = [int(t) for t in prompt]  # type: ignore[union-attr]
@@ -93,7 +93,7 @@ def router(state: ServerState) -> APIRouter:
                     chat_template_kwargs=body.chat_template_kwargs)
             except ValueError as exc:  # the template's own errors are about the messages
                 raise invalid(exc, "messages") from None
-            return rendered, tokenize_prompt(state, rendered.prompt)
+            return rendered, tokenize_prompt(state, rendered.prompt, "messages")
 
         rendered, tokens = await run_in_threadpool(render_and_tokenize)
         check_tokens(state, tokens, "messages")

@@ -14,13 +14,14 @@ from typing import Any
 from .. import chat_completion
 from ..chat_template import ChatOutput, RenderedChat, response_grammar
 from ..engine import Request
+from ..errors import utf8
 from ..sampling import SamplingParams
 from .errors import bad, invalid
 from .lifecycle import ServerState
 from .openai_schemas import Generation
 
 __all__ = ["Prepared", "check_n", "check_tokens", "json_grammar", "max_tokens", "prepare", "sampling_from", "stops",
-           "tokenize_prompt"]
+           "tokenize_prompt", "utf8_text"]
 
 
 @dataclass
@@ -38,11 +39,19 @@ class Prepared:
         return self.rendered.output() if self.rendered is not None else None
 
 
-def tokenize_prompt(state: ServerState, text: str) -> list[int]:
+def utf8_text(text: str, param: str) -> bytes:
+    """``text`` as UTF-8; a 400 naming ``param`` for text that has none (a lone surrogate)."""
+    try:
+        return utf8(text, param)
+    except ValueError as exc:
+        raise invalid(exc, param) from None
+
+
+def tokenize_prompt(state: ServerState, text: str, param: str) -> list[int]:
     """``text`` as the model's tokens (BOS first where the model wants it); an empty text is BOS alone."""
     model = state.model
     if text:
-        return list(model.tokenize(text.encode("utf-8"), bool(model.add_bos), True))
+        return list(model.tokenize(utf8_text(text, param), bool(model.add_bos), True))
     return [int(model.token_bos)] if model.add_bos else []
 
 
