@@ -85,9 +85,7 @@ def answer(output: ChatOutput, got: Collected, cid: str, created: int, model: st
 def collect(pieces: Iterable[Piece], output: ChatOutput, cid: str, created: int, model: str,
             with_logprobs: bool, n_prompt: int) -> dict[str, Any]:
     """One ``chat.completion`` from a request's pieces."""
-    got = Collected(with_logprobs)
-    for piece in pieces:
-        got.add(piece)
+    got = Collected.of(pieces, with_logprobs)
     return answer(output, got, cid, created, model, got.usage or responses.usage(n_prompt, 0))
 
 

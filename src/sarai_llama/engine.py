@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,14 @@ class Collected:
         self.finish_reason: str | None = None
         self.usage: responses.Usage | None = None
         self.logprobs = responses.empty_logprobs() if with_logprobs else None
+
+    @classmethod
+    def of(cls, pieces: Iterable[Piece], with_logprobs: bool) -> Collected:
+        """All of ``pieces`` gathered (the inline driver's answer)."""
+        got = cls(with_logprobs)
+        for piece in pieces:
+            got.add(piece)
+        return got
 
     def add(self, piece: Piece) -> None:
         self.parts.append(piece.text)

@@ -468,9 +468,7 @@ class Llama:
     def _collect(pieces: Iterable[Any], head: str, cid: str, created: int, name: str, with_logprobs: bool,
                  n_prompt: int) -> dict[str, Any]:
         """One non-streamed ``text_completion`` from a request's pieces."""
-        got = Collected(with_logprobs)
-        for piece in pieces:
-            got.add(piece)
+        got = Collected.of(pieces, with_logprobs)
         return responses.completion(cid, created, name, head + got.text, got.finish_reason, got.logprobs,  # type: ignore[arg-type]
                                     got.usage or responses.usage(n_prompt, 0))
 
