@@ -15,7 +15,7 @@ import _common
 import atheris
 
 with atheris.instrument_imports(include=["sarai_llama"]):  # our code only: fast start
-    from sarai_llama.server.app import Gate, create_app
+    from sarai_llama.server.app import create_app
     from sarai_llama.server.settings import Settings
 
 from starlette.testclient import TestClient
@@ -30,7 +30,7 @@ FIELDS = ["prompt", "messages", "content", "tokens", "input", "max_tokens", "n_p
 settings = Settings.create(str(_common.tiny_model()), ctx_size=256, parallel=2, threads=1, max_tokens_limit=8,
                            log_level="error")
 app, state = create_app(settings)
-CLIENT = TestClient(Gate(app, state))
+CLIENT = TestClient(app)
 CLIENT.__enter__()  # lifespan: the model loads in a thread
 for _ in range(600):
     if CLIENT.get("/health").status_code == 200:

@@ -356,7 +356,8 @@ def test_gemma_chat_completion(gemma):
     assert msg["role"] == "assistant" and msg["content"].strip()
     assert gemma.chat_template()[0] == "gemma"  # the PyPI file has no template: the arch's format
     chunks = list(gemma.create_chat_completion([{"role": "user", "content": "Hi"}], max_tokens=4, stream=True))
-    assert chunks[0]["object"] == "chat.completion.chunk" and chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[0]["object"] == "chat.completion.chunk"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}  # as OpenAI's first chunk
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 

@@ -614,3 +614,48 @@ def test_json_response_formats_and_their_errors(tool_server: Server) -> None:
     with pytest.raises(openai.BadRequestError):
         c.chat.completions.create(model=mid, messages=ASK, tools=[{"type": "function", "function": {"name": "f"}}],
                                   tool_choice={"type": "function", "function": {"name": "g"}}, max_tokens=4)
+
+
+# ------------------------------------------------------------------------------ the app without a server
+def test_routes_through_the_asgi_app_without_uvicorn(tiny: Path) -> None:
+    """``create_app`` builds the whole app (gate included); the official client reaches it through
+    httpx's ASGI transport: no uvicorn, no socket. Errors carry their ``param`` as data."""
+    import asyncio
+
+    from sarai_llama.server.app import create_app
+    from sarai_llama.server.settings import Settings
+
+    app, state = create_app(Settings.create(str(tiny), ctx_size=512, parallel=2, threads=1, api_key=["k"]))
+    state.load()  # what the lifespan does in a thread; the transport runs no lifespan
+    assert state.phase == "ready", state.failure
+
+    async def talk() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://asgi") as http:
+            assert (await http.get("/v1/models")).status_code == 401  # the gate is in front
+            c = openai.AsyncOpenAI(base_url="http://asgi/v1", api_key="k", http_client=http, max_retries=0)
+            msgs = [{"role": "user", "content": "hi"}]
+            out = await c.chat.completions.create(model=tiny.name, messages=msgs, max_tokens=4, **greedy())
+            assert out.choices[0].finish_reason == "length" and out.usage.completion_tokens == 4
+            chunks = [ch async for ch in await c.chat.completions.create(model=tiny.name, messages=msgs, max_tokens=4,
+                                                                         stream=True, **greedy())]
+            assert chunks[0].choices[0].delta.role == "assistant" and chunks[0].choices[0].delta.content == ""
+            assert "".join(ch.choices[0].delta.content or "" for ch in chunks) == out.choices[0].message.content
+            for kw, param in ((dict(temperature=-1), "temperature"), (dict(tool_choice="sometimes"), "tool_choice"),
+                              (dict(response_format={"type": "yaml"}), "response_format")):
+                with pytest.raises(openai.BadRequestError) as err:
+                    await c.chat.completions.create(model=tiny.name, messages=msgs, max_tokens=4, **kw)
+                assert err.value.param == param, err.value.body
+            # fill-in-the-middle is not implemented: a suffix is refused, never silently dropped
+            with pytest.raises(openai.BadRequestError) as err:
+                await c.completions.create(model=tiny.name, prompt="def f(", suffix="return x", max_tokens=4)
+            assert err.value.param == "suffix" and "suffix" in err.value.message
+            # a lone surrogate (valid JSON, no UTF-8) is a 400 naming the field, not a 500
+            for path, body, param in (("/v1/completions", b'{"prompt": "a\\ud800b", "max_tokens": 1}', "prompt"),
+                                      ("/tokenize", b'{"content": "\\udfff"}', "content")):
+                r = await http.post(path, content=body, headers={"authorization": "Bearer k"})
+                assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+    try:
+        asyncio.run(talk())
+    finally:
+        state.close()

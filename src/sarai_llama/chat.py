@@ -19,6 +19,7 @@ from typing import Any, Union
 
 from . import _core
 from .chat_template import ChatTemplate, RenderedChat, json_schema_grammar, response_format_schema, tool_choice_and_tools
+from .errors import ParameterError
 
 logger = logging.getLogger("sarai_llama")
 
@@ -70,9 +71,10 @@ class BuiltinChat:
                chat_template_kwargs: Mapping[str, Any] | None = None) -> RenderedChat:
         tools, choice = tool_choice_and_tools(tools, tool_choice)
         if tools and choice != "none":
-            raise ValueError(
+            raise ParameterError(
                 f"tools need a Jinja chat template, and this model uses llama.cpp's built-in {self.name!r} format "
-                f"({self.why}); pass chat_format= a Jinja template file or text for the model's family")
+                f"({self.why}); pass chat_format= a Jinja template file or text for the model's family",
+                "tools")
         schema = response_format_schema(response_format, json_schema)
         prompt = render(self.name, messages, add_generation_prompt)
         return RenderedChat(prompt=prompt, grammar=json_schema_grammar(schema) if schema is not None else None,
@@ -144,9 +146,9 @@ def message_text(content: Any) -> str:
             elif isinstance(part, str):
                 parts.append(part)
             else:
-                raise ValueError("only text message parts are supported")
+                raise ParameterError("only text message parts are supported", "messages")
         return "".join(parts)
-    raise ValueError(f"unsupported message content: {type(content).__name__}")
+    raise ParameterError(f"unsupported message content: {type(content).__name__}", "messages")
 
 
 def render(template: str, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True) -> str:
@@ -154,8 +156,8 @@ def render(template: str, messages: Iterable[Mapping[str, Any]], add_generation_
     pairs = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, Mapping) or "role" not in msg:
-            raise ValueError(f"message {i} must be a mapping with a 'role'")
+            raise ParameterError(f"message {i} must be a mapping with a 'role'", "messages")
         pairs.append((str(msg["role"]), message_text(msg.get("content"))))
     if not pairs:
-        raise ValueError("messages is empty")
+        raise ParameterError("messages is empty", "messages")
     return _core.apply_chat_template(template, pairs, add_generation_prompt)

@@ -18,9 +18,10 @@ from typing import Any
 from . import responses
 from .chat import ChatFormat
 from .chat_template import ChatOutput, RenderedChat, response_format_schema
-from .engine import Piece, Request
+from .engine import Collected, Piece, Request
+from .errors import ParameterError
 
-__all__ = ["apply", "chunks", "collect", "legacy_functions", "render"]
+__all__ = ["ChatChunks", "answer", "apply", "chunks", "collect", "finish_reason", "legacy_functions", "render"]
 
 
 def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_call: Any,
@@ -29,7 +30,7 @@ def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_cal
     if not functions:
         return tools, tool_choice
     if tools:
-        raise ValueError("pass tools or the deprecated functions, not both")
+        raise ParameterError("pass tools or the deprecated functions, not both", "functions")
     tools = [{"type": "function", "function": dict(f)} for f in functions]
     if isinstance(function_call, Mapping):
         tool_choice = {"type": "function", "function": {"name": function_call.get("name")}}
@@ -49,9 +50,10 @@ def render(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], *, tools: Any
     """
     if grammar is not None:
         if response_format_schema(response_format, json_schema) is not None:
-            raise ValueError("pass grammar or a JSON response_format, not both")
+            raise ParameterError("pass grammar or a JSON response_format, not both", "response_format")
         if tools and tool_choice != "none":
-            raise ValueError("a grammar cannot be combined with tools (pass tool_choice='none' or drop the grammar)")
+            raise ParameterError("a grammar cannot be combined with tools (pass tool_choice='none' or drop the grammar)",
+                                 "tools")
     return fmt.render(messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                       response_format=response_format, json_schema=json_schema,
                       chat_template_kwargs=chat_template_kwargs)
@@ -72,38 +74,61 @@ def finish_reason(output: ChatOutput, finish: str | None) -> str | None:
     return "tool_calls" if finish == "stop" and output.has_tool_calls else finish
 
 
+def answer(output: ChatOutput, got: Collected, cid: str, created: int, model: str,
+           use: responses.Usage) -> dict[str, Any]:
+    """One ``chat.completion`` from a gathered answer (``use``: the usage to report)."""
+    output.update(got.text, partial=False)
+    return responses.chat_completion(cid, created, model, output.message(),
+                                     finish_reason(output, got.finish_reason), got.logprobs, use)  # type: ignore[arg-type]
+
+
 def collect(pieces: Iterable[Piece], output: ChatOutput, cid: str, created: int, model: str,
             with_logprobs: bool, n_prompt: int) -> dict[str, Any]:
     """One ``chat.completion`` from a request's pieces."""
-    text, finish, use = [], None, None
-    lp = responses.empty_logprobs() if with_logprobs else None
-    for piece in pieces:
-        text.append(piece.text)
-        finish, use = piece.finish_reason, piece.usage
-        if lp is not None and piece.logprobs:
-            responses.merge_logprobs(lp, piece.logprobs)
-    output.update("".join(text), partial=False)
-    return responses.chat_completion(cid, created, model, output.message(), finish_reason(output, finish),  # type: ignore[arg-type]
-                                     lp, use or responses.usage(n_prompt, 0))
+    got = Collected.of(pieces, with_logprobs)
+    return answer(output, got, cid, created, model, got.usage or responses.usage(n_prompt, 0))
 
 
-def deltas(output: ChatOutput, text: str, finish: str | None) -> list[dict[str, Any]]:
-    """The deltas for ``text`` (everything generated so far); the final parse once ``finish`` is set."""
-    return output.update(text, partial=finish is None)
+class ChatChunks:
+    """One choice's ``chat.completion.chunk`` dicts, piece by piece.
+
+    :meth:`first` is OpenAI's opening chunk (the role, with empty content);
+    :meth:`feed` turns each piece into content and tool-call deltas (the last
+    delta carries the piece's logprobs) and, on the last piece, the chunk with
+    the finish reason. ``Llama.create_chat_completion`` iterates pieces, the
+    server awaits them; both feed them here.
+    """
+
+    def __init__(self, output: ChatOutput, cid: str, created: int, model: str, index: int = 0) -> None:
+        self.output, self.cid, self.created, self.model, self.index = output, cid, created, model, index
+        self.text = ""  # everything generated so far: the parser reads it whole
+        self.finish_reason: str | None = None
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
+        chunk = responses.chat_chunk(self.cid, self.created, self.model, delta, finish, logprobs)  # type: ignore[arg-type]
+        chunk["choices"][0]["index"] = self.index
+        return chunk
+
+    def first(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant", "content": ""}, None)
+
+    def feed(self, piece: Piece) -> list[dict[str, Any]]:
+        self.text += piece.text
+        found = self.output.update(self.text, partial=piece.finish_reason is None)
+        out = [self._chunk(delta, None, piece.logprobs if i == len(found) - 1 else None)
+               for i, delta in enumerate(found)]
+        if not found and piece.logprobs:
+            out.append(self._chunk({}, None, piece.logprobs))
+        if piece.finish_reason is not None:
+            self.finish_reason = finish_reason(self.output, piece.finish_reason)
+            out.append(self._chunk({}, self.finish_reason))
+        return out
 
 
 def chunks(pieces: Iterator[Piece], output: ChatOutput, cid: str, created: int,
            model: str) -> Iterator[dict[str, Any]]:
     """``chat.completion.chunk`` dicts: the role first, then content and tool-call deltas."""
-    yield responses.chat_chunk(cid, created, model, {"role": "assistant"}, None)
-    text = ""
-    for p in pieces:
-        text += p.text
-        found = deltas(output, text, p.finish_reason)
-        for i, delta in enumerate(found):
-            last = i == len(found) - 1
-            yield responses.chat_chunk(cid, created, model, delta, None, p.logprobs if last else None)
-        if not found and p.logprobs:
-            yield responses.chat_chunk(cid, created, model, {}, None, p.logprobs)
-        if p.finish_reason is not None:
-            yield responses.chat_chunk(cid, created, model, {}, finish_reason(output, p.finish_reason))  # type: ignore[arg-type]
+    stream = ChatChunks(output, cid, created, model)
+    yield stream.first()
+    for piece in pieces:
+        yield from stream.feed(piece)

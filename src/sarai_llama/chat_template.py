@@ -20,17 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
-from .errors import utf8
+from .errors import ParameterError, utf8
 
 __all__ = ["ChatOutput", "ChatTemplate", "RenderedChat", "json_schema_grammar", "response_format_schema",
            "response_grammar", "tool_choice_and_tools"]
 
 
-def _dumps(value: Any, what: str) -> str:
+def _dumps(value: Any, what: str, param: str) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be JSON-serialisable: {exc}") from None
+        raise ParameterError(f"{what} must be JSON-serialisable: {exc}", param) from None
     utf8(text, what)
     return text
 
@@ -45,8 +45,11 @@ def json_schema_grammar(schema: Mapping[str, Any] | bool | str) -> str:
         utf8(schema, "the JSON schema")
         text = schema
     else:
-        text = _dumps(schema, "the JSON schema")
-    return _core.json_schema_to_grammar(text)
+        text = _dumps(schema, "the JSON schema", "response_format")
+    try:
+        return _core.json_schema_to_grammar(text)
+    except ValueError as exc:
+        raise ParameterError(str(exc), "response_format") from None
 
 
 def response_format_schema(response_format: Mapping[str, Any] | None,
@@ -61,7 +64,8 @@ def response_format_schema(response_format: Mapping[str, Any] | None,
     schema: Any = json_schema
     if response_format is not None:
         if not isinstance(response_format, Mapping):
-            raise ValueError("response_format must be an object such as {\"type\": \"json_object\"}")
+            raise ParameterError("response_format must be an object such as {\"type\": \"json_object\"}",
+                                 "response_format")
         kind = response_format.get("type", "text")
         if kind == "json_object":
             schema = response_format.get("schema", schema)
@@ -70,16 +74,18 @@ def response_format_schema(response_format: Mapping[str, Any] | None,
         elif kind == "json_schema":
             wrapper = response_format.get("json_schema")
             if not isinstance(wrapper, Mapping) or "schema" not in wrapper:
-                raise ValueError("response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}")
+                raise ParameterError("response_format json_schema needs {\"json_schema\": {\"name\": ..., "
+                                     "\"schema\": {...}}}", "response_format")
             schema = wrapper["schema"]
         elif kind != "text":
-            raise ValueError(f"response_format type must be 'text', 'json_object' or 'json_schema', not {kind!r}")
+            raise ParameterError(f"response_format type must be 'text', 'json_object' or 'json_schema', not {kind!r}",
+                                 "response_format")
     if schema is None:
         return None
     if isinstance(schema, bool):
         schema = {} if schema else {"not": {}}
     if not isinstance(schema, Mapping):
-        raise ValueError("a JSON schema must be an object")
+        raise ParameterError("a JSON schema must be an object", "response_format")
     schema = dict(schema)
     return schema or {"type": "object"}  # an empty schema means any object, as llama-server reads it
 
@@ -95,7 +101,7 @@ def response_grammar(response_format: Mapping[str, Any] | None, json_schema: Map
     if schema is None:
         return None
     if grammar:
-        raise ValueError("pass grammar or a JSON response_format, not both")
+        raise ParameterError("pass grammar or a JSON response_format, not both", "response_format")
     return json_schema_grammar(schema)
 
 
@@ -112,18 +118,19 @@ def tool_choice_and_tools(tools: Sequence[Mapping[str, Any]] | None, tool_choice
         return tools, "auto" if tools else "none"
     if isinstance(tool_choice, str):
         if tool_choice not in ("auto", "none", "required"):
-            raise ValueError(f"tool_choice must be 'auto', 'none', 'required' or a named function, not {tool_choice!r}")
+            raise ParameterError(f"tool_choice must be 'auto', 'none', 'required' or a named function, "
+                                 f"not {tool_choice!r}", "tool_choice")
         if tool_choice == "required" and not tools:
-            raise ValueError("tool_choice 'required' needs tools")
+            raise ParameterError("tool_choice 'required' needs tools", "tool_choice")
         return tools, tool_choice
     if isinstance(tool_choice, Mapping) and tool_choice.get("type") == "function":
         name = (tool_choice.get("function") or {}).get("name")
         chosen = [t for t in tools if isinstance(t, Mapping) and (t.get("function") or {}).get("name") == name]
         if not chosen:
-            raise ValueError(f"tool_choice names function {name!r}, which is not in tools")
+            raise ParameterError(f"tool_choice names function {name!r}, which is not in tools", "tool_choice")
         return chosen, "required"
-    raise ValueError("tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": "
-                     "{\"name\": ...}}")
+    raise ParameterError("tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": "
+                         "{\"name\": ...}}", "tool_choice")
 
 
 #: The free-text rule llama.cpp's grammars put before (and after) a family's tool calls.
@@ -344,20 +351,21 @@ class ChatTemplate:
         ``tool_call_id``; assistant ``tool_calls``) with ``tools`` described the
         family's way. ``ValueError`` for malformed messages or a template error."""
         if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
-            raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+            raise ParameterError("messages must be a non-empty list of {'role': ..., 'content': ...}", "messages")
         tools, choice = tool_choice_and_tools(tools, tool_choice)
         inputs = _core.ChatInputs()
-        inputs.messages_json = _dumps(list(messages), "messages")
+        inputs.messages_json = _dumps(list(messages), "messages", "messages")
         if tools:
-            inputs.tools_json = _dumps(tools, "tools")
+            inputs.tools_json = _dumps(tools, "tools", "tools")
         inputs.tool_choice = choice if tools else "auto"
         inputs.parallel_tool_calls = bool(parallel_tool_calls)
         schema = response_format_schema(response_format, json_schema)
         if schema is not None:
-            inputs.json_schema = _dumps(schema, "the JSON schema")
+            inputs.json_schema = _dumps(schema, "the JSON schema", "response_format")
         inputs.add_generation_prompt = bool(add_generation_prompt)
         if chat_template_kwargs:
-            inputs.template_kwargs_json = _dumps(dict(chat_template_kwargs), "chat_template_kwargs")
+            inputs.template_kwargs_json = _dumps(dict(chat_template_kwargs), "chat_template_kwargs",
+                                                 "chat_template_kwargs")
         r = self._tmpl.apply(inputs)
         grammar = r.grammar or None
         if grammar and tools and choice == "required" and not r.grammar_lazy:

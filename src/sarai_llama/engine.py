@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from .context_config import ContextConfig
 from .sampling import SamplingParams
 from .stops import StopMatcher
 
-__all__ = ["Engine", "EngineError", "Handle", "Piece", "Request"]
+__all__ = ["Collected", "Engine", "EngineError", "Handle", "Piece", "Request"]
 
 TOKEN, DONE, ERROR, NEED_TOKEN = 0, 1, 2, 3
 
@@ -81,6 +81,38 @@ class Piece:
     finish_reason: str | None
     usage: responses.Usage
     n_reused: int = 0
+
+
+class Collected:
+    """A request's pieces gathered into one answer: text, finish reason, usage, logprobs.
+
+    ``with_logprobs``: the request asked for logprobs (``logprobs`` is then a
+    record, empty if no token came). Both drivers gather non-streamed answers so.
+    """
+
+    def __init__(self, with_logprobs: bool) -> None:
+        self.parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.usage: responses.Usage | None = None
+        self.logprobs = responses.empty_logprobs() if with_logprobs else None
+
+    @classmethod
+    def of(cls, pieces: Iterable[Piece], with_logprobs: bool) -> Collected:
+        """All of ``pieces`` gathered (the inline driver's answer)."""
+        got = cls(with_logprobs)
+        for piece in pieces:
+            got.add(piece)
+        return got
+
+    def add(self, piece: Piece) -> None:
+        self.parts.append(piece.text)
+        self.finish_reason, self.usage = piece.finish_reason, piece.usage
+        if self.logprobs is not None and piece.logprobs:
+            responses.merge_logprobs(self.logprobs, piece.logprobs)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 class Handle:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["ModelLoadError", "utf8"]
+__all__ = ["ModelLoadError", "ParameterError", "utf8"]
 
 
 class ModelLoadError(ValueError):
     """The model file exists but cannot be loaded (corrupt, unsupported, hostile)."""
+
+
+class ParameterError(ValueError):
+    """A bad value of one named request parameter; ``param`` names it (the server's error ``param``)."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 def utf8(text: str, what: str) -> bytes:

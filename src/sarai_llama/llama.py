@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import _core, chat, chat_completion, llama_cache, responses
 from ._numpy import numpy as _numpy
 from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
-from .engine import Engine, Handle, Request, run_all
+from .engine import Collected, Engine, Handle, Request, run_all
 from .errors import ModelLoadError, utf8
 from .chat_template import response_grammar
 from .grammar import LlamaGrammar
@@ -468,13 +468,9 @@ class Llama:
     def _collect(pieces: Iterable[Any], head: str, cid: str, created: int, name: str, with_logprobs: bool,
                  n_prompt: int) -> dict[str, Any]:
         """One non-streamed ``text_completion`` from a request's pieces."""
-        text, lp, finish, use = [head], responses.empty_logprobs() if with_logprobs else None, None, None
-        for piece in pieces:
-            text.append(piece.text)
-            finish, use = piece.finish_reason, piece.usage
-            if lp is not None and piece.logprobs:
-                responses.merge_logprobs(lp, piece.logprobs)
-        return responses.completion(cid, created, name, "".join(text), finish, lp, use or responses.usage(n_prompt, 0))
+        got = Collected.of(pieces, with_logprobs)
+        return responses.completion(cid, created, name, head + got.text, got.finish_reason, got.logprobs,  # type: ignore[arg-type]
+                                    got.usage or responses.usage(n_prompt, 0))
 
     @staticmethod
     def _chunks(pieces: Iterator[Any], head: str, cid: str, created: int, name: str) -> Iterator[dict[str, Any]]:

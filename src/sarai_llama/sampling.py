@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
-from .errors import utf8
+from .errors import ParameterError, utf8
 
 __all__ = ["IGNORED_KNOBS", "SamplingParams", "next_call_seed"]
 
@@ -45,13 +45,13 @@ def next_call_seed(seed: int) -> int:
 
 def _number(name: str, value: Any, lo: float | None = None, hi: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, not {value!r}")
+        raise ParameterError(f"{name} must be a number, not {value!r}", name)
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, not {value}")
+        raise ParameterError(f"{name} must be finite, not {value}", name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
-        raise ValueError(f"{name} must be in {bounds}, not {value:g}")
+        raise ParameterError(f"{name} must be in {bounds}, not {value:g}", name)
     return value
 
 
@@ -63,21 +63,22 @@ def _bias(token: int, value: Any) -> float:
     probabilities undefined). The HTTP API keeps OpenAI's [-100, 100] range itself.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"logit_bias[{token}] must be a number, not {value!r}")
+        raise ParameterError(f"logit_bias[{token}] must be a number, not {value!r}", "logit_bias")
     value = float(value)
     if math.isnan(value) or value == float("inf"):
-        raise ValueError(f"logit_bias[{token}] must be a finite number or -inf, not {value}")
+        raise ParameterError(f"logit_bias[{token}] must be a finite number or -inf, not {value}", "logit_bias")
     return float("-inf") if value <= -100.0 else value
 
 
-def _integer(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
+def _integer(name: str, value: Any, lo: int | None = None, hi: int | None = None, param: str | None = None) -> int:
+    """``value`` as an int in [lo, hi]; ``ParameterError`` naming ``param`` (default: ``name``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise ValueError(f"{name} must be an integer, not {value!r}")
+            raise ParameterError(f"{name} must be an integer, not {value!r}", param or name)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], not {value}")
+        raise ParameterError(f"{name} must be in [{lo}, {hi if hi is not None else 'inf'}], not {value}", param or name)
     return int(value)
 
 
@@ -133,18 +134,22 @@ class SamplingParams:
             set_(self, "seed", _integer("seed", self.seed, -(2**63), 2**64 - 1) & 0xFFFFFFFF)
         if self.grammar is not None:
             if not isinstance(self.grammar, str) or not self.grammar.strip():
-                raise ValueError("grammar must be a non-empty GBNF string")
+                raise ParameterError("grammar must be a non-empty GBNF string", "grammar")
             if not isinstance(self.grammar_root, str):
-                raise ValueError(f"grammar_root must be a rule name, not {self.grammar_root!r}")
+                raise ParameterError(f"grammar_root must be a rule name, not {self.grammar_root!r}", "grammar_root")
             utf8(self.grammar, "grammar")
             utf8(self.grammar_root, "grammar_root")
-            _core.check_grammar(self.grammar, self.grammar_root)  # llama.cpp's parser, its message
+            try:
+                _core.check_grammar(self.grammar, self.grammar_root)  # llama.cpp's parser, its message
+            except ValueError as exc:
+                raise ParameterError(str(exc), "grammar") from None
         set_(self, "mirostat_mode", _integer("mirostat_mode", self.mirostat_mode, 0, 2))
         set_(self, "mirostat_tau", _number("mirostat_tau", self.mirostat_tau, 0.0))
         set_(self, "mirostat_eta", _number("mirostat_eta", self.mirostat_eta, 0.0))
         bias = []
         for token, value in self.logit_bias:
-            token = _integer("logit_bias key", int(token) if isinstance(token, str) and token.isdigit() else token, 0)
+            token = _integer("logit_bias key", int(token) if isinstance(token, str) and token.isdigit() else token, 0,
+                             param="logit_bias")
             bias.append((token, _bias(token, value)))
         set_(self, "logit_bias", tuple(bias))
 

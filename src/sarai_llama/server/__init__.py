@@ -1,8 +1,12 @@
 """``sarai-llama serve``: an OpenAI-compatible HTTP server on the engine (needs the ``[server]`` extra).
 
 ``settings`` (flags = ``SARAI_*`` variables), ``scheduler`` (the one thread that
-steps the engine, bounded admission), ``app`` (routes, errors, auth, SSE,
-drain), ``metrics`` (Prometheus).
+steps the engine, bounded admission), ``lifecycle`` (load, drain, shared state),
+``gate`` (auth, body limit, access log), ``errors``, ``requests`` (body -> engine
+request), ``runs`` (admitted requests), ``sse`` (the stream writer), one module
+per protocol (``openai_routes`` + ``openai_schemas``, ``embeddings``,
+``llama_extras``), ``metrics`` (Prometheus), and ``app``, which wires them and
+runs uvicorn.
 """
 
 from __future__ import annotations

@@ -1,0 +1,62 @@
+"""OpenAI's embeddings API: ``/v1/embeddings`` (and ``/embeddings``).
+
+Embeddings run on a second, pooled context of the same file
+(:meth:`ServerState.embedder`), one request at a time, not through the
+generation scheduler.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import responses
+from .errors import APIError, bad, invalid
+from .lifecycle import ServerState
+from .openai_schemas import Body
+
+__all__ = ["EmbeddingBody", "router"]
+
+
+class EmbeddingBody(Body):
+    input: str | list[str]
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+
+def router(state: ServerState) -> APIRouter:
+    """The routes, bound to ``state``."""
+    api = APIRouter()
+    settings = state.settings
+
+    async def embeddings(body: EmbeddingBody) -> JSONResponse:
+        state.require_ready()
+        state.check_model(body.model)
+        if not settings.embeddings:
+            return APIError(501, "embeddings are switched off on this server (--embeddings false)",
+                            "not_implemented_error", code="not_implemented").response()
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts or len(texts) > 2048:
+            raise bad("input must hold 1 to 2048 strings", "input")
+        if body.dimensions is not None and body.dimensions != state.model.n_embd:
+            raise bad(f"this model's embeddings have {state.model.n_embd} dimensions", "dimensions")
+        llm = await run_in_threadpool(state.embedder)
+        try:
+            vectors, total = await run_in_threadpool(lambda: llm.embed(texts, True, False, True))
+        except ValueError as exc:  # an input longer than the embedding context
+            raise invalid(exc, "input") from None
+        data: list[Any] = vectors
+        if body.encoding_format == "base64":
+            # What the official client asks for by default: little-endian float32 bytes, base64.
+            data = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii") for v in vectors]
+        return JSONResponse(responses.embeddings(data, settings.model_id, total))
+
+    api.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
+    api.add_api_route("/embeddings", embeddings, methods=["POST"])
+    return api

@@ -1,0 +1,214 @@
+"""OpenAI's generation API: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``.
+
+Each route maps its body onto the shared request path (:mod:`.requests`),
+starts ``n`` runs (:mod:`.runs`) and answers with one JSON object or an SSE
+stream (:mod:`.sse`). Chat chunks and answers come from
+:mod:`sarai_llama.chat_completion`, as ``Llama.create_chat_completion``'s do.
+Without the ``/v1`` prefix too, as llama-server serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .. import chat_completion, responses
+from ..chat_template import RenderedChat
+from .errors import APIError, bad, invalid
+from .lifecycle import ServerState
+from .openai_schemas import ChatBody, CompletionBody, Generation
+from .requests import Prepared, check_n, check_tokens, json_grammar, max_tokens, prepare, tokenize_prompt
+from .runs import Run, collect, start
+from .sse import EventStream, event, write
+
+__all__ = ["router"]
+
+
+def router(state: ServerState) -> APIRouter:
+    """The routes, bound to ``state``."""
+    api = APIRouter()
+    settings = state.settings
+    model_id = settings.model_id
+
+    async def models() -> JSONResponse:
+        meta: dict[str, Any] = {}
+        if state.model is not None:
+            meta = {"n_vocab": state.n_vocab, "n_ctx_train": int(state.model.n_ctx_train),
+                    "n_ctx": state.n_ctx_seq, "n_params": int(state.model.n_params),
+                    "size": int(state.model.size), "parallel": settings.parallel}
+        return JSONResponse({"object": "list", "data": [
+            {"id": model_id, "object": "model", "created": state.created, "owned_by": "sarai-llama",
+             "meta": meta}]})
+
+    async def completions(body: CompletionBody, http: HTTPRequest) -> Response:
+        state.require_ready()
+        state.check_model(body.model)
+        check_n(body)
+        if body.suffix:
+            raise bad("suffix (fill-in-the-middle) is not supported by this server", "suffix")
+        grammar = json_grammar(body)
+        prompt = body.prompt
+        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
+            if len(prompt) != 1:
+                raise bad("one prompt per request is supported (got a list of several)", "prompt")
+            prompt = prompt[0]  # type: ignore[assignment]
+        if isinstance(prompt, str):
+            tokens = await run_in_threadpool(tokenize_prompt, state, prompt, "prompt")
+            echo_text = prompt
+        else:
+            tokens = [int(t) for t in prompt]  # type: ignore[union-attr]
+            echo_text = ""
+        check_tokens(state, tokens, "prompt")
+        if body.echo and not isinstance(prompt, str):
+            echo_text = (await run_in_threadpool(state.model.detokenize, tokens, False)).decode("utf-8", "replace")
+        max_new = max_tokens(state, body, body.max_tokens, len(tokens), 16)
+        n_probs = body.logprobs if body.logprobs is not None else body.n_probs
+        if n_probs is not None and not 0 <= n_probs <= 20:
+            raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
+        prepared = prepare(state, body, tokens, max_new, n_probs, echo_text if body.echo else "", grammar=grammar)
+        return await respond(body, prepared, http, responses.completion_id())
+
+    async def chat(body: ChatBody, http: HTTPRequest) -> Response:
+        state.require_ready()
+        state.check_model(body.model)
+        check_n(body)
+        template = state.template
+        if template is None:
+            raise bad(state.template_error or "this model has no chat template", "messages")
+        messages = [m.model_dump(exclude_none=True) for m in body.messages]
+
+        def render_and_tokenize() -> tuple[RenderedChat, list[int]]:
+            try:
+                tools, choice = chat_completion.legacy_functions(body.functions, body.function_call, body.tools,
+                                                                 body.tool_choice)
+                rendered = chat_completion.render(
+                    template, messages, tools=tools, tool_choice=choice,
+                    parallel_tool_calls=body.parallel_tool_calls, response_format=body.response_format,
+                    json_schema=body.json_schema, grammar=body.grammar or None,
+                    chat_template_kwargs=body.chat_template_kwargs)
+            except ValueError as exc:  # the template's own errors are about the messages
+                raise invalid(exc, "messages") from None
+            return rendered, tokenize_prompt(state, rendered.prompt, "messages")
+
+        rendered, tokens = await run_in_threadpool(render_and_tokenize)
+        check_tokens(state, tokens, "messages")
+        requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        max_new = max_tokens(state, body, requested, len(tokens), None)
+        n_probs: int | None = None
+        if body.logprobs or body.n_probs is not None:
+            n_probs = body.top_logprobs if body.top_logprobs is not None else (body.n_probs or 0)
+            if not 0 <= n_probs <= 20:
+                raise bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
+        prepared = prepare(state, body, tokens, max_new, n_probs, "", rendered=rendered)
+        return await respond(body, prepared, http, responses.chat_id())
+
+    async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, cid: str) -> Response:
+        """Run the body's ``n`` choices of ``prepared``: one JSON answer, or one SSE stream."""
+        choices = Choices(start(state, prepared, body.n or 1, http, cid, bool(body.stream)), cid, model_id)
+        if body.stream:
+            await choices.submitted()
+            return EventStream(write(choices.sources(), choices.last), choices.close)
+        return JSONResponse(await choices.result())
+
+    for prefix in ("/v1", ""):
+        api.add_api_route(f"{prefix}/models", models, methods=["GET"])
+        api.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
+        api.add_api_route(f"{prefix}/chat/completions", chat, methods=["POST"])
+    return api
+
+
+class Choices:
+    """The ``n`` runs of one completions or chat request, answered together."""
+
+    def __init__(self, runs: list[Run], cid: str, model_id: str) -> None:
+        self.runs, self.cid, self.model_id = runs, cid, model_id
+        self.created = responses.now()
+        self.chat = runs[0].prepared.rendered is not None
+
+    def close(self) -> None:
+        for run in self.runs:
+            run.close()
+
+    def usage(self) -> responses.Usage:
+        return responses.usage(self.runs[0].prepared.n_prompt, sum(r.usage["completion_tokens"] for r in self.runs))
+
+    async def submitted(self) -> None:
+        """Every run accepted by the engine (a 400 before the stream's 200 otherwise)."""
+        try:
+            for run in self.runs:
+                await run.submitted()
+        except BaseException:
+            self.close()
+            raise
+
+    async def result(self) -> dict[str, Any]:
+        """The non-streamed answer: every choice, one usage for all."""
+        gathered = await asyncio.gather(*(collect(r) for r in self.runs))
+        use = self.usage()
+        out: dict[str, Any] | None = None
+        for i, (run, got) in enumerate(zip(self.runs, gathered)):
+            output = run.prepared.output()
+            if output is not None:
+                one = chat_completion.answer(output, got, self.cid, self.created, self.model_id, use)
+            else:
+                one = responses.completion(self.cid, self.created, self.model_id, run.prepared.echo_text + got.text,
+                                           got.finish_reason, got.logprobs, use)  # type: ignore[arg-type]
+            one["choices"][0]["index"] = i
+            if out is None:
+                out = one
+            else:
+                out["choices"].append(one["choices"][0])
+        assert out is not None  # n >= 1
+        return out
+
+    def sources(self) -> list[AsyncIterator[dict[str, Any] | None]]:
+        return [self._chunks(run, i) for i, run in enumerate(self.runs)]
+
+    def last(self) -> list[bytes]:
+        """What follows the choices' chunks: the usage chunk if asked for, then ``[DONE]``."""
+        tail = []
+        if self.runs[0].prepared.include_usage:
+            tail.append(event({"id": self.cid, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                               "created": self.created, "model": self.model_id, "choices": [],
+                               "usage": self.usage()}))
+        return [*tail, b"data: [DONE]\n\n"]
+
+    async def _chunks(self, run: Run, index: int) -> AsyncIterator[dict[str, Any] | None]:
+        """One choice's chunks (None: a ping is due); errors raise APIError."""
+        output = run.prepared.output()
+        chat = None if output is None else chat_completion.ChatChunks(output, self.cid, self.created, self.model_id,
+                                                                      index)
+        if chat is not None:
+            yield chat.first()
+        elif run.prepared.echo_text:
+            yield self._completion_chunk(index, run.prepared.echo_text, None, None)
+        finish = None
+        async for item in run.events(ping=True):
+            if item is None:
+                yield None
+                continue
+            pieces, error = item
+            if error is not None:
+                raise APIError(500, f"generation failed: {error}", "server_error")
+            for p in pieces:
+                if p.finish_reason == "cancelled":
+                    raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
+                                   code="cancelled")
+                if chat is not None:
+                    for chunk in chat.feed(p):
+                        yield chunk
+                    finish = chat.finish_reason
+                elif p.text or p.logprobs or p.finish_reason is not None:
+                    finish = p.finish_reason
+                    yield self._completion_chunk(index, p.text, finish, p.logprobs)
+        run.log["finish_reason"] = finish
+
+    def _completion_chunk(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
+        chunk = responses.completion_chunk(self.cid, self.created, self.model_id, text, finish, logprobs)  # type: ignore[arg-type]
+        chunk["choices"][0]["index"] = index
+        return chunk
