@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,8 @@ class RawClient:
         r.raise_for_status()
         return str(r.json()["data"][0]["id"])
 
-    async def one(self, model: str, prompt: str, n: int) -> Sample:
+    async def one(self, model: str, prompt: str, n: int, on_text: Callable[[float], None] | None = None) -> Sample:
+        """One streaming completion; ``on_text(t)`` is called with the arrival time of every text chunk."""
         body = {"model": model, "prompt": prompt, "max_tokens": n, "stream": True,
                 "stream_options": {"include_usage": True}, "ignore_eos": True}
         t0 = time.perf_counter()
@@ -85,8 +87,11 @@ class RawClient:
                 choices = obj.get("choices")
                 if choices and choices[0].get("text"):
                     chunks += 1
+                    now = time.perf_counter()
                     if first is None:
-                        first = time.perf_counter()
+                        first = now
+                    if on_text is not None:
+                        on_text(now)
                 if obj.get("usage"):
                     tokens = obj["usage"]["completion_tokens"]
         end = time.perf_counter()
@@ -187,34 +192,44 @@ def measure_process(proc: subprocess.Popen, url: str, concurrency: str, n_gen: i
     loads before it listens). Returns the rows of ``-o json``; the server is
     terminated (killed after 60 s) whatever happens.
     """
-    import httpx
-
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the server exited with {proc.returncode} before it was ready")
-            try:
-                r = httpx.get(url + "/health", timeout=2)
-                if r.status_code == 404:
-                    r = httpx.get(url + "/v1/models", timeout=2)
-                if r.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server was not ready after {ready_timeout:.0f} s")
-            time.sleep(0.2)
+        wait_ready(proc, url, ready_timeout)
         out = subprocess.run([sys.executable, __file__, url, "-c", concurrency, "-n", str(n_gen),
                               "-r", str(repetitions), "-o", "json"], check=True, capture_output=True, text=True)
         return list(json.loads(out.stdout))
     finally:
-        proc.terminate()
+        stop_process(proc)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, ready_timeout: float = 180.0) -> None:
+    """Return once the server ``proc`` at ``url`` is ready (SystemExit if it exits or takes too long)."""
+    import httpx
+
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode} before it was ready")
         try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            r = httpx.get(url + "/health", timeout=2)
+            if r.status_code == 404:
+                r = httpx.get(url + "/v1/models", timeout=2)
+            if r.status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the server was not ready after {ready_timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server this tool started (killed after 60 s)."""
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

@@ -30,6 +30,14 @@ py::dict stats_dict(const sarai::EngineStats &s) {
     d["n_sampled"] = s.n_sampled;
     d["t_step_ms"] = s.t_step_ms;
     d["t_decode_ms"] = s.t_decode_ms;
+    d["n_prompt_tokens"] = s.n_prompt_tokens;
+    d["n_budgeted_steps"] = s.n_budgeted_steps;
+    d["max_prompt_beside_gen"] = s.max_prompt_beside_gen;
+    d["last_gen_rows"] = s.last_gen_rows;
+    d["last_prompt_tokens"] = s.last_prompt_tokens;
+    d["last_budget"] = s.last_budget;
+    d["logits_row_ms"] = s.logits_row_ms;
+    d["prompt_token_ms"] = s.prompt_token_ms;
     return d;
 }
 
@@ -67,11 +75,18 @@ void bind_engine(py::module_ &m) {
                        "Continuous batching of n_seq sequences over one llama_context. One thread drives it "
                        "(step, submit, release, provide_token, sample_with, logits, clear); cancel() may come "
                        "from any thread.")
-        .def(py::init([](std::shared_ptr<sarai::Model> model, const sarai::ContextParams &p, int32_t n_seq) {
+        .def(py::init([](std::shared_ptr<sarai::Model> model, const sarai::ContextParams &p, int32_t n_seq,
+                         double step_budget_ms) {
                  py::gil_scoped_release release;
-                 return std::make_unique<Engine>(std::move(model), p, n_seq);
+                 auto e = std::make_unique<Engine>(std::move(model), p, n_seq);
+                 e->set_step_budget_ms(step_budget_ms);
+                 return e;
              }),
-             py::arg("model"), py::arg("params"), py::arg("n_seq") = 1)
+             py::arg("model"), py::arg("params"), py::arg("n_seq") = 1, py::arg("step_budget_ms") = 0.0)
+        .def_property("step_budget_ms", &Engine::step_budget_ms, &Engine::set_step_budget_ms,
+                      "Target step time (ms) while sequences generate; 0: off (prompts take n_batch)")
+        .def("prompt_budget", &Engine::prompt_budget, py::arg("n_gen"),
+             "Prompt tokens a step beside n_gen generating rows may take under the budget now")
         .def_property_readonly("n_seq", &Engine::n_seq)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_ctx_seq", &Engine::n_ctx_seq)

@@ -19,6 +19,17 @@ double ms_since(Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+// Step budget constants (see Engine::prompt_budget_locked and learn_costs).
+// The fewest prompt tokens a budgeted step takes: a prompt always advances, even
+// when the target is below one decode step's own time (a slow machine, a tiny
+// target), and a chunk this large is also the smallest that teaches the prompt
+// cost (the error of the logits rows' estimate is divided by the chunk's size).
+constexpr int32_t kMinPromptChunk = 16;
+// Weight of a new step in the running cost averages: a quarter follows a
+// prompt's cost growing with its position within a few steps, and a step
+// slowed by another process on a shared machine moves the average by a quarter only.
+constexpr double kCostAlpha = 0.25;
+
 size_t common_prefix(const std::vector<llama_token> &a, const std::vector<llama_token> &b) {
     const size_t n = std::min(a.size(), b.size());
     size_t i = 0;
@@ -306,8 +317,11 @@ void Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) 
     emit_token(slot, tok, row, out);
 }
 
-void Engine::decode_batch(std::vector<Event> &out) {
+bool Engine::decode_batch(std::vector<Event> &out) {
     // Called with mu_ held (via the lock in step); it is released around llama_decode.
+    // Returns true when the whole batch went through in one successful llama_decode
+    // (the step's time then measures this batch: see learn_costs).
+    bool clean = true;
     int32_t n_total = batch_.n_tokens;
     int32_t i = 0;
     int32_t nb = n_total;
@@ -342,8 +356,10 @@ void Engine::decode_batch(std::vector<Event> &out) {
             for (int32_t k = i; k < i + cnt; ++k) {
                 Slot *s = owner_[k];
                 s->cache.push_back(batch_.token[k]);
-                if (row_is_prompt_[k]) s->prompt_done++;
-                else s->has_next = false;
+                if (row_is_prompt_[k]) {
+                    s->prompt_done++;
+                    stats_.n_prompt_tokens++;
+                } else s->has_next = false;
             }
             for (int32_t k = i; k < i + cnt; ++k) {
                 if (!batch_.logits[k]) continue;
@@ -354,6 +370,7 @@ void Engine::decode_batch(std::vector<Event> &out) {
             i += cnt;
             continue;
         }
+        clean = false;
         if (rc == 1) {
             // Free sequences keep their tokens only for prefix reuse: evict
             // them before anyone running is refused room.
@@ -415,6 +432,54 @@ void Engine::decode_batch(std::vector<Event> &out) {
         batch_.n_tokens = w;
     }
     decoding_.clear();
+    return clean;
+}
+
+int32_t Engine::prompt_budget_locked(int32_t n_gen) const {
+    const int32_t room = std::max<int32_t>(0, (int32_t)n_batch_ - n_gen);
+    if (step_budget_ms_ <= 0.0 || n_gen == 0) return room;
+    // Unmeasured prompt cost: a small first chunk, whose time teaches it.
+    if (prompt_token_ms_ <= 0.0) return std::min(room, kMinPromptChunk);
+    // What the target leaves after the generating rows, in prompt tokens.
+    const double left = step_budget_ms_ - logits_row_ms_ * n_gen;
+    const double fit = std::floor(left / prompt_token_ms_);
+    const int32_t budget = fit >= (double)room ? room : std::max(kMinPromptChunk, (int32_t)std::max(0.0, fit));
+    return std::min(room, budget);
+}
+
+int32_t Engine::prompt_budget(int32_t n_gen) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return prompt_budget_locked(std::max(0, n_gen));
+}
+
+void Engine::learn_costs(int32_t n_logits, int32_t n_plain, double ms) {
+    // The cost model: a step's time = logits_row_ms * (rows whose logits are
+    // sampled: generating rows and the last token of a prompt) + prompt_token_ms *
+    // (the other prompt rows). Logits rows cost more (the output layer over the
+    // whole vocabulary, then sampling) and a decode-only step's time is mostly
+    // reading the weights once, which that row count shares; measured on this
+    // model, machine and thread count, step by step, so no constant is guessed.
+    auto update = [](double &avg, double x) { avg = avg > 0.0 ? avg + kCostAlpha * (x - avg) : x; };
+    if (n_plain == 0) {
+        if (n_logits > 0) update(logits_row_ms_, ms / n_logits);
+        return;
+    }
+    if (n_plain < kMinPromptChunk) return;  // too few tokens to tell their cost from the rows' noise
+    // A prompt token is never free: when the rows' average over-explains the step
+    // (it was measured with another number of rows), a tenth of the step is kept.
+    const double rest = std::max(ms - logits_row_ms_ * n_logits, 0.1 * ms);
+    update(prompt_token_ms_, rest / n_plain);
+}
+
+void Engine::set_step_budget_ms(double ms) {
+    if (!(ms >= 0.0) || !std::isfinite(ms)) throw InvalidArgument("step_budget_ms must be a finite number >= 0");
+    std::lock_guard<std::mutex> lock(mu_);
+    step_budget_ms_ = ms;
+}
+
+double Engine::step_budget_ms() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return step_budget_ms_;
 }
 
 std::vector<Event> Engine::step() {
@@ -435,7 +500,8 @@ std::vector<Event> Engine::step() {
     admit_locked();
 
     // One token for every generating sequence first (they are latency
-    // bound), then prompt chunks first come, first served, up to n_batch.
+    // bound), then prompt chunks first come, first served, up to n_batch, or
+    // up to the step budget while sequences generate.
     int32_t n = 0;
     auto add_row = [&](Slot &s, llama_token tok, llama_pos pos, bool logits, bool prompt) {
         batch_.token[n] = tok;
@@ -450,28 +516,46 @@ std::vector<Event> Engine::step() {
     for (auto &s : slots_)
         if (s->busy && s->has_next && n < (int32_t)n_batch_)
             add_row(*s, s->next, (llama_pos)s->cache.size(), true, false);
+    const int32_t n_gen = n;
     std::vector<Slot *> prompting;
     for (auto &s : slots_)
         if (s->prompting()) prompting.push_back(s.get());
     std::sort(prompting.begin(), prompting.end(),
               [](const Slot *a, const Slot *b) { return a->admit_order < b->admit_order; });
+    const bool budgeted = step_budget_ms_ > 0.0 && n_gen > 0 && !prompting.empty();
+    const int32_t budget = budgeted ? prompt_budget_locked(n_gen) : -1;
+    const int32_t limit = budgeted ? n_gen + budget : (int32_t)n_batch_;
+    int32_t n_logits = n_gen;
+    size_t wanted = 0;  // prompt tokens that n_batch alone would have let in
     for (Slot *s : prompting) {
         const size_t total = s->req.prompt.size();
         size_t k = s->prompt_done;
+        wanted += total - k;
         llama_pos pos = (llama_pos)s->cache.size();
-        while (k < total && n < (int32_t)n_batch_) {
+        while (k < total && n < limit) {
             // Logits only where a token must be sampled: the last prompt token.
-            add_row(*s, s->req.prompt[k], pos++, k + 1 == total, true);
+            const bool last = k + 1 == total;
+            add_row(*s, s->req.prompt[k], pos++, last, true);
+            n_logits += last ? 1 : 0;
             ++k;
         }
     }
     batch_.n_tokens = n;
     if (n > 0) {
-        decode_batch(out);
+        const auto t_batch = Clock::now();
+        const bool clean = decode_batch(out);
         for (auto &s : slots_)
             if (s->busy && s->cancel.load()) finish(*s, out, EventKind::Done, "cancelled", "");
+        const int32_t n_prompt = n - n_gen;
+        // Only a batch decoded whole in one call measures what it holds.
+        if (clean) learn_costs(n_logits, n - n_logits, ms_since(t_batch));
         stats_.n_steps++;
         stats_.t_step_ms += ms_since(t0);
+        stats_.last_gen_rows = n_gen;
+        stats_.last_prompt_tokens = n_prompt;
+        stats_.last_budget = budget;
+        if (n_gen > 0) stats_.max_prompt_beside_gen = std::max(stats_.max_prompt_beside_gen, n_prompt);
+        if (budgeted && (size_t)n_prompt < std::min(wanted, (size_t)n_batch_ - n_gen)) stats_.n_budgeted_steps++;
     }
     return out;
 }
@@ -543,7 +627,10 @@ int64_t Engine::kv_used() const {
 
 EngineStats Engine::stats() const {
     std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
+    EngineStats s = stats_;
+    s.logits_row_ms = logits_row_ms_;
+    s.prompt_token_ms = prompt_token_ms_;
+    return s;
 }
 
 void Engine::reset_stats() {

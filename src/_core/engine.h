@@ -11,6 +11,11 @@
 // on F32 models (tested), but on quantized models it may diverge after some
 // tokens; prefix reuse (which changes the prompt's split) inherits that.
 //
+// Step budget (set_step_budget_ms): while some sequence generates, a step
+// takes only as many prompt tokens as its measured costs say fit in the
+// target time, so a long prompt cannot hold every stream's next token back
+// for a whole n_batch chunk. With nothing generating, prompts get n_batch.
+//
 // Thread rule: ONE thread drives the engine (step, submit, release,
 // provide_token, sample_with, logits, clear, set_threads) at a time; cancel()
 // may come from any thread at any moment, including during a step. The
@@ -67,6 +72,14 @@ struct EngineStats {
     int64_t n_sampled = 0;        // tokens sampled (or provided)
     double t_step_ms = 0.0;       // wall time inside step()
     double t_decode_ms = 0.0;     // wall time inside llama_decode
+    int64_t n_prompt_tokens = 0;  // prompt tokens in successful decodes
+    int64_t n_budgeted_steps = 0; // steps in which the step budget held prompt tokens back
+    int32_t max_prompt_beside_gen = 0;  // the most prompt tokens a step carried beside generating rows
+    // The last step that decoded something: its generating rows, prompt tokens,
+    // and the prompt-token budget it ran under (-1: none applied).
+    int32_t last_gen_rows = 0, last_prompt_tokens = 0, last_budget = -1;
+    // The engine's running cost estimates (0: not measured yet); not reset by reset_stats().
+    double logits_row_ms = 0.0, prompt_token_ms = 0.0;
 };
 
 class Engine {
@@ -111,6 +124,12 @@ class Engine {
     PerfCounters perf() const { return perf_of(ctx_); }
     void perf_reset() { llama_perf_context_reset(ctx_); }
     void set_threads(int32_t n_threads, int32_t n_threads_batch);
+    // The step time to aim at while sequences generate, in ms; 0 turns the budget off.
+    void set_step_budget_ms(double ms);
+    double step_budget_ms() const;
+    // Prompt tokens a step beside `n_gen` generating rows may take under the
+    // budget now (n_batch - n_gen when the budget is off or n_gen is 0).
+    int32_t prompt_budget(int32_t n_gen) const;
     // Drops every request (active and queued, without events) and the whole KV cache.
     void clear();
 
@@ -136,7 +155,9 @@ class Engine {
     void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
     void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
     Slot *find_active(int64_t id) const;
-    void decode_batch(std::vector<Event> &out);
+    bool decode_batch(std::vector<Event> &out);
+    int32_t prompt_budget_locked(int32_t n_gen) const;
+    void learn_costs(int32_t n_logits, int32_t n_plain, double ms);
     static bool abort_cb(void *data);
 
     std::shared_ptr<Model> model_;
@@ -162,6 +183,11 @@ class Engine {
     std::vector<Slot *> decoding_;           // the slots in the decode in flight (abort callback)
 
     EngineStats stats_;
+
+    // Step budget: target ms (0: off) and the running cost model of a step,
+    // t = logits_row_ms_ * (rows that produce logits) + prompt_token_ms_ * (other rows).
+    double step_budget_ms_ = 0.0;
+    double logits_row_ms_ = 0.0, prompt_token_ms_ = 0.0;  // 0: not measured yet
 };
 
 }  // namespace sarai

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _core
 
-__all__ = ["DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "MAX_THREADS", "POOLING", "ContextConfig", "kv_type"]
+__all__ = ["DEFAULT_STEP_BUDGET_MS", "DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "MAX_THREADS", "POOLING", "ContextConfig", "kv_type"]
 
 #: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
@@ -24,6 +24,12 @@ FLASH_ATTN = {None: -1, "auto": -1, False: 0, True: 1}
 MAX_THREADS = 512
 #: The physical batch when none is given (llama.cpp's default), or ``n_batch`` if smaller.
 DEFAULT_UBATCH = 512
+#: The step time (ms) the engine aims at while sequences generate (``step_budget_ms``).
+#: Streams then get a token at least every ~0.15 s while a long prompt is read: a
+#: pause a reader barely notices, with room under the 0.25 s that reads as a stall
+#: for HTTP, Python and a noisy machine; larger steps lengthen the stalls, smaller
+#: ones slow the long prompt (each step also decodes the streams' rows).
+DEFAULT_STEP_BUDGET_MS = 150.0
 
 
 def kv_type(value: str | int | None, f16_kv: bool = True) -> int:
@@ -78,6 +84,10 @@ class ContextConfig:
     would wait for each other). ``type_k``/``type_v``: ggml
     type ids (:func:`kv_type`). ``flash_attn``: -1 auto, 0 off, 1 on.
     ``pooling``: a :data:`POOLING` id. ``n_seq_max``: sequences decoded together.
+    ``step_budget_ms``: while some sequences generate, the engine gives a step only
+    as many prompt tokens as its measured costs say fit in this many ms, so a long
+    prompt does not stall the streams (0: off, prompts take ``n_batch``; a prompt
+    with nothing else generating always takes ``n_batch``).
     """
 
     n_ctx: int = 512
@@ -92,6 +102,7 @@ class ContextConfig:
     pooling: int = POOLING["unspecified"]
     swa_full: bool = False
     n_seq_max: int = 1
+    step_budget_ms: float = DEFAULT_STEP_BUDGET_MS
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -109,6 +120,11 @@ class ContextConfig:
         _count("n_threads_batch", self.n_threads_batch, 1, MAX_THREADS)
         _warn_oversubscribed(max(self.n_threads, self.n_threads_batch))
         _count("n_seq_max", self.n_seq_max, 1, 256)  # llama.cpp's LLAMA_MAX_SEQ
+        budget = self.step_budget_ms
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) \
+                or budget < 0:
+            raise ValueError(f"step_budget_ms must be a number of ms >= 0 (0: off), not {budget!r}")
+        set_(self, "step_budget_ms", float(budget))
         if self.embeddings:
             set_(self, "n_ubatch", self.n_batch)
         set_(self, "type_k", kv_type(self.type_k))

@@ -207,7 +207,7 @@ class Engine:
         self.model = model
         self.config = config
         self.seed = seed
-        self._core = _core.Engine(model, config.to_core(), config.n_seq_max)
+        self._core = _core.Engine(model, config.to_core(), config.n_seq_max, config.step_budget_ms)
         self._step_lock = threading.Lock()
         self._handles: dict[int, Handle] = {}
         self._handles_lock = threading.Lock()
@@ -435,7 +435,9 @@ class Engine:
 
     # ----------------------------------------------------------- facts
     def stats(self) -> dict[str, Any]:
-        """Counters: steps, decode calls, batch tokens, time in step() and in llama_decode (ms)."""
+        """Counters: steps, decode calls, batch and prompt tokens, time in step() and in llama_decode
+        (ms), steps the step budget cut, and the engine's running cost estimates (ms per logits row,
+        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens."""
         return dict(self._core.stats())
 
     def load(self) -> dict[str, int]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _core, chat, chat_completion, llama_cache, responses
 from ._numpy import numpy as _numpy
-from .context_config import FLASH_ATTN, POOLING, ContextConfig, kv_type
+from .context_config import DEFAULT_STEP_BUDGET_MS, FLASH_ATTN, POOLING, ContextConfig, kv_type
 from .engine import Collected, Engine, Handle, Request, run_all
 from .errors import ModelLoadError, utf8
 from .chat_template import response_grammar
@@ -85,6 +85,9 @@ class Llama:
         n_seq_max: requests decoded together in one batch (default 1): threads calling
             this object at once, or :meth:`create_completions`, share the batches;
             they share the ``n_ctx`` KV cells too.
+        step_budget_ms: while some of those requests generate, a step takes only as many
+            prompt tokens as fit in this many ms (default 150; 0: off), so one long prompt
+            does not stall the others' streams; see ``ContextConfig``.
         seed: default sampling seed (``LLAMA_DEFAULT_SEED`` = random).
         f16_kv, type_k, type_v: KV-cache types ("f16", "q8_0", ...).
         use_mmap, use_mlock: how weights are loaded.
@@ -106,7 +109,8 @@ class Llama:
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 512, n_batch: int = 512,
                  n_ubatch: int | None = None, n_threads: int | str | None = None, n_threads_batch: int | None = None,
-                 n_seq_max: int = 1, seed: int = LLAMA_DEFAULT_SEED, f16_kv: bool = True,
+                 n_seq_max: int = 1, step_budget_ms: float = DEFAULT_STEP_BUDGET_MS, seed: int = LLAMA_DEFAULT_SEED,
+                 f16_kv: bool = True,
                  type_k: str | int | None = None, type_v: str | int | None = None, use_mmap: bool = True,
                  use_mlock: bool = False, vocab_only: bool = False, embedding: bool = False,
                  pooling_type: str | int = "unspecified", flash_attn: bool | str | None = None,
@@ -153,7 +157,7 @@ class Llama:
             n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=n_threads, n_threads_batch=n_threads_batch,
             type_k=kv_type(type_k, f16_kv), type_v=kv_type(type_v, f16_kv), flash_attn=FLASH_ATTN[flash_attn],
             embeddings=embedding, pooling=POOLING["mean"] if embedding and pooling == -1 else pooling,
-            swa_full=swa_full, n_seq_max=n_seq_max,
+            swa_full=swa_full, n_seq_max=n_seq_max, step_budget_ms=step_budget_ms,
         )
         self._model = load_model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
                                  use_extra_bufts=use_extra_bufts, trusted=trusted)

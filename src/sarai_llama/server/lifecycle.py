@@ -64,7 +64,7 @@ class ServerState:
                 time.sleep(s.debug_load_delay)
             n_threads = s.n_threads()
             config = ContextConfig(n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size,
-                                   n_threads=n_threads, n_seq_max=s.parallel)
+                                   n_threads=n_threads, n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms)
             _core.set_log_level(2 if s.log_level == "debug" else 4)
             model = load_model(s.model)  # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
             engine = Engine(model, config, s.seed)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..context_config import DEFAULT_STEP_BUDGET_MS
+
 __all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "resolve_threads"]
 
 
@@ -38,6 +40,20 @@ def parse_threads(text: str) -> str | int:
     if n < 1:
         raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}")
     return n
+
+
+def parse_step_budget(text: str) -> float:
+    """``off`` (or 0): today's scheduling, prompts take the whole batch; else a target step time in ms."""
+    value = str(text).strip().lower()
+    if value == "off":
+        return 0.0
+    try:
+        ms = float(value)
+    except ValueError:
+        raise ValueError(f"step budget must be 'off' or a number of ms >= 0, not {text!r}") from None
+    if not ms >= 0 or ms == float("inf"):
+        raise ValueError(f"step budget must be 'off' or a number of ms >= 0, not {text!r}")
+    return ms
 
 
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
@@ -86,6 +102,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("batch_size", _positive(int, 1), 512, "most tokens per llama_decode call", ("-b",)),
     Option("ubatch_size", _positive(int, 1), None, "physical batch size (default: 512, or the batch size if "
            "smaller; more than the batch size is an error)", ("-ub",)),
+    Option("step_budget_ms", parse_step_budget, DEFAULT_STEP_BUDGET_MS,
+           "while streams generate, a step takes only as many prompt tokens as the engine's measured "
+           "costs fit in this many ms, so a long prompt does not stall them (a lone prompt always gets "
+           "the whole batch); 'off' or 0: prompts take the whole batch", metavar="MS|off"),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
            "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
@@ -130,6 +150,7 @@ class Settings:
     ctx_size: int
     batch_size: int
     ubatch_size: int | None
+    step_budget_ms: float
     threads: str | int
     job: str | None
     api_key: list[str]
