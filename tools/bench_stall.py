@@ -2,7 +2,7 @@
 """Do streams stall behind a long prompt? The issue-23 table for ours and llama-server.
 
     python tools/bench_stall.py [--model M] [--threads 2] [--parallel 4] [--prompt-tokens 2000,4000]
-        [--budgets 150,off] [--rounds 2] [--llama-server PATH] [-o md|json]
+        [--budgets 200,off] [--rounds 2] [--llama-server PATH] [-o md|json]
 
 One measurement, per server and prompt length: a long prompt alone (its
 latency: the prefill speed a lone prompt gets), then three streams generate;
@@ -145,7 +145,7 @@ def main() -> int:
     # Room for the three streams' tokens (they run through both long prompts) and one long prompt.
     ap.add_argument("--ctx-size", type=int, default=16384)
     ap.add_argument("--prompt-tokens", default="2000,4000")
-    ap.add_argument("--budgets", default="150,off", help="our --step-budget-ms values, comma-separated")
+    ap.add_argument("--budgets", default="200,off", help="our --step-budget-ms values, comma-separated")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--llama-server")
     ap.add_argument("-o", "--output", choices=["md", "json"], default="md")

@@ -459,7 +459,16 @@ void Engine::learn_costs(int32_t n_logits, int32_t n_plain, double ms) {
     // whole vocabulary, then sampling) and a decode-only step's time is mostly
     // reading the weights once, which that row count shares; measured on this
     // model, machine and thread count, step by step, so no constant is guessed.
-    auto update = [](double &avg, double x) { avg = avg > 0.0 ? avg + kCostAlpha * (x - avg) : x; };
+    auto update = [](double &avg, double x) {
+        if (avg <= 0.0) {
+            avg = x;
+            return;
+        }
+        // A step slowed by something else (another process took a core and ggml's
+        // threads waited for it) says little about the model: a sample counts as at
+        // most twice, at least half the average, so one outlier moves it by a quarter.
+        avg += kCostAlpha * (std::clamp(x, 0.5 * avg, 2.0 * avg) - avg);
+    };
     if (n_plain == 0) {
         if (n_logits > 0) update(logits_row_ms_, ms / n_logits);
         return;

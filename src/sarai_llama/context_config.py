@@ -25,11 +25,12 @@ MAX_THREADS = 512
 #: The physical batch when none is given (llama.cpp's default), or ``n_batch`` if smaller.
 DEFAULT_UBATCH = 512
 #: The step time (ms) the engine aims at while sequences generate (``step_budget_ms``).
-#: Streams then get a token at least every ~0.15 s while a long prompt is read: a
-#: pause a reader barely notices, with room under the 0.25 s that reads as a stall
-#: for HTTP, Python and a noisy machine; larger steps lengthen the stalls, smaller
-#: ones slow the long prompt (each step also decodes the streams' rows).
-DEFAULT_STEP_BUDGET_MS = 150.0
+#: Two limits meet here: a stream's gap between tokens (the step plus HTTP) should stay
+#: under 0.25 s, where a reader sees a stall, and each budgeted step also pays for the
+#: streams' rows, so the smaller the steps the longer a long prompt takes. At 200 ms
+#: Gemma 270M on 2 cores reads about 60 prompt tokens per step beside 3 streams, so a
+#: 2,000-token prompt costs ~30 steps' rows (measured by ``tools/bench_stall.py``).
+DEFAULT_STEP_BUDGET_MS = 200.0
 
 
 def kv_type(value: str | int | None, f16_kv: bool = True) -> int:

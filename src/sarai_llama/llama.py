@@ -86,7 +86,7 @@ class Llama:
             this object at once, or :meth:`create_completions`, share the batches;
             they share the ``n_ctx`` KV cells too.
         step_budget_ms: while some of those requests generate, a step takes only as many
-            prompt tokens as fit in this many ms (default 150; 0: off), so one long prompt
+            prompt tokens as fit in this many ms (default 200; 0: off), so one long prompt
             does not stall the others' streams; see ``ContextConfig``.
         seed: default sampling seed (``LLAMA_DEFAULT_SEED`` = random).
         f16_kv, type_k, type_v: KV-cache types ("f16", "q8_0", ...).
