@@ -16,8 +16,9 @@ answered a second one (another text, so no prefix is reused). Printed:
 Every server is started on 127.0.0.1 with the same model, threads, context and
 sequences, loaded with ``tools/bench_serve.py``'s lean client, then stopped.
 ``--rounds`` repeats the whole cycle, the servers interleaved (ours with each
-``--budgets`` value, then llama-server), so that load from elsewhere on a noisy
-machine hits every one alike; the table gives the median of the rounds.
+``--budgets`` value, then llama-server; every other round in reverse order), so
+that load from elsewhere on a noisy machine hits every one alike; the table
+gives the median of the rounds.
 llama-server is built from the vendored tree with our flags as in
 ``tools/compare_servers.py``'s docstring and runs with its own defaults
 (``-b 2048``) plus ``-kvu``.
@@ -40,6 +41,9 @@ from typing import Any
 from bench_serve import RawClient, free_port, stop_process, wait_ready  # tools/ is this script's sys.path[0]
 
 STREAMS = 3
+#: Tokens each stream asks for: more than it can generate during the test at 2 threads
+#: (cancelled at the end); --ctx-size leaves room for them and one long prompt.
+STREAM_TOKENS = 3000
 STEADY_S = 3.0  # the streams run this long before the first long prompt: the steady gap's window
 #: Words of the long prompts: ordinary English, drawn at random, so every text is new to the server.
 WORDS = ("the of and to in is was for on that with as by at from his her an which have are were be this "
@@ -82,8 +86,11 @@ async def scenario(url: str, n_tokens: int, seed: int) -> dict[str, Any]:
 
     times: list[list[float]] = [[] for _ in range(STREAMS)]
     streams = [asyncio.create_task(client.one(model, f"s{seed}.{i} Write a long story about a traveller who",
-                                              100_000, times[i].append)) for i in range(STREAMS)]
+                                              STREAM_TOKENS, times[i].append)) for i in range(STREAMS)]
     while any(not t for t in times):  # every stream under way
+        for s in streams:
+            if s.done():
+                s.result()  # a refused stream raises here
         await asyncio.sleep(0.05)
     await asyncio.sleep(STEADY_S)
     windows, latencies = [], []
@@ -159,7 +166,9 @@ def main() -> int:
     lengths = [int(x) for x in args.prompt_tokens.split(",")]
     for r in range(args.rounds):
         for n in lengths:
-            for name, cmd in commands(args, port).items():
+            servers = list(commands(args, port).items())
+            # Every other round in reverse order: no server always runs first after a restart.
+            for name, cmd in servers if r % 2 == 0 else servers[::-1]:
                 row = measure(name, cmd, port, n, seed=1000 * r + n)
                 runs.setdefault((name, n), []).append(row)
                 print(f"round {r + 1}, {n} tokens, {name}: " + json.dumps(row), file=sys.stderr)
