@@ -659,3 +659,19 @@ def test_routes_through_the_asgi_app_without_uvicorn(tiny: Path) -> None:
         asyncio.run(talk())
     finally:
         state.close()
+
+
+def test_quantized_kv_cache_and_flash_attention_flags(gemma_path: Path) -> None:
+    """llama-server's -ctk/-ctv/-fa: the cache type reaches llama.cpp, the log says the memory it implies."""
+    s = Server(gemma_path, "-ctk", "q8_0", "-ctv", "q8_0", "-fa", "on", "--ctx-size", "4096", "--parallel", "1")
+    try:
+        out = s.client().completions.create(model=s.model_id(), prompt="The Eiffel Tower is located in the city of",
+                                            max_tokens=4, **greedy())
+        assert out.choices[0].text.strip().startswith("Paris"), out.choices[0].text
+        # Gemma 3 270M: 18 layers x 1 KV head x (256 + 256) x 34/32 bytes x 4096 cells = 38 MiB (f16: 72).
+        assert "KV cache: at most 38 MiB (K q8_0, V q8_0, flash attention on)" in s.output()
+    finally:
+        s.stop()
+    refused = subprocess.run([sys.executable, "-m", "sarai_llama", "serve", str(gemma_path), "-ctv", "q8_0", "-fa",
+                              "off", "--port", str(free_port())], capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "needs flash attention" in refused.stdout + refused.stderr

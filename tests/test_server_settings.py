@@ -62,3 +62,13 @@ def test_threads_auto_follows_the_job_env(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CODING_THREADS", str(usable + 5))
     assert S.resolve_threads("auto", "coding") == usable
     assert S.resolve_threads(7, "coding") == 7
+
+
+def test_kv_cache_types_and_flash_attention_as_llama_server() -> None:
+    s = S.parse(["m.gguf", "-ctk", "q8_0", "-ctv", "Q8_0", "-fa", "on"], environ={})
+    assert (s.cache_type_k, s.cache_type_v, s.flash_attn) == ("q8_0", "q8_0", "on")
+    s = S.parse(["m.gguf"], environ={"SARAI_CACHE_TYPE_K": "q4_0", "SARAI_FLASH_ATTN": "0"})
+    assert (s.cache_type_k, s.cache_type_v, s.flash_attn) == ("q4_0", "f16", "off")
+    for bad in (["-ctk", "q3_k"], ["-fa", "maybe"]):
+        with pytest.raises(SystemExit):
+            S.parse(["m.gguf", *bad], environ={})

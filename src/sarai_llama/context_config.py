@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from . import _core
 
-__all__ = ["DEFAULT_STEP_BUDGET_MS", "DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "MAX_THREADS", "POOLING", "ContextConfig", "kv_type"]
+__all__ = ["DEFAULT_STEP_BUDGET_MS", "DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "KV_TYPE_BYTES", "MAX_THREADS",
+           "POOLING", "ContextConfig", "kv_cache_bytes", "kv_type"]
 
 #: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
@@ -33,6 +35,37 @@ DEFAULT_UBATCH = 512
 #: streams, 2,000 / 4,000-token prompts): the largest gap fell from 1.1 / 1.5 s to 0.32 /
 #: 0.41 s, and the prompt took 1.7 / 1.5 times as long.
 DEFAULT_STEP_BUDGET_MS = 200.0
+
+
+#: Bytes per element of each KV type (a quantized block's bytes over its 32 elements).
+KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+                 "q4_1": 20 / 32, "q4_0": 18 / 32}
+
+
+def kv_cache_bytes(meta: Mapping[str, Any], n_ctx: int, type_k: str, type_v: str) -> int:
+    """The KV cache's size for ``n_ctx`` cells from a GGUF's metadata (0 when it lacks the facts).
+
+    Every layer's keys and values at full length: an upper bound for sliding-window
+    models (Gemma 2/3), whose windowed layers keep fewer cells.
+    """
+    def value(key: str) -> int | None:
+        v = meta.get(key)
+        try:
+            return int(v.decode() if isinstance(v, bytes) else v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+
+    arch = meta.get("general.architecture", b"")
+    arch = arch.decode(errors="replace") if isinstance(arch, bytes) else str(arch)
+    n_layer, n_embd = value(f"{arch}.block_count"), value(f"{arch}.embedding_length")
+    n_head = value(f"{arch}.attention.head_count")
+    if not (n_layer and n_embd and n_head):
+        return 0
+    n_head_kv = value(f"{arch}.attention.head_count_kv") or n_head
+    k_len = value(f"{arch}.attention.key_length") or n_embd // n_head
+    v_len = value(f"{arch}.attention.value_length") or n_embd // n_head
+    per_cell = n_layer * n_head_kv * (k_len * KV_TYPE_BYTES[type_k] + v_len * KV_TYPE_BYTES[type_v])
+    return int(n_ctx * per_cell)
 
 
 def kv_type(value: str | int | None, f16_kv: bool = True) -> int:
@@ -134,6 +167,9 @@ class ContextConfig:
         set_(self, "type_v", kv_type(self.type_v))
         if self.flash_attn not in (-1, 0, 1):
             raise ValueError(f"flash_attn must be -1 (auto), 0 or 1, not {self.flash_attn!r}")
+        if self.flash_attn == 0 and self.type_v not in (KV_TYPES["f32"], KV_TYPES["f16"], KV_TYPES["bf16"]):
+            # llama.cpp refuses the context otherwise (its V transpose needs an unquantized type)
+            raise ValueError("a quantized V cache (type_v) needs flash attention: flash_attn on or auto")
         if self.pooling not in POOLING.values():
             raise ValueError(f"unknown pooling type {self.pooling!r}; expected one of {', '.join(POOLING)}")
 

@@ -11,8 +11,9 @@ Two ways to drive it, one rule: **one thread steps at a time** (a lock).
   threads streaming from the same ``Llama`` therefore share batches: each
   step advances both, and each thread reads its own request's pieces. No
   lock is held while a reader's generator is paused at a ``yield``.
-* A scheduler thread (:meth:`Engine.run_forever`, used by the server): it steps
-  while there is work and sleeps on a condition when idle; readers only wait.
+* A scheduler thread of the caller's (the server's ``server.scheduler``), which
+  declares itself with :meth:`Engine.drive_from_this_thread` and steps while
+  there is work; readers then only wait for its steps.
 
 Events are dispatched in the stepping thread, so stop strings are found there
 and the request released at once: the token after a stop is never decoded.
@@ -322,26 +323,9 @@ class Engine:
         """Declare the calling thread the one that steps this engine from now on.
 
         Readers of a :class:`Handle` then wait for that thread's steps instead of
-        stepping inline. For a scheduler with a loop of its own (the server's);
-        :meth:`run_forever` does this itself.
+        stepping inline (the server's scheduler, which has a loop of its own).
         """
         self._scheduler = threading.current_thread()
-
-    def run_forever(self, stop: threading.Event) -> None:
-        """The scheduler loop: step while there is work, sleep when idle, until ``stop`` is set."""
-        self.drive_from_this_thread()
-        try:
-            while not stop.is_set():
-                if not self.step():
-                    with self._work:
-                        if self._core.idle() and not stop.is_set():
-                            self._work.wait(0.05)
-        finally:
-            self._scheduler = None
-
-    def wake(self) -> None:
-        with self._work:
-            self._work.notify_all()
 
     # ----------------------------------------------------------- events
     def _piece(self, token: int) -> str:

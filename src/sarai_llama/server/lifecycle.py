@@ -54,7 +54,7 @@ class ServerState:
     def load(self) -> None:
         """Load the model and start the scheduler (in a thread: the HTTP server is already up)."""
         from .. import _core
-        from ..context_config import ContextConfig
+        from ..context_config import FLASH_ATTN, KV_TYPES, ContextConfig, kv_cache_bytes
         from ..engine import Engine
         from ..loading import load_model
 
@@ -64,7 +64,9 @@ class ServerState:
                 time.sleep(s.debug_load_delay)
             n_threads = s.n_threads()
             config = ContextConfig(n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size,
-                                   n_threads=n_threads, n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms)
+                                   n_threads=n_threads, n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms,
+                                   type_k=KV_TYPES[s.cache_type_k], type_v=KV_TYPES[s.cache_type_v],
+                                   flash_attn=FLASH_ATTN[{"on": True, "off": False}.get(s.flash_attn)])
             _core.set_log_level(2 if s.log_level == "debug" else 4)
             model = load_model(s.model)  # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
             engine = Engine(model, config, s.seed)
@@ -85,6 +87,10 @@ class ServerState:
             self.scheduler = scheduler
             logger.info("model loaded: %s (%d threads, %d sequences, %d context cells, %d per sequence)",
                         s.model, n_threads, s.parallel, engine.n_ctx, self.n_ctx_seq)
+            kv = kv_cache_bytes(meta, engine.n_ctx, s.cache_type_k, s.cache_type_v)
+            logger.info("KV cache: %s (K %s, V %s, flash attention %s)",
+                        f"at most {kv / 2**20:.0f} MiB" if kv else "size unknown for this architecture",
+                        s.cache_type_k, s.cache_type_v, s.flash_attn)
             if self.phase == "loading":
                 self.phase = "ready"
         except Exception as exc:

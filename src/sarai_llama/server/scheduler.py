@@ -10,7 +10,7 @@ per event loop (not one per request): on a small machine every wake-up of the
 event loop takes CPU from the decode's threads, and at 8 streams the batched
 hand-over is that many fewer wake-ups per token.
 
-Why a loop of our own instead of ``Engine.run_forever``: admission is counted
+Why the loop is here and not in the engine: admission is counted
 here (the bounded queue and its 503s), and the stepping thread itself submits
 what the handlers queued, between two steps, so a request is accepted or
 refused within one step and every Handle is created on one thread.

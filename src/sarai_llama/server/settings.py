@@ -17,7 +17,8 @@ from typing import Any
 
 from ..context_config import DEFAULT_STEP_BUDGET_MS
 
-__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "resolve_threads"]
+__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_flash_attn",
+           "parse_kv_type", "resolve_threads"]
 
 
 def parse_bool(text: str) -> bool:
@@ -54,6 +55,25 @@ def parse_step_budget(text: str) -> float:
     if not ms >= 0 or ms == float("inf"):
         raise ValueError(f"step budget must be 'off' or a number of ms >= 0, not {text!r}")
     return ms
+
+
+def parse_kv_type(text: str) -> str:
+    """A KV-cache type name, as llama-server's ``-ctk`` / ``-ctv`` take it (f16, q8_0, ...)."""
+    from ..context_config import KV_TYPES
+
+    value = str(text).strip().lower()
+    if value not in KV_TYPES:
+        raise ValueError(f"KV cache type must be one of {', '.join(KV_TYPES)}, not {text!r}")
+    return value
+
+
+def parse_flash_attn(text: str) -> str:
+    """``on``, ``off`` or ``auto`` (llama.cpp decides per model and machine), as llama-server's ``-fa``."""
+    value = str(text).strip().lower()
+    value = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(value, value)
+    if value not in ("on", "off", "auto"):
+        raise ValueError(f"flash attention must be on, off or auto, not {text!r}")
+    return value
 
 
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
@@ -106,6 +126,12 @@ OPTIONS: tuple[Option, ...] = (
            "while streams generate, a step takes only as many prompt tokens as the engine's measured "
            "costs fit in this many ms, so a long prompt does not stall them (a lone prompt always gets "
            "the whole batch); 'off' or 0: prompts take the whole batch", metavar="MS|off"),
+    Option("cache_type_k", parse_kv_type, "f16", "KV-cache type of the keys (f32, f16, bf16, q8_0, q5_1, q5_0, "
+           "q4_1, q4_0): q8_0 halves the cache's memory", ("-ctk",)),
+    Option("cache_type_v", parse_kv_type, "f16", "KV-cache type of the values (as --cache-type-k); a quantized "
+           "one needs flash attention", ("-ctv",)),
+    Option("flash_attn", parse_flash_attn, "auto", "flash attention: on, off or auto (llama.cpp decides)",
+           ("-fa",), "on|off|auto"),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
            "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
@@ -151,6 +177,9 @@ class Settings:
     batch_size: int
     ubatch_size: int | None
     step_budget_ms: float
+    cache_type_k: str
+    cache_type_v: str
+    flash_attn: str
     threads: str | int
     job: str | None
     api_key: list[str]
