@@ -1,4 +1,4 @@
-"""Prompt-lookup speculative decoding (speculative.py) on the real core."""
+"""Prompt-lookup speculative decoding (llama_speculative.py) on the real core."""
 
 from __future__ import annotations
 
