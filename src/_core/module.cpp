@@ -68,4 +68,5 @@ PYBIND11_MODULE(_core, m) {
     sarai_bind::bind_context(m);
     sarai_bind::bind_engine(m);
     sarai_bind::bind_chat(m);
+    sarai_bind::bind_pooled(m);
 }

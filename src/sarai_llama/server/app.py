@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from . import embeddings, llama_extras, openai_routes
+from . import embeddings, infill, llama_extras, openai_routes, rerank
 from .errors import install_handlers
 from .gate import Gate
 from .lifecycle import ServerState
@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> tuple[Gate, ServerState]:
 
     app = FastAPI(title="sarai-llama", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_handlers(app)
-    for module in (llama_extras, openai_routes, embeddings):
+    for module in (llama_extras, openai_routes, embeddings, infill, rerank):
         app.include_router(module.router(state))
     return Gate(app, state), state
 
