@@ -140,12 +140,19 @@ def write_tiny_llama(
     t("token_embd.weight", n_vocab, n_embd)
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     t("output.weight", n_vocab, n_embd)
+    return _finish(writer, path, t, n_layer, n_embd, n_ff)
+
+
+def _finish(writer: Any, path: Path, t: Any, n_layer: int, n_embd: int, n_ff: int, head_dim: int = 0) -> Path:
+    """The layers of a llama-shaped decoder (``t(name, *shape)`` writes a matrix; ``head_dim``
+    adds Qwen3's per-head Q/K norms), then the file."""
     for i in range(n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        t(f"blk.{i}.attn_q.weight", n_embd, n_embd)
-        t(f"blk.{i}.attn_k.weight", n_embd, n_embd)
-        t(f"blk.{i}.attn_v.weight", n_embd, n_embd)
-        t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
+        for m in ("q", "k", "v", "output"):
+            t(f"blk.{i}.attn_{m}.weight", n_embd, n_embd)
+        if head_dim:
+            writer.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
+            writer.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
         t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
@@ -201,26 +208,11 @@ def write_tiny_reranker(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_hea
     def t(name: str, *shape: int) -> None:
         writer.add_tensor(name, rng.standard_normal(shape, dtype=np.float32) * 0.2)
 
-    head_dim = n_embd // n_head
     t("token_embd.weight", len(tokens), n_embd)
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     if classifier:
         t("cls.output.weight", 2, n_embd)
-    for i in range(n_layer):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        for m in ("q", "k", "v", "output"):
-            t(f"blk.{i}.attn_{m}.weight", n_embd, n_embd)
-        writer.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
-        writer.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
-        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
-        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
-        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
-        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
+    return _finish(writer, path, t, n_layer, n_embd, n_ff, head_dim=n_embd // n_head)
 
 
 def main() -> None:

@@ -40,8 +40,9 @@ class PooledBatch {
 
     // One vector of n_out() floats per input, in order. Inputs are packed in order
     // into decodes of at most n_batch tokens and n_seq sequences; the KV cache is
-    // cleared after each, so a result does not depend on the call's other inputs
-    // (beyond float rounding of differently shaped batches). InvalidArgument for an
+    // cleared after each, so a result does not depend on the call's other inputs.
+    // llama.cpp may pick other CPU kernels for a batch of another size, though (flash
+    // attention's: ~1e-3 on a random-weight score; without it, float rounding). InvalidArgument for an
     // empty input, one longer than n_batch or a token outside the vocabulary.
     // `interrupt` runs between decodes (it may throw to stop, e.g. for Ctrl-C).
     std::vector<std::vector<float>> run(const std::vector<std::vector<llama_token>> &inputs,

@@ -11,7 +11,10 @@ A pair is formatted as llama-server formats it: through the GGUF's rerank prompt
 has one, else ``[BOS] query [EOS] [SEP] document [EOS]``, each of BOS / EOS / SEP
 where the vocabulary adds it (SEP standing in for a missing EOS). The pairs of a
 call are decoded together, up to ``n_seq`` per ``llama_decode``
-(``_core.PooledBatch``); a score does not depend on the other pairs of the call.
+(``_core.PooledBatch``); a score does not depend on the other pairs of the call,
+though llama.cpp's CPU kernels differ with a batch's size: with flash attention
+(its default) a pair scored alone can differ by ~1e-3 on random weights
+(``tests/test_rerank.py``).
 """
 
 from __future__ import annotations
@@ -50,8 +53,9 @@ def why_not_reranker(model: Any) -> str | None:
 class Reranker:
     """Scores (query, document) pairs on a rank-pooled context of its own.
 
-    ``config`` must have ``embeddings`` and rank pooling; its ``n_batch`` is the
-    longest pair (the window), ``n_seq`` the pairs per decode. A model without a
+    ``config`` must have ``embeddings`` and rank pooling; its ``n_batch`` (at most
+    the model's training length) is the longest pair (the window), ``n_seq`` the pairs
+    per decode. A model without a
     classifier head is a ``ValueError`` (see :func:`why_not_reranker`).
     """
 
@@ -63,7 +67,9 @@ class Reranker:
             raise ValueError(why)
         self.model = model
         self._batch = _core.PooledBatch(model, config.to_core(), n_seq)
-        self.window = int(self._batch.n_batch)
+        # The longest pair: one batch, and no position past the training length (learned
+        # position embeddings, as BERT's, have no row for it).
+        self.window = min(int(self._batch.n_batch), int(model.n_ctx_train))
         self.template = model.chat_template("rerank")
         self._lock = threading.Lock()
 

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import fim, responses
 from ..errors import ParameterError
-from .errors import APIError, invalid
+from .errors import invalid
 from .lifecycle import ServerState
 from .openai_schemas import Body, Generation
 from .requests import check_tokens, max_tokens, prepare
@@ -94,21 +94,14 @@ def router(state: ServerState) -> APIRouter:
                 "tokens_evaluated": run.prepared.n_prompt, "tokens_cached": run.n_reused}
 
     async def chunks(run: Run) -> AsyncIterator[dict[str, Any] | None]:
-        async for item in run.events(ping=True):
-            if item is None:
+        async for p in run.pieces(ping=True):
+            if p is None:
                 yield None
                 continue
-            pieces, error = item
-            if error is not None:
-                raise APIError(500, f"generation failed: {error}", "server_error")
-            for p in pieces:
-                if p.finish_reason == "cancelled":
-                    raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
-                                   code="cancelled")
-                if p.text:
-                    yield {"index": 0, "content": p.text, "stop": False}
-                if p.finish_reason is not None:
-                    run.log["finish_reason"] = p.finish_reason
-                    yield {"index": 0, "content": "", "stop": True, **final(run)}
+            if p.text:
+                yield {"index": 0, "content": p.text, "stop": False}
+            if p.finish_reason is not None:
+                run.log["finish_reason"] = p.finish_reason
+                yield {"index": 0, "content": "", "stop": True, **final(run)}
 
     return api

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import chat_completion, fim, responses
 from ..chat_template import RenderedChat
-from .errors import APIError, bad, invalid
+from .errors import bad, invalid
 from .infill import fim_prompt_tokens
 from .lifecycle import ServerState
 from .openai_schemas import ChatBody, CompletionBody, Generation
@@ -195,24 +195,16 @@ class Choices:
         elif run.prepared.echo_text:
             yield self._completion_chunk(index, run.prepared.echo_text, None, None)
         finish = None
-        async for item in run.events(ping=True):
-            if item is None:
+        async for p in run.pieces(ping=True):
+            if p is None:
                 yield None
-                continue
-            pieces, error = item
-            if error is not None:
-                raise APIError(500, f"generation failed: {error}", "server_error")
-            for p in pieces:
-                if p.finish_reason == "cancelled":
-                    raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
-                                   code="cancelled")
-                if chat is not None:
-                    for chunk in chat.feed(p):
-                        yield chunk
-                    finish = chat.finish_reason
-                elif p.text or p.logprobs or p.finish_reason is not None:
-                    finish = p.finish_reason
-                    yield self._completion_chunk(index, p.text, finish, p.logprobs)
+            elif chat is not None:
+                for chunk in chat.feed(p):
+                    yield chunk
+                finish = chat.finish_reason
+            elif p.text or p.logprobs or p.finish_reason is not None:
+                finish = p.finish_reason
+                yield self._completion_chunk(index, p.text, finish, p.logprobs)
         run.log["finish_reason"] = finish
 
     def _completion_chunk(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:

@@ -104,6 +104,22 @@ class Run:
                 timer.cancel()
             self.close()
 
+    async def pieces(self, ping: bool = False) -> AsyncIterator[Piece | None]:
+        """A stream's pieces one by one (with ``ping``, ``None`` when a ping is due); a failed
+        generation raises a 500 :class:`APIError`, one the drain cancelled a 503."""
+        async for item in self.events(ping=ping):
+            if item is None:
+                yield None
+                continue
+            pieces, error = item
+            if error is not None:
+                raise APIError(500, f"generation failed: {error}", "server_error")
+            for p in pieces:
+                if p.finish_reason == "cancelled":
+                    raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
+                                   code="cancelled")
+                yield p
+
     def _account(self, pieces: list[Piece]) -> None:
         now = time.monotonic()
         m = self.state.metrics
