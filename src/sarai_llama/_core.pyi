@@ -236,6 +236,7 @@ class ChatInputs:
     add_generation_prompt: bool
     enable_thinking: bool
     template_kwargs_json: str
+    reasoning_format: str
     def __init__(self) -> None: ...
 
 class ChatRender:

@@ -79,6 +79,16 @@ def parse_flash_attn(text: str) -> str:
     return value
 
 
+def parse_reasoning_format(text: str) -> str:
+    """One of ``chat_template.REASONING_FORMATS``, as llama-server's ``--reasoning-format``."""
+    from ..chat_template import REASONING_FORMATS
+
+    value = str(text).strip().lower()
+    if value not in REASONING_FORMATS:
+        raise ValueError(f"reasoning format must be one of {', '.join(REASONING_FORMATS)}, not {text!r}")
+    return value
+
+
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -159,6 +169,9 @@ OPTIONS: tuple[Option, ...] = (
            ("-a",)),
     Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
            "file or Jinja text", ("--chat-template",)),
+    Option("reasoning_format", parse_reasoning_format, "auto", "what a thinking model's reasoning becomes in "
+           "chat answers, as llama-server: none (left in content), auto = deepseek (in reasoning_content); "
+           "a request's reasoning_format overrides it", metavar="none|auto|deepseek"),
     Option("seed", int, RANDOM_SEED, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
@@ -196,6 +209,7 @@ class Settings:
     retry_after: int
     alias: str | None
     chat_format: str | None
+    reasoning_format: str
     seed: int
     log_level: str
     embeddings: bool
