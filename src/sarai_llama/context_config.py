@@ -173,6 +173,11 @@ class ContextConfig:
         if self.pooling not in POOLING.values():
             raise ValueError(f"unknown pooling type {self.pooling!r}; expected one of {', '.join(POOLING)}")
 
+    @property
+    def kv_layout(self) -> str:
+        """What shapes a sequence's saved KV state besides the model (the state cache's identity)."""
+        return f"type_k={self.type_k},type_v={self.type_v},flash_attn={self.flash_attn},swa_full={self.swa_full}"
+
     def to_core(self) -> Any:
         """The compiled core's ``ContextParams``."""
         p = _core.ContextParams()
