@@ -174,10 +174,11 @@ def test_restored_turns_equal_prefill_llama_f32(llama_f32, tmp_path, seed):
     without = conversation(make_engine(llama_f32), llama_f32, seed)
     assert with_cache[0] == without[0]  # greedy replies token for token
     s = cache.stats()
-    assert s["hits"] == 2 and s["restored_tokens"] > 0
-    # Later turns of A restored their whole history: prompt minus the new message.
-    assert all(r >= 60 for r in with_cache[1][1:])
-    assert all(r <= 1 for r in without[1][1:])  # only BOS is shared with B... or nothing
+    assert s["hits"] == 4 and s["restored_tokens"] > 0  # turns 2 and 3 of A and of B
+    # Later turns restored their whole history (system, earlier messages and replies, less the
+    # reply's last token, never decoded); without the cache only the shared system prompt is reused.
+    assert with_cache[1][1:] == [61 + 12 + 5, 61 + 2 * (12 + 6) - 1]
+    assert without[1][1:] == [61, 61]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -185,13 +186,14 @@ def test_restored_turns_equal_prefill_sliding_window_f32(gemma_f32, seed):
     # Histories far longer than the 16-token window: today a sliding-window sequence
     # taken by another request loses everything; the cache keeps it.
     model, path = gemma_f32
-    assert model.n_swa == 16 if hasattr(model, "n_swa") else True
+    # 300 system tokens: the sliding-window cache (256 cells here) wraps around.
     cache = new_cache(path)
-    with_cache = conversation(make_engine(model, cache=cache), model, seed)
-    without = conversation(make_engine(model), model, seed)
+    with_cache = conversation(make_engine(model, cache=cache), model, seed, system=300)
+    without = conversation(make_engine(model), model, seed, system=300)
     assert with_cache[0] == without[0]
-    assert cache.stats()["hits"] == 2
-    assert all(r >= 60 for r in with_cache[1][1:])
+    assert cache.stats()["hits"] == 4
+    assert with_cache[1][1:] == [301 + 12 + 5, 301 + 2 * (12 + 6) - 1]
+    assert without[1][1:] == [301, 301]  # the other conversation's window covers the system prompt only
 
 
 def test_sliding_window_own_sequence_continues(gemma_f32):
@@ -230,8 +232,9 @@ def test_eviction_keeps_the_budget_and_the_recent(llama_f32):
         assert s["bytes"] <= s["budget_bytes"]
     s = cache.stats()
     assert s["entries"] == 2 and s["evictions"] == 3  # 5 saved (the last one still lives in its sequence)
-    # The most recent states are the ones kept: the 4th conversation restores, the 1st does not.
-    _, end = run(engine, prompts[3] + [300, 301], 1)
+    # The most recent states are kept: the 5th conversation restores (this request's admission
+    # stashes the 6th, which evicts the 4th), the 1st does not.
+    _, end = run(engine, prompts[4] + [300, 301], 1)
     assert end.n_reused >= 50
     _, end = run(engine, prompts[0] + [300, 301], 1)
     assert end.n_reused <= 1
@@ -319,7 +322,7 @@ def test_gemma_q4_restore(gemma_path: Path):
     cache = new_cache(gemma_path, 256 * MIB)
     with_cache = conversation(make_engine(model, n_ctx=2048, n_batch=256, cache=cache), model, 4, system=600)
     without = conversation(make_engine(model, n_ctx=2048, n_batch=256), model, 4, system=600)
-    assert cache.stats()["hits"] == 2
-    assert all(r >= 600 for r in with_cache[1][1:])
+    assert cache.stats()["hits"] == 4
+    assert all(r >= 600 + 12 for r in with_cache[1][1:])
     same = sum(a == b for a, b in zip(with_cache[0], without[0]))
     print(f"gemma q4: {same} of {len(without[0])} replies equal with and without the cache")
