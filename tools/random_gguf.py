@@ -30,6 +30,7 @@ def write_tiny_llama(
     special_tokens: tuple[str, ...] = (),
     add_space_prefix: bool = True,
     byte_only: bool = False,
+    sliding_window: int | None = None,
 ) -> Path:
     """Write a random-weight llama GGUF with a byte-fallback SentencePiece vocabulary.
 
@@ -44,7 +45,9 @@ def write_tiny_llama(
     text that follows a special token, as the BPE vocabularies of the families
     whose templates tests use do not either. ``byte_only`` leaves the vocabulary at
     ``<unk>``, ``<s>``, ``</s>`` and the 256 byte tokens (plus ``special_tokens``):
-    every piece of text is spelled in bytes.
+    every piece of text is spelled in bytes. ``sliding_window`` writes a Gemma 3
+    model instead (llama.cpp's ``gemma3`` architecture: five sliding-window layers of
+    that many positions, then one global layer, each with its extra norms).
     """
     import gguf
     import gguf.quants
@@ -72,8 +75,11 @@ def write_tiny_llama(
     n_vocab = len(tokens)
     scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(words))] + [0.0] * len(special_tokens)
 
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("sarai-tiny-random-llama")
+    arch = "gemma3" if sliding_window else "llama"
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"sarai-tiny-random-{arch}")
+    if sliding_window:
+        writer.add_sliding_window(sliding_window)
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(n_layer if block_count is None else block_count)
@@ -118,6 +124,10 @@ def write_tiny_llama(
         t(f"blk.{i}.attn_v.weight", n_embd, n_embd)
         t(f"blk.{i}.attn_output.weight", n_embd, n_embd)
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        if sliding_window:
+            for norm, n in (("post_attention_norm", n_embd), ("post_ffw_norm", n_embd),
+                            ("attn_q_norm", n_embd // n_head), ("attn_k_norm", n_embd // n_head)):
+                writer.add_tensor(f"blk.{i}.{norm}.weight", np.ones(n, dtype=np.float32))
         t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)

@@ -20,8 +20,8 @@ from ..context_config import DEFAULT_STEP_BUDGET_MS
 from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
 
-__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_flash_attn",
-           "parse_kv_type", "resolve_threads"]
+__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_cache_ram",
+           "parse_flash_attn", "parse_kv_type", "resolve_threads"]
 
 
 def parse_bool(text: str) -> bool:
@@ -89,6 +89,21 @@ def parse_reasoning_format(text: str) -> str:
     return value
 
 
+def parse_cache_ram(text: str) -> str | int:
+    """``auto`` (what the pod's memory limit leaves), or MiB as llama-server's ``--cache-ram``: 0 turns the
+    state cache off, -1 sets no limit."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}") from None
+    if n < -1:
+        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}")
+    return n
+
+
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -145,6 +160,14 @@ OPTIONS: tuple[Option, ...] = (
            "one needs flash attention", ("-ctv",)),
     Option("flash_attn", parse_flash_attn, "auto", "flash attention: on, off or auto (llama.cpp decides)",
            ("-fa",), "on|off|auto"),
+    Option("cache_ram", parse_cache_ram, "auto",
+           "host RAM for KV states of conversations whose sequence another request took (restored instead of "
+           "prefilled on their next turn), in MiB as llama-server's; 'auto': what the memory limit (cgroup) "
+           "leaves after the model, the KV cache and a margin, or a share of the RAM; 0: off; -1: no limit",
+           ("-cram",), "auto|MiB"),
+    Option("cache_dir", str, None, "directory the state cache also writes its states to (they survive a "
+           "restart; files of another model or format are ignored with a warning)"),
+    Option("cache_disk", _positive(int, 0), 10240, "MiB the state cache may keep in --cache-dir"),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = the thread policy (affinity, cgroup quota, E-cores, "
            "SARAI_THREAD_MODE, <JOB>_THREADS), 'tuned' = the saved 'sarai-llama tune' result for the model "
@@ -197,6 +220,9 @@ class Settings:
     cache_type_k: str
     cache_type_v: str
     flash_attn: str
+    cache_ram: str | int
+    cache_dir: str | None
+    cache_disk: int
     threads: str | int
     job: str | None
     api_key: list[str]
