@@ -44,7 +44,6 @@ def add_vocab(writer: Any, special_tokens: Sequence[str] = (), *, add_space_pref
     for special in special_tokens:
         tokens.append(special.encode())
         types.append(gguf.TokenType.CONTROL)
-    n_vocab = len(tokens)
     scores = [0.0] * 3 + [-1000.0] * 256 + [-float(i) for i in range(len(words))] + [0.0] * len(special_tokens)
 
     writer.add_tokenizer_model("llama")
@@ -79,6 +78,7 @@ def write_tiny_llama(
     special_tokens: tuple[str, ...] = (),
     add_space_prefix: bool = True,
     byte_only: bool = False,
+    sliding_window: int | None = None,
     fim: bool = False,
     fim_repo: bool = False,
 ) -> Path:
@@ -95,10 +95,12 @@ def write_tiny_llama(
     text that follows a special token, as the BPE vocabularies of the families
     whose templates tests use do not either. ``byte_only`` leaves the vocabulary at
     ``<unk>``, ``<s>``, ``</s>`` and the 256 byte tokens (plus ``special_tokens``):
-    every piece of text is spelled in bytes. ``fim`` adds Qwen's fill-in-the-middle
-    control tokens (``<|fim_prefix|>``, ``<|fim_suffix|>``, ``<|fim_middle|>``) with the
-    ``tokenizer.ggml.fim_*_token_id`` keys; ``fim_repo`` also ``<|fim_pad|>``,
-    ``<|repo_name|>`` and ``<|file_sep|>`` (the repository-level pattern).
+    every piece of text is spelled in bytes. ``sliding_window`` writes a Gemma 3
+    model instead (llama.cpp's ``gemma3`` architecture: five sliding-window layers of
+    that many positions, then one global layer, each with its extra norms). ``fim`` adds
+    Qwen's fill-in-the-middle control tokens (``<|fim_prefix|>``, ``<|fim_suffix|>``,
+    ``<|fim_middle|>``) with the ``tokenizer.ggml.fim_*_token_id`` keys; ``fim_repo`` also
+    ``<|fim_pad|>``, ``<|repo_name|>`` and ``<|file_sep|>`` (the repository-level pattern).
     """
     import gguf
     import gguf.quants
@@ -106,8 +108,11 @@ def write_tiny_llama(
     rng = np.random.default_rng(seed)
     fim_names = FIM_TOKENS if fim_repo else dict(list(FIM_TOKENS.items())[:3]) if fim else {}
     special_tokens = (*special_tokens, *fim_names.values())
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name("sarai-tiny-random-llama")
+    arch = "gemma3" if sliding_window else "llama"
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(f"sarai-tiny-random-{arch}")
+    if sliding_window:
+        writer.add_sliding_window(sliding_window)
     writer.add_context_length(n_ctx_train)
     writer.add_embedding_length(n_embd)
     writer.add_block_count(n_layer if block_count is None else block_count)
@@ -140,20 +145,24 @@ def write_tiny_llama(
     t("token_embd.weight", n_vocab, n_embd)
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     t("output.weight", n_vocab, n_embd)
-    return _finish(writer, path, t, n_layer, n_embd, n_ff)
+    norms: list[tuple[str, int]] = []
+    if sliding_window:
+        norms = [("post_attention_norm", n_embd), ("post_ffw_norm", n_embd), ("attn_q_norm", n_embd // n_head),
+                 ("attn_k_norm", n_embd // n_head)]
+    return _finish(writer, path, t, n_layer, n_embd, n_ff, norms)
 
 
-def _finish(writer: Any, path: Path, t: Any, n_layer: int, n_embd: int, n_ff: int, head_dim: int = 0) -> Path:
-    """The layers of a llama-shaped decoder (``t(name, *shape)`` writes a matrix; ``head_dim``
-    adds Qwen3's per-head Q/K norms), then the file."""
+def _finish(writer: Any, path: Path, t: Any, n_layer: int, n_embd: int, n_ff: int,
+            norms: Sequence[tuple[str, int]] = ()) -> Path:
+    """The layers of a llama-shaped decoder (``t(name, *shape)`` writes a matrix; ``norms``:
+    each layer's extra norms, (name, size)), then the file."""
     for i in range(n_layer):
         writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
         for m in ("q", "k", "v", "output"):
             t(f"blk.{i}.attn_{m}.weight", n_embd, n_embd)
-        if head_dim:
-            writer.add_tensor(f"blk.{i}.attn_q_norm.weight", np.ones(head_dim, dtype=np.float32))
-            writer.add_tensor(f"blk.{i}.attn_k_norm.weight", np.ones(head_dim, dtype=np.float32))
         writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for norm, n in norms:
+            writer.add_tensor(f"blk.{i}.{norm}.weight", np.ones(n, dtype=np.float32))
         t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_up.weight", n_ff, n_embd)
         t(f"blk.{i}.ffn_down.weight", n_embd, n_ff)
@@ -212,7 +221,8 @@ def write_tiny_reranker(path: Path, *, n_embd: int = 64, n_layer: int = 2, n_hea
     writer.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
     if classifier:
         t("cls.output.weight", 2, n_embd)
-    return _finish(writer, path, t, n_layer, n_embd, n_ff, head_dim=n_embd // n_head)
+    head_dim = n_embd // n_head
+    return _finish(writer, path, t, n_layer, n_embd, n_ff, [("attn_q_norm", head_dim), ("attn_k_norm", head_dim)])
 
 
 def main() -> None:

@@ -68,11 +68,12 @@ def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_cal
 def render(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], *, tools: Any = None, tool_choice: Any = None,
            parallel_tool_calls: bool | None = None, response_format: Mapping[str, Any] | None = None,
            json_schema: Mapping[str, Any] | None = None, grammar: Any = None,
-           chat_template_kwargs: Mapping[str, Any] | None = None) -> RenderedChat:
+           chat_template_kwargs: Mapping[str, Any] | None = None, reasoning_format: str = "none") -> RenderedChat:
     """Render one chat request; ``ValueError`` for conflicting constraints or bad messages.
 
     A caller's GBNF ``grammar`` cannot be combined with a ``response_format``
     schema or with tools the model may call: each would need its own grammar.
+    ``reasoning_format``: what the answer's thinking becomes (``chat_template.REASONING_FORMATS``).
     """
     if grammar is not None:
         if response_format_schema(response_format, json_schema) is not None:
@@ -82,7 +83,7 @@ def render(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], *, tools: Any
                                  "tools")
     return fmt.render(messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                       response_format=response_format, json_schema=json_schema,
-                      chat_template_kwargs=chat_template_kwargs)
+                      chat_template_kwargs=chat_template_kwargs, reasoning_format=reasoning_format)
 
 
 def apply(request: Request, rendered: RenderedChat) -> Request:

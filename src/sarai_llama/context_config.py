@@ -197,6 +197,11 @@ class ContextConfig:
                    embeddings=embeddings, pooling=POOLING["mean"] if embeddings and pooling == -1 else pooling,
                    **fields)
 
+    @property
+    def kv_layout(self) -> str:
+        """What shapes a sequence's saved KV state besides the model (the state cache's identity)."""
+        return f"type_k={self.type_k},type_v={self.type_v},flash_attn={self.flash_attn},swa_full={self.swa_full}"
+
     def to_core(self) -> Any:
         """The compiled core's ``ContextParams``."""
         p = _core.ContextParams()

@@ -259,6 +259,17 @@ class Engine:
     def perf(self) -> dict[str, float]:
         return dict(self._core.perf())
 
+    @property
+    def state_cache(self) -> Any:
+        """The ``_core.StateCache`` this engine saves taken sequences to and restores prefixes from
+        (:mod:`state_cache`); None: off. Set it between steps."""
+        return self._core.state_cache
+
+    @state_cache.setter
+    def state_cache(self, cache: Any) -> None:
+        with self._step_lock:
+            self._core.state_cache = cache
+
     # ----------------------------------------------------------- requests
     def submit(self, request: Request) -> Handle:
         """Queue ``request`` (ValueError for a bad one, before anything runs); thread-safe."""
@@ -421,8 +432,13 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         """Counters: steps, decode calls, batch and prompt tokens, time in step() and in llama_decode
         (ms), steps the step budget cut, and the engine's running cost estimates (ms per logits row,
-        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens."""
-        return dict(self._core.stats())
+        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens; with a state
+        cache, its counters as ``state_cache_*`` (hits, misses, restored_tokens, bytes, ...)."""
+        out = dict(self._core.stats())
+        cache = self._core.state_cache
+        if cache is not None:
+            out.update({f"state_cache_{k}": v for k, v in cache.stats().items()})
+        return out
 
     def load(self) -> dict[str, int]:
         """Requests decoding now and waiting, and KV cells in use / total."""

@@ -324,9 +324,9 @@ class Llama(ManualLoop, PooledCalls):
         :meth:`create_completion` (non-streaming), one result per prompt, in order.
         """
         requests = [self._completion_request(p, max_tokens, stop, logprobs, None, None, **sampling) for p in prompts]
-        name, created = model or self.model_path, responses.now()
+        name, created, done = model or self.model_path, responses.now(), run_all(self.engine, requests)
         return [text_completion.collect(pieces, "", responses.completion_id(), created, name, logprobs is not None,
-                                        len(req.prompt)) for req, pieces in zip(requests, run_all(self.engine, requests))]
+                                        len(req.prompt)) for req, pieces in zip(requests, done)]
 
     # ------------------------------------------------------------- chat
     def chat_handler(self) -> chat.ChatFormat:
@@ -337,8 +337,7 @@ class Llama(ManualLoop, PooledCalls):
 
     def chat_template(self) -> tuple[str, str]:
         """(template name or Jinja source, why) used by :meth:`create_chat_completion`."""
-        fmt = self.chat_handler()
-        return (fmt.name if isinstance(fmt, chat.BuiltinChat) else fmt.source), fmt.why
+        return (fmt.name if isinstance(fmt := self.chat_handler(), chat.BuiltinChat) else fmt.source), fmt.why
 
     def create_chat_completion(self, messages: Sequence[Mapping[str, Any]],
                                functions: Sequence[Mapping[str, Any]] | None = None, function_call: Any = None,
@@ -348,7 +347,7 @@ class Llama(ManualLoop, PooledCalls):
                                model: str | None = None, logprobs: bool | None = None,
                                top_logprobs: int | None = None, logits_processor: LogitsProcessorList | None = None,
                                grammar: LlamaGrammar | str | None = None, parallel_tool_calls: bool | None = None,
-                               **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
+                               reasoning_format: str = "none", **kwargs: Any) -> dict[str, Any] | Iterator[Any]:
         """Answer ``messages`` (OpenAI shape) through the model's chat template: a
         ``chat.completion`` dict, or ``chat.completion.chunk`` dicts when ``stream=True``.
 
@@ -357,6 +356,7 @@ class Llama(ManualLoop, PooledCalls):
         ``message.tool_calls`` with ``finish_reason`` "tool_calls".
         ``response_format`` ``{"type": "json_object"}`` or ``{"type": "json_schema",
         "json_schema": {"schema": ...}}`` constrains the answer to that JSON.
+        ``reasoning_format``: "none" (default, as llama-cpp-python) or "deepseek" (``reasoning_content``).
         Sampling keywords as :meth:`create_completion` (``temperature`` defaults to 0.2).
         """
         kwargs = chat_completion.sampling_kwargs(kwargs, [*SamplingParams.__dataclass_fields__, "temp", "tfs_z",
@@ -364,7 +364,7 @@ class Llama(ManualLoop, PooledCalls):
         tools, tool_choice = chat_completion.legacy_functions(functions, function_call, tools, tool_choice)
         rendered = chat_completion.render(self.chat_handler(), messages, tools=tools, tool_choice=tool_choice,
                                           parallel_tool_calls=parallel_tool_calls, response_format=response_format,
-                                          grammar=grammar)
+                                          grammar=grammar, reasoning_format=reasoning_format)
         stopping = kwargs.pop("stopping_criteria", None)
         request = self._completion_request(rendered.prompt, max_tokens, stop,
                                            (top_logprobs or 0) if logprobs else None, logits_processor, stopping,

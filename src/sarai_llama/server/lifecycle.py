@@ -97,6 +97,7 @@ class ServerState:
             logger.info("KV cache: %s (K %s, V %s, flash attention %s)",
                         f"at most {kv / 2**20:.0f} MiB" if kv else "size unknown for this architecture",
                         s.cache_type_k, s.cache_type_v, s.flash_attn)
+            self._start_state_cache(engine, config, kv)
             if self.phase == "loading":
                 self.phase = "ready"
         except Exception as exc:
@@ -104,6 +105,29 @@ class ServerState:
             self.phase, self.failure = "failed", str(exc)
             self.exit_code = 1
             self.on_exit(1)
+
+    def _start_state_cache(self, engine: Any, config: Any, kv_bytes: int) -> None:
+        """Give the engine its state cache, sized by --cache-ram or by the pod (logged with the reason)."""
+        from .. import state_cache
+        from ..memory import explain_cache_budget
+
+        s = self.settings
+        if s.cache_ram == "auto":
+            budget, why = explain_cache_budget(Path(s.model).stat().st_size, kv_bytes)
+        elif s.cache_ram == -1:
+            budget, why = 1 << 62, "--cache-ram -1: no limit (the pod's memory limit is not respected)"
+        else:
+            budget, why = int(s.cache_ram) << 20, f"--cache-ram {s.cache_ram}"
+        if budget == 0:
+            logger.info("state cache: off (%s)", why)
+            return
+        cache = state_cache.create(s.model, config.kv_layout, budget, s.cache_dir, s.cache_disk << 20)
+        for warning in cache.take_warnings():
+            logger.warning("%s", warning)
+        engine.state_cache = cache
+        logger.info("state cache: %s RAM (%s)%s", "no limit" if s.cache_ram == -1 else f"{budget >> 20} MiB", why,
+                    f", disk {s.cache_dir} up to {s.cache_disk} MiB ({cache.stats()['disk_entries']} states there)"
+                    if s.cache_dir else "")
 
     def close(self) -> None:
         """Stop the scheduler thread (the app's shutdown)."""

@@ -97,7 +97,8 @@ def router(state: ServerState) -> APIRouter:
                     template, messages, tools=tools, tool_choice=choice,
                     parallel_tool_calls=body.parallel_tool_calls, response_format=body.response_format,
                     json_schema=body.json_schema, grammar=body.grammar or None,
-                    chat_template_kwargs=body.chat_template_kwargs)
+                    chat_template_kwargs=body.chat_template_kwargs,
+                    reasoning_format=body.reasoning_format or state.settings.reasoning_format)
             except ValueError as exc:  # the template's own errors are about the messages
                 raise invalid(exc, "messages") from None
             return rendered, tokenize_prompt(state, rendered.prompt, "messages")

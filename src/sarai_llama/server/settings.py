@@ -20,8 +20,8 @@ from ..context_config import DEFAULT_STEP_BUDGET_MS
 from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
 
-__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_flash_attn",
-           "parse_kv_type", "resolve_threads"]
+__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_cache_ram",
+           "parse_flash_attn", "parse_kv_type", "resolve_threads"]
 
 
 def parse_bool(text: str) -> bool:
@@ -77,6 +77,31 @@ def parse_flash_attn(text: str) -> str:
     if value not in ("on", "off", "auto"):
         raise ValueError(f"flash attention must be on, off or auto, not {text!r}")
     return value
+
+
+def parse_reasoning_format(text: str) -> str:
+    """One of ``chat_template.REASONING_FORMATS``, as llama-server's ``--reasoning-format``."""
+    from ..chat_template import REASONING_FORMATS
+
+    value = str(text).strip().lower()
+    if value not in REASONING_FORMATS:
+        raise ValueError(f"reasoning format must be one of {', '.join(REASONING_FORMATS)}, not {text!r}")
+    return value
+
+
+def parse_cache_ram(text: str) -> str | int:
+    """``auto`` (what the pod's memory limit leaves), or MiB as llama-server's ``--cache-ram``: 0 turns the
+    state cache off, -1 sets no limit."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}") from None
+    if n < -1:
+        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}")
+    return n
 
 
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
@@ -135,6 +160,14 @@ OPTIONS: tuple[Option, ...] = (
            "one needs flash attention", ("-ctv",)),
     Option("flash_attn", parse_flash_attn, "auto", "flash attention: on, off or auto (llama.cpp decides)",
            ("-fa",), "on|off|auto"),
+    Option("cache_ram", parse_cache_ram, "auto",
+           "host RAM for KV states of conversations whose sequence another request took (restored instead of "
+           "prefilled on their next turn), in MiB as llama-server's; 'auto': what the memory limit (cgroup) "
+           "leaves after the model, the KV cache and a margin, or a share of the RAM; 0: off; -1: no limit",
+           ("-cram",), "auto|MiB"),
+    Option("cache_dir", str, None, "directory the state cache also writes its states to (they survive a "
+           "restart; files of another model or format are ignored with a warning)"),
+    Option("cache_disk", _positive(int, 0), 10240, "MiB the state cache may keep in --cache-dir"),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = the thread policy (affinity, cgroup quota, E-cores, "
            "SARAI_THREAD_MODE, <JOB>_THREADS), 'tuned' = the saved 'sarai-llama tune' result for the model "
@@ -159,6 +192,9 @@ OPTIONS: tuple[Option, ...] = (
            ("-a",)),
     Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
            "file or Jinja text", ("--chat-template",)),
+    Option("reasoning_format", parse_reasoning_format, "auto", "what a thinking model's reasoning becomes in "
+           "chat answers, as llama-server: none (left in content), auto = deepseek (in reasoning_content); "
+           "a request's reasoning_format overrides it", metavar="none|auto|deepseek"),
     Option("seed", int, RANDOM_SEED, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
@@ -187,6 +223,9 @@ class Settings:
     cache_type_k: str
     cache_type_v: str
     flash_attn: str
+    cache_ram: str | int
+    cache_dir: str | None
+    cache_disk: int
     threads: str | int
     job: str | None
     api_key: list[str]
@@ -199,6 +238,7 @@ class Settings:
     retry_after: int
     alias: str | None
     chat_format: str | None
+    reasoning_format: str
     seed: int
     log_level: str
     embeddings: bool
