@@ -15,7 +15,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from .. import chat_completion
-from ..chat_template import ChatOutput, RenderedChat, response_grammar
+from ..chat_template import ChatOutput, RenderedChat, json_schema_grammar, response_format_schema, response_grammar
 from ..engine import Request
 from ..errors import utf8
 from ..sampling import SamplingParams
@@ -163,6 +163,11 @@ async def render_chat(state: ServerState, messages: list[dict[str, Any]], param:
 
     def run() -> tuple[RenderedChat, list[int]]:
         try:
+            # The schema first, on its own: the template's render reports a schema that does not
+            # convert as its own error, which would name the messages instead of the format.
+            schema = response_format_schema(response_format, json_schema)
+            if schema is not None and grammar is None:
+                json_schema_grammar(schema)
             rendered = chat_completion.render(
                 template, messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                 response_format=response_format, json_schema=json_schema, grammar=grammar,
