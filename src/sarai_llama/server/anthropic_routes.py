@@ -103,14 +103,17 @@ def output_format(body: MessagesBody) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
 
 
-def _texts(content: str | list[dict[str, Any]], param: str) -> list[str]:
-    """The text of a string or of a list of ``text`` blocks (a 400 for any other block)."""
+def _texts(content: Any, param: str) -> list[str]:
+    """The text of a string or of a list of ``text`` blocks (a 400 for anything else)."""
     if isinstance(content, str):
         return [content]
+    if not isinstance(content, list):
+        raise bad(f"{param} must be a string or a list of text blocks", param)
     out = []
     for i, block in enumerate(content):
-        if block.get("type") != "text" or not isinstance(block.get("text"), str):
-            raise bad(f"{param}.{i}: only text blocks are supported here, not {block.get('type')!r}", param)
+        if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+            kind = block.get("type") if isinstance(block, dict) else type(block).__name__
+            raise bad(f"{param}.{i}: only text blocks are supported here, not {kind!r}", param)
         out.append(block["text"])
     return out
 
@@ -144,7 +147,7 @@ def chat_messages(body: CountTokensBody) -> list[dict[str, Any]]:
             elif kind == "tool_result" and msg.role == "user":
                 if not isinstance(block.get("tool_use_id"), str):
                     raise bad(f"{param}.{j}: a tool_result block needs a tool_use_id", param)
-                result = _texts(block.get("content") or "", f"{param}.{j}.content")
+                result = _texts(block.get("content", ""), f"{param}.{j}.content") or [""]
                 if block.get("is_error"):
                     result = ["Error: " + result[0], *result[1:]]
                 out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text_content(result)})
