@@ -26,8 +26,7 @@ httpx = pytest.importorskip("httpx", reason="pip install sarai-llama[test]")
 pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
 jsonschema = pytest.importorskip("jsonschema", reason="pip install sarai-llama[test]")
 
-from conftest import write_tiny_llama  # noqa: E402
-from test_chat_template import ASCII, FAMILIES, TEMPLATES  # noqa: E402
+from test_chat_template import ASCII  # noqa: E402
 from test_server import Server  # noqa: E402
 
 CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
@@ -48,12 +47,8 @@ def client(server: Server, key: str = "none") -> Any:
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    source, specials, _ = FAMILIES["qwen2.5"]
-    path = write_tiny_llama(tmp_path_factory.mktemp("anthropic") / "tiny-qwen.gguf", n_ctx_train=2048,
-                            chat_template=(TEMPLATES / source).read_text(), special_tokens=specials,
-                            add_space_prefix=False)
-    s = Server(path, "--parallel", "2", "--ctx-size", "4096")
+def qwen(qwen_tiny_path: Path) -> Iterator[Server]:
+    s = Server(qwen_tiny_path, "--parallel", "2", "--ctx-size", "4096")
     yield s
     s.stop()
 
@@ -213,7 +208,7 @@ def test_errors_in_anthropic_shape(qwen: Server) -> None:
     assert "error" in httpx.post(qwen.url + "/v1/chat/completions", json={"messages": []}, timeout=30).json()
 
 
-def test_api_key_via_x_api_key_through_the_asgi_app(tmp_path: Path) -> None:
+def test_api_key_via_x_api_key_through_the_asgi_app(qwen_tiny_path: Path) -> None:
     """No uvicorn: the SDK reaches ``create_app``'s app (gate in front) through an ASGI transport."""
     import asyncio
 
@@ -224,9 +219,7 @@ def test_api_key_via_x_api_key_through_the_asgi_app(tmp_path: Path) -> None:
 
     # the HTTP package the SDK is built on (httpx, or its fork httpx2 in newer SDKs), for its ASGI transport
     http = importlib.import_module(anthropic.DefaultAsyncHttpxClient.__mro__[1].__module__)
-    path = write_tiny_llama(tmp_path / "tiny.gguf", n_ctx_train=512,
-                            chat_template=(TEMPLATES / FAMILIES["qwen2.5"][0]).read_text(),
-                            special_tokens=FAMILIES["qwen2.5"][1], add_space_prefix=False)
+    path = qwen_tiny_path
     app, state = create_app(Settings.create(str(path), ctx_size=512, parallel=1, threads=1, api_key=["k1"]))
     state.load()
 

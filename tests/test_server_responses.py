@@ -19,8 +19,7 @@ openai = pytest.importorskip("openai", reason="pip install sarai-llama[test]")
 pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
 jsonschema = pytest.importorskip("jsonschema", reason="pip install sarai-llama[test]")
 
-from conftest import write_tiny_llama  # noqa: E402
-from test_chat_template import ASCII, FAMILIES, SCHEMA, TEMPLATES  # noqa: E402
+from test_chat_template import ASCII, SCHEMA  # noqa: E402
 from test_server import Server  # noqa: E402
 
 CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
@@ -32,12 +31,8 @@ SAMPLED = {"seed": 4, "logit_bias": BIAS}
 
 
 @pytest.fixture(scope="module")
-def qwen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    source, specials, _ = FAMILIES["qwen2.5"]
-    path = write_tiny_llama(tmp_path_factory.mktemp("responses") / "tiny-qwen.gguf", n_ctx_train=2048,
-                            chat_template=(TEMPLATES / source).read_text(), special_tokens=specials,
-                            add_space_prefix=False)
-    s = Server(path, "--parallel", "2", "--ctx-size", "4096")
+def qwen(qwen_tiny_path: Path) -> Iterator[Server]:
+    s = Server(qwen_tiny_path, "--parallel", "2", "--ctx-size", "4096")
     yield s
     s.stop()
 
