@@ -21,7 +21,33 @@ from .chat_template import ChatOutput, RenderedChat, response_format_schema
 from .engine import Collected, Piece, Request
 from .errors import ParameterError
 
-__all__ = ["ChatChunks", "ChatDeltas", "answer", "apply", "chunks", "collect", "finish_reason", "legacy_functions", "render"]
+__all__ = ["ChatChunks", "ChatDeltas", "answer", "apply", "as_openai_types", "chunks", "collect", "finish_reason",
+           "legacy_functions", "render", "sampling_kwargs"]
+
+
+def sampling_kwargs(kwargs: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    """``kwargs`` without the OpenAI fields set to nothing (None, [], {}), which are harmless;
+    any other key not in ``known`` is a ``ValueError``."""
+    known = set(known)
+    out = {}
+    for key, value in kwargs.items():
+        if key in known:
+            out[key] = value
+        elif value not in (None, [], {}):
+            raise ValueError(f"{key} is not supported by sarai_llama's chat completion")
+    return out
+
+
+def as_openai_types(result: Any, stream: bool) -> Any:
+    """A chat completion dict (or its chunks when ``stream``) as the ``openai`` package's
+    ``ChatCompletion`` (``ChatCompletionChunk`` s)."""
+    try:
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    except ImportError as exc:
+        raise ImportError("create_chat_completion_openai_v1 needs the openai package: pip install openai") from exc
+    if stream:
+        return (ChatCompletionChunk(**chunk) for chunk in result)
+    return ChatCompletion(**result)
 
 
 def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_call: Any,

@@ -30,7 +30,7 @@ from typing import Any
 
 from . import _core, responses
 from .context_config import ContextConfig
-from .sampling import SamplingParams
+from .sampling import RANDOM_SEED, SamplingParams
 from .stops import StopMatcher
 
 __all__ = ["Collected", "Engine", "EngineError", "Handle", "Piece", "Request"]
@@ -208,7 +208,7 @@ class Engine:
     default sampling seed.
     """
 
-    def __init__(self, model: Any, config: ContextConfig, seed: int = 0xFFFFFFFF) -> None:
+    def __init__(self, model: Any, config: ContextConfig, seed: int = RANDOM_SEED) -> None:
         self.model = model
         self.config = config
         self.seed = seed

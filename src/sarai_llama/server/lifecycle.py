@@ -41,6 +41,7 @@ class ServerState:
         self.template: chat.ChatFormat | None = None
         self.template_error: str | None = None
         self.n_ctx_seq = 0
+        self.n_threads = 1
         self.n_vocab = 0
         self.created = responses.now()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -54,7 +55,7 @@ class ServerState:
     def load(self) -> None:
         """Load the model and start the scheduler (in a thread: the HTTP server is already up)."""
         from .. import _core
-        from ..context_config import FLASH_ATTN, KV_TYPES, ContextConfig, kv_cache_bytes
+        from ..context_config import ContextConfig, kv_cache_bytes
         from ..engine import Engine
         from ..loading import load_model
 
@@ -62,13 +63,15 @@ class ServerState:
         try:
             if s.debug_load_delay:
                 time.sleep(s.debug_load_delay)
-            n_threads = s.n_threads()
-            config = ContextConfig(n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size,
-                                   n_threads=n_threads, n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms,
-                                   type_k=KV_TYPES[s.cache_type_k], type_v=KV_TYPES[s.cache_type_v],
-                                   flash_attn=FLASH_ATTN[{"on": True, "off": False}.get(s.flash_attn)])
+            threads = s.thread_choice()
+            n_threads = threads.n_threads
+            config = ContextConfig.from_keywords(
+                n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size, n_threads=n_threads,
+                n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms, type_k=s.cache_type_k,
+                type_v=s.cache_type_v, flash_attn={"on": True, "off": False}.get(s.flash_attn))
             _core.set_log_level(2 if s.log_level == "debug" else 4)
-            model = load_model(s.model)  # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
+            # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
+            model = load_model(s.model, use_extra_bufts=bool(threads.tuned["repack"]) if threads.tuned else True)
             engine = Engine(model, config, s.seed)
             meta = dict(model.metadata())
             arch = meta.get("general.architecture", "")
@@ -79,7 +82,7 @@ class ServerState:
             except ValueError as exc:  # completions still work; chat answers why not
                 self.template_error = str(exc)
             self.model, self.engine = model, engine
-            self.n_ctx_seq = engine.n_ctx_seq
+            self.n_ctx_seq, self.n_threads = engine.n_ctx_seq, n_threads
             self.n_vocab = int(model.n_vocab)
             scheduler = Scheduler(engine, s.max_queue, on_step_error=self._engine_failed)
             self.metrics.bind(self._load_facts, engine.stats)
@@ -113,7 +116,7 @@ class ServerState:
 
                 s = self.settings
                 self._embedder = Llama(s.model, embedding=True, n_ctx=min(self.n_ctx_seq, 8192),
-                                       n_batch=min(self.n_ctx_seq, 8192), n_threads=s.n_threads(), verbose=False)
+                                       n_batch=min(self.n_ctx_seq, 8192), n_threads=self.n_threads, verbose=False)
             return self._embedder
 
     def _engine_failed(self, exc: BaseException) -> None:

@@ -9,6 +9,7 @@ from it. Precedence: flag > ``SARAI_<NAME>`` > default.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..context_config import DEFAULT_STEP_BUDGET_MS
+from ..sampling import RANDOM_SEED
+from ..threads import ThreadChoice, choose_threads
 
 __all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_flash_attn",
            "parse_kv_type", "resolve_threads"]
@@ -32,14 +35,14 @@ def parse_bool(text: str) -> bool:
 
 def parse_threads(text: str) -> str | int:
     value = str(text).strip().lower()
-    if value == "auto":
-        return "auto"
+    if value in ("auto", "tuned"):
+        return value
     try:
         n = int(value)
     except ValueError:
-        raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}") from None
+        raise ValueError(f"threads must be 'auto', 'tuned' or a positive integer, not {text!r}") from None
     if n < 1:
-        raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}")
+        raise ValueError(f"threads must be 'auto', 'tuned' or a positive integer, not {text!r}")
     return n
 
 
@@ -133,8 +136,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("flash_attn", parse_flash_attn, "auto", "flash attention: on, off or auto (llama.cpp decides)",
            ("-fa",), "on|off|auto"),
     Option("threads", parse_threads, "auto",
-           "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
-           "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
+           "generation threads: 'auto' = the thread policy (affinity, cgroup quota, E-cores, "
+           "SARAI_THREAD_MODE, <JOB>_THREADS), 'tuned' = the saved 'sarai-llama tune' result for the model "
+           "and job (else the policy), or a number", ("-t",), "auto|tuned|N"),
     Option("job", str, None, "job type for SARAI_THREAD_MODE=auto's <JOB>_THREADS (coding, marketing, ...)"),
     Option("api_key", _keys, [], "required API key(s), comma-separated; clients send 'Authorization: Bearer K' "
            "or 'X-Api-Key: K' (empty: no authentication)", metavar="KEY[,KEY...]"),
@@ -155,7 +159,7 @@ OPTIONS: tuple[Option, ...] = (
            ("-a",)),
     Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
            "file or Jinja text", ("--chat-template",)),
-    Option("seed", int, 0xFFFFFFFF, "default sampling seed (4294967295: random per request)"),
+    Option("seed", int, RANDOM_SEED, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
            "weights, created on first use)", metavar="BOOL"),
@@ -211,24 +215,20 @@ class Settings:
     def model_id(self) -> str:
         return self.alias or Path(self.model).name
 
-    def n_threads(self) -> int:
-        return resolve_threads(self.threads, self.job)
+    def thread_choice(self) -> ThreadChoice:
+        return resolve_threads(self.threads, self.job, self.model)
 
 
-def resolve_threads(threads: str | int, job: str | None) -> int:
-    """``auto``: the same policy as ``Llama(n_threads=None)`` (every usable core unless
-    ``SARAI_THREAD_MODE`` says otherwise): a server pod's CPU quota is there for this process."""
-    if threads == "auto":
-        import logging
-
-        from ..threads import explain_job_threads
-
-        n, why, cuts = explain_job_threads(job, default_mode="max")
-        for cut in cuts:  # a ConfigMap asking for more threads than the pod's CPU limit
-            logging.getLogger("sarai_llama.server").warning("threads: %s", cut)
-        logging.getLogger("sarai_llama.server").info("threads: %d (%s)", n, why)
-        return n
-    return int(threads)
+def resolve_threads(threads: str | int, job: str | None, model: str | None = None) -> ThreadChoice:
+    """``threads.choose_threads`` (the meaning of ``auto`` and ``tuned`` that ``Llama``
+    and the CLI share: every usable core unless ``SARAI_THREAD_MODE`` says otherwise, since a
+    server pod's CPU quota is there for this process), logged with its reason and cuts."""
+    log = logging.getLogger("sarai_llama.server")
+    choice = choose_threads(threads, job, model)
+    for cut in choice.cuts:  # a ConfigMap asking for more threads than the pod's CPU limit
+        log.warning("threads: %s", cut)
+    log.info("threads: %d (%s)", choice.n_threads, choice.why)
+    return choice
 
 
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
