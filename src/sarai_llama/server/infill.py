@@ -1,8 +1,8 @@
-"""llama-server's fill-in-the-middle endpoint, ``POST /infill``, and the FIM prompt of
-``/v1/completions``'s ``suffix``.
+"""llama-server's fill-in-the-middle endpoint, ``POST /infill``.
 
-Both build their prompt with :func:`sarai_llama.fim.fim_prompt` (the order and the
-extra context are documented there). ``/infill`` takes ``input_prefix``,
+Its prompt comes from :func:`sarai_llama.fim.fim_prompt` (the order and the extra
+context are documented there), as the one of ``/v1/completions``' ``suffix`` does.
+``/infill`` takes ``input_prefix``,
 ``input_suffix``, ``input_extra`` ([{filename, text}]) and ``prompt`` (text that
 continues the prefix), plus the completion fields (``n_predict``/``max_tokens``,
 sampling, ``stop``, ``stream``), cuts the parts to fit as llama-server does
@@ -15,7 +15,7 @@ gets a 400 naming the missing ones.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request as HTTPRequest
@@ -23,15 +23,15 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import fim, responses
-from ..errors import ParameterError
 from .errors import invalid
 from .lifecycle import ServerState
+from .openai_routes import budget as requested_tokens, sampling
 from .openai_schemas import Body, Generation
-from .requests import check_tokens, max_tokens, prepare
-from .runs import Run, collect, start
+from .requests import check_tokens, max_tokens, prepare, stops
+from .runs import Run, collect, start, stream
 from .sse import EventStream, write
 
-__all__ = ["ExtraChunk", "InfillBody", "fim_prompt_tokens", "router"]
+__all__ = ["ExtraChunk", "InfillBody", "router"]
 
 
 class ExtraChunk(Body):
@@ -46,18 +46,6 @@ class InfillBody(Generation):
     prompt: str = ""
 
 
-def fim_prompt_tokens(state: ServerState, prefix: str | Sequence[int], suffix: str, *, prompt: str = "",
-               extra: Sequence[tuple[str, str]] = (), budget: fim.FimBudget | None = None,
-               fields: dict[str, str] = fim.COMPLETION_FIELDS) -> list[int]:
-    """The FIM prompt's tokens for this server's model (``--spm-infill`` order when set); a 400
-    naming the field for a model without FIM tokens or text that is not valid Unicode."""
-    try:
-        return fim.fim_prompt(state.model, prefix, suffix, prompt=prompt, extra=extra,
-                              spm=state.settings.spm_infill, budget=budget, fields=fields)
-    except ParameterError as exc:
-        raise invalid(exc) from None
-
-
 def router(state: ServerState) -> APIRouter:
     """The route, bound to ``state``."""
     api = APIRouter()
@@ -67,16 +55,20 @@ def router(state: ServerState) -> APIRouter:
     async def infill(body: InfillBody, http: HTTPRequest) -> Response:
         state.require_ready()
         state.check_model(body.model)
-        # The tokens a request may generate, for the extra context's share (llama-server: n_predict).
-        n_predict = body.max_tokens if body.max_tokens is not None else max(0, body.n_predict or 0)
-        budget = fim.FimBudget(settings.batch_size, state.n_ctx_seq, n_predict)
+        requested = requested_tokens(body, body.max_tokens, None)  # llama-server's default: no limit
+        # The extra context's share leaves room for what the request may generate (llama-server's cut).
+        cut = fim.FimBudget(settings.batch_size, state.n_ctx_seq, requested or 0)
         extra = [(c.filename, c.text) for c in body.input_extra]
-        tokens = await run_in_threadpool(lambda: fim_prompt_tokens(
-            state, body.input_prefix, body.input_suffix, prompt=body.prompt, extra=extra, budget=budget,
-            fields=fim.INFILL_FIELDS))
+        try:
+            tokens = await run_in_threadpool(lambda: fim.fim_prompt(
+                state.model, body.input_prefix, body.input_suffix, prompt=body.prompt, extra=extra,
+                spm=settings.spm_infill, budget=cut, fields=fim.INFILL_FIELDS))
+        except ValueError as exc:  # a model without FIM tokens, text without UTF-8
+            raise invalid(exc) from None
         check_tokens(state, tokens, "input_prefix")
-        max_new = max_tokens(state, body, body.max_tokens, len(tokens), None)
-        prepared = prepare(state, body, tokens, max_new, None, "")
+        max_new = max_tokens(state, requested, len(tokens), "n_predict", "input_prefix")
+        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop),
+                           ignore_eos=bool(body.ignore_eos))
         (run,) = start(state, prepared, 1, http, responses.completion_id(), bool(body.stream))
         if body.stream:
             try:
@@ -94,14 +86,13 @@ def router(state: ServerState) -> APIRouter:
                 "tokens_evaluated": run.prepared.n_prompt, "tokens_cached": run.n_reused}
 
     async def chunks(run: Run) -> AsyncIterator[dict[str, Any] | None]:
-        async for p in run.pieces(ping=True):
+        async for p in stream(run):
             if p is None:
                 yield None
                 continue
             if p.text:
                 yield {"index": 0, "content": p.text, "stop": False}
             if p.finish_reason is not None:
-                run.log["finish_reason"] = p.finish_reason
                 yield {"index": 0, "content": "", "stop": True, **final(run)}
 
     return api
