@@ -23,7 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from . import anthropic_routes, embeddings, llama_extras, openai_routes, responses_routes
+from . import anthropic_routes, embeddings, infill, llama_extras, openai_routes, rerank, responses_routes
 from .anthropic_schemas import error_reply
 from .errors import Shapes, install_handlers
 from .gate import Gate
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> tuple[Gate, ServerState]:
     app = FastAPI(title="sarai-llama", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     shapes = Shapes({anthropic_routes.PREFIX: error_reply})  # every other path answers in OpenAI's shape
     install_handlers(app, shapes)
-    for module in (llama_extras, openai_routes, responses_routes, anthropic_routes, embeddings):
+    for module in (llama_extras, openai_routes, responses_routes, anthropic_routes, embeddings, infill, rerank):
         app.include_router(module.router(state))
     return Gate(app, state, shapes), state
 

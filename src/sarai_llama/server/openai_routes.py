@@ -1,5 +1,6 @@
 """OpenAI's generation API: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``.
 
+A completion with a ``suffix`` fills in the middle (:mod:`sarai_llama.fim`, as ``/infill``).
 Each route maps its body onto the shared request path (:mod:`.requests`),
 starts ``n`` runs (:mod:`.runs`) and answers with one JSON object or an SSE
 stream (:mod:`.sse`). Chat chunks and answers come from
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .. import chat_completion, responses
+from .. import chat_completion, fim, responses
 from .errors import APIError, bad, invalid
 from .lifecycle import ServerState
 from .openai_schemas import ChatBody, CompletionBody, Generation
@@ -49,15 +50,22 @@ def router(state: ServerState) -> APIRouter:
         state.require_ready()
         state.check_model(body.model)
         check_n(body)
-        if body.suffix:
-            raise bad("suffix (fill-in-the-middle) is not supported by this server", "suffix")
         grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
             if len(prompt) != 1:
                 raise bad("one prompt per request is supported (got a list of several)", "prompt")
             prompt = prompt[0]  # type: ignore[assignment]
-        if isinstance(prompt, str):
+        try:
+            fill = fim.fills(state.model, body.suffix, bool(body.echo))
+            if fill:  # the prompt is the prefix (the FIM prompt as /infill builds it)
+                tokens = await run_in_threadpool(lambda: fim.fim_prompt(state.model, prompt, body.suffix or "",
+                                                                        spm=settings.spm_infill))
+        except ValueError as exc:  # a model without FIM tokens, echo with a suffix, text without UTF-8
+            raise invalid(exc) from None
+        if fill:
+            echo_text = ""
+        elif isinstance(prompt, str):
             tokens = await run_in_threadpool(tokenize_prompt, state, prompt, "prompt")
             echo_text = prompt
         else:
