@@ -66,9 +66,9 @@ def test_tune_saves_and_llama_auto_uses_it(tiny_model_path, tmp_path, monkeypatc
     tune.save(tiny_model_path, "coding", {**tune.result_record(best, "balanced"), "n_threads": 1})
     assert tune.load_saved(tiny_model_path, "coding")["n_threads"] == 1
     assert tune.load_saved(tiny_model_path, "research") is None
-    llm = Llama(str(tiny_model_path), n_threads="auto", job="coding", verbose=False)
+    llm = Llama(str(tiny_model_path), n_threads="tuned", job="coding", verbose=False)
     assert llm.n_threads == 1 and llm.tuned is not None
-    untuned = Llama(str(tiny_model_path), n_threads="auto", job="research", verbose=False)
+    untuned = Llama(str(tiny_model_path), n_threads="tuned", job="research", verbose=False)
     assert untuned.tuned is None and untuned.n_threads >= 1
 
 

@@ -54,14 +54,14 @@ def test_threads_auto_follows_the_job_env(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("SARAI_THREAD_MODE", "auto")
     monkeypatch.setenv("CODING_THREADS", "1")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert S.resolve_threads("auto", "coding") == 1
+    assert S.resolve_threads("auto", "coding").n_threads == 1
     # a count above the CPUs this process may use (the pod's quota) is cut to them
     from sarai_llama import cpu
 
     usable = cpu.usable_cpus()[0]
     monkeypatch.setenv("CODING_THREADS", str(usable + 5))
-    assert S.resolve_threads("auto", "coding") == usable
-    assert S.resolve_threads(7, "coding") == 7
+    assert S.resolve_threads("auto", "coding").n_threads == usable
+    assert S.resolve_threads(7, "coding").n_threads == 7
 
 
 def test_kv_cache_types_and_flash_attention_as_llama_server() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sarai_llama import cpu, threads
+from sarai_llama import cgroup, cpu, threads
 
 
 def write_tree(root: Path, files: dict[str, str]) -> Path:
@@ -137,7 +137,7 @@ def _new_cpu_cgroup() -> tuple[Path, str]:
     """Create a cgroup with a 1-CPU quota (v2 or v1 cpu controller); skip where impossible."""
     if len(cpu.affinity()) < 2:
         pytest.skip("needs at least 2 CPUs to tell a quota from the core count")
-    v2, v1 = cpu._cgroup_mounts(Path("/"))
+    v2, v1 = cgroup.mounts(Path("/"), "cpu")
     name = f"sarai-test-{uuid.uuid4().hex[:8]}"
     for mount, _ in v2:
         controllers = mount / "cgroup.controllers"

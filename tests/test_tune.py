@@ -28,7 +28,7 @@ def test_damaged_tune_file_is_ignored(config_home, tiny_model_path, content):
     with pytest.warns(RuntimeWarning, match="ignoring"):
         assert tune.load_saved(tiny_model_path) is None
     with pytest.warns(RuntimeWarning, match="ignoring"):
-        Llama(str(tiny_model_path), n_threads="auto", verbose=False).close()  # falls back to the heuristic
+        Llama(str(tiny_model_path), n_threads="tuned", verbose=False).close()  # falls back to the heuristic
     tune.save(tiny_model_path, "default", {"n_threads": 1, "repack": False})  # a damaged file is replaced
     assert tune.load_saved(tiny_model_path) == {"n_threads": 1, "repack": False}
 

@@ -27,7 +27,8 @@ void bind_chat(py::module_ &m) {
         .def_readwrite("grammar", &ChatInputs::grammar)
         .def_readwrite("add_generation_prompt", &ChatInputs::add_generation_prompt)
         .def_readwrite("enable_thinking", &ChatInputs::enable_thinking)
-        .def_readwrite("template_kwargs_json", &ChatInputs::template_kwargs_json);
+        .def_readwrite("template_kwargs_json", &ChatInputs::template_kwargs_json)
+        .def_readwrite("reasoning_format", &ChatInputs::reasoning_format);
 
     // Text fields through utf8_str (bind.h): a template may hold any bytes.
     py::class_<ChatRender>(m, "ChatRender")

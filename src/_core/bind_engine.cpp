@@ -154,6 +154,9 @@ void bind_engine(py::module_ &m) {
         .def("perf_reset", &Engine::perf_reset)
         .def("set_threads", &Engine::set_threads, py::arg("n_threads"), py::arg("n_threads_batch"))
         .def("clear", &Engine::clear)
+        .def_property("state_cache", &Engine::state_cache, &Engine::set_state_cache,
+                      "The StateCache sequences are saved to when another request takes them, and restored "
+                      "from (None: off)")
         .def("cached", &Engine::cached, py::arg("seq") = 0)
         .def("eval", &Engine::eval, py::arg("seq"), py::arg("tokens"), py::call_guard<py::gil_scoped_release>())
         .def("seq_state", [](const Engine &e, int32_t seq) { return py::bytes(e.seq_state(seq)); }, py::arg("seq") = 0)

@@ -112,6 +112,14 @@ std::string ChatTemplates::caps_json() const {
     return out.dump_safe();
 }
 
+// common's name lookup throws a bare runtime_error naming nothing; this one says what is allowed.
+static common_reasoning_format reasoning_format_named(const std::string &name) {
+    if (name == "none") return COMMON_REASONING_FORMAT_NONE;
+    if (name == "auto") return COMMON_REASONING_FORMAT_AUTO;
+    if (name == "deepseek") return COMMON_REASONING_FORMAT_DEEPSEEK;
+    throw InvalidArgument("reasoning_format must be none, auto or deepseek, not '" + name + "'");
+}
+
 ChatRender ChatTemplates::apply(const ChatInputs &in) const {
     common_chat_templates_inputs inputs;
     common_json messages = parse_json(in.messages_json, "messages");
@@ -131,6 +139,7 @@ ChatRender ChatTemplates::apply(const ChatInputs &in) const {
     inputs.grammar = in.grammar;
     inputs.add_generation_prompt = in.add_generation_prompt;
     inputs.enable_thinking = in.enable_thinking;
+    inputs.reasoning_format = reasoning_format_named(in.reasoning_format);
     inputs.use_jinja = true;
     if (!in.template_kwargs_json.empty()) {
         common_json kw = parse_json(in.template_kwargs_json, "chat_template_kwargs");
@@ -162,6 +171,7 @@ ChatRender ChatTemplates::apply(const ChatInputs &in) const {
 
     auto pp = std::make_shared<common_chat_parser_params>(params);
     pp->parse_tool_calls = out.parse_tool_calls;
+    pp->reasoning_format = inputs.reasoning_format;
     if (!params.parser.empty()) {
         as_invalid_argument("chat template's output parser", [&] {
             pp->parser.load(params.parser);

@@ -37,6 +37,10 @@ struct ChatInputs {
     bool add_generation_prompt = true;
     bool enable_thinking = true;
     std::string template_kwargs_json;     // "" or a JSON object of extra template variables
+    // What the answer's thinking becomes, as llama-server's --reasoning-format: "none" leaves
+    // it in content; "deepseek" (or "auto", its synonym) moves it into reasoning_content.
+    // InvalidArgument for any other name.
+    std::string reasoning_format = "none";
 };
 
 // What apply() decided: the prompt and how to sample and parse the answer.

@@ -35,6 +35,7 @@
 #include "llama.h"
 #include "model.h"
 #include "sampler.h"
+#include "state_cache.h"
 
 namespace sarai {
 
@@ -133,6 +134,14 @@ class Engine {
     // Drops every request (active and queued, without events) and the whole KV cache.
     void clear();
 
+    // The state cache (engine_state.cpp): a sequence about to be taken by another
+    // request leaves its KV state there, and a new request restores the longest
+    // cached prefix of its prompt when that beats what the live sequences give.
+    // Null (the default) turns it off. The cache may be shared by several engines
+    // of the same model and layout.
+    void set_state_cache(std::shared_ptr<StateCache> cache);
+    std::shared_ptr<StateCache> state_cache() const;
+
     // Manual access to one idle sequence (engine_seq.cpp): what llama-cpp-python's
     // low-level calls (eval, input_ids, save_state/load_state) need. A sequence
     // running a request is refused (InvalidArgument).
@@ -151,6 +160,9 @@ class Engine {
 
     void admit_locked();
     void choose_prefix(Slot &slot, const std::vector<llama_token> &prompt);
+    size_t own_prefix(const Slot &slot, size_t keep) const;
+    void stash(const Slot &slot);
+    bool restore(Slot &slot, const std::vector<llama_token> &prompt, size_t live);
     void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);
     void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
     void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
@@ -183,6 +195,7 @@ class Engine {
     std::vector<Slot *> decoding_;           // the slots in the decode in flight (abort callback)
 
     EngineStats stats_;
+    std::shared_ptr<StateCache> cache_;
 
     // Step budget: target ms (0: off) and the running cost model of a step,
     // t = logits_row_ms_ * (rows that produce logits) + prompt_token_ms_ * (other rows).

@@ -66,6 +66,8 @@ PYBIND11_MODULE(_core, m) {
     m.attr("LLAMA_COMMIT") = SARAI_LLAMA_COMMIT;
     sarai_bind::bind_model(m);
     sarai_bind::bind_context(m);
+    sarai_bind::bind_state_cache(m);
     sarai_bind::bind_engine(m);
     sarai_bind::bind_chat(m);
+    sarai_bind::bind_pooled(m);
 }

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Union
 
 from . import _core
-from .chat_template import ChatTemplate, RenderedChat, json_schema_grammar, response_format_schema, tool_choice_and_tools
+from .chat_template import (ChatTemplate, RenderedChat, check_reasoning_format, json_schema_grammar,
+                            response_format_schema, tool_choice_and_tools)
 from .errors import ParameterError
 
 logger = logging.getLogger("sarai_llama")
@@ -68,7 +69,10 @@ class BuiltinChat:
     def render(self, messages: Iterable[Mapping[str, Any]], *, tools: Any = None, tool_choice: Any = None,
                parallel_tool_calls: bool | None = None, response_format: Mapping[str, Any] | None = None,
                json_schema: Mapping[str, Any] | None = None, add_generation_prompt: bool = True,
-               chat_template_kwargs: Mapping[str, Any] | None = None) -> RenderedChat:
+               chat_template_kwargs: Mapping[str, Any] | None = None, reasoning_format: str = "none") -> RenderedChat:
+        """The prompt in the built-in format; ``reasoning_format`` is checked, and has nothing
+        to act on: a built-in format has no thinking block to parse."""
+        check_reasoning_format(reasoning_format)
         tools, choice = tool_choice_and_tools(tools, tool_choice)
         if tools and choice != "none":
             raise ParameterError(
@@ -133,7 +137,8 @@ def resolve_chat_format(model: Any, architecture: str, chat_format: str | None) 
 
 
 def message_text(content: Any) -> str:
-    """The text of an OpenAI message ``content`` (a string, or a list of parts)."""
+    """The text of an OpenAI message ``content`` (a string, or a list of parts joined with a newline,
+    as llama.cpp's common library joins them for Jinja templates)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -147,7 +152,7 @@ def message_text(content: Any) -> str:
                 parts.append(part)
             else:
                 raise ParameterError("only text message parts are supported", "messages")
-        return "".join(parts)
+        return "\n".join(parts)
     raise ParameterError(f"unsupported message content: {type(content).__name__}", "messages")
 
 

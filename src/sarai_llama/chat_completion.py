@@ -21,7 +21,33 @@ from .chat_template import ChatOutput, RenderedChat, response_format_schema
 from .engine import Collected, Piece, Request
 from .errors import ParameterError
 
-__all__ = ["ChatChunks", "answer", "apply", "chunks", "collect", "finish_reason", "legacy_functions", "render"]
+__all__ = ["ChatChunks", "ChatDeltas", "answer", "apply", "as_openai_types", "chunks", "collect", "finish_reason",
+           "legacy_functions", "render", "sampling_kwargs"]
+
+
+def sampling_kwargs(kwargs: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
+    """``kwargs`` without the OpenAI fields set to nothing (None, [], {}), which are harmless;
+    any other key not in ``known`` is a ``ValueError``."""
+    known = set(known)
+    out = {}
+    for key, value in kwargs.items():
+        if key in known:
+            out[key] = value
+        elif value not in (None, [], {}):
+            raise ValueError(f"{key} is not supported by sarai_llama's chat completion")
+    return out
+
+
+def as_openai_types(result: Any, stream: bool) -> Any:
+    """A chat completion dict (or its chunks when ``stream``) as the ``openai`` package's
+    ``ChatCompletion`` (``ChatCompletionChunk`` s)."""
+    try:
+        from openai.types.chat import ChatCompletion, ChatCompletionChunk
+    except ImportError as exc:
+        raise ImportError("create_chat_completion_openai_v1 needs the openai package: pip install openai") from exc
+    if stream:
+        return (ChatCompletionChunk(**chunk) for chunk in result)
+    return ChatCompletion(**result)
 
 
 def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_call: Any,
@@ -42,11 +68,12 @@ def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_cal
 def render(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], *, tools: Any = None, tool_choice: Any = None,
            parallel_tool_calls: bool | None = None, response_format: Mapping[str, Any] | None = None,
            json_schema: Mapping[str, Any] | None = None, grammar: Any = None,
-           chat_template_kwargs: Mapping[str, Any] | None = None) -> RenderedChat:
+           chat_template_kwargs: Mapping[str, Any] | None = None, reasoning_format: str = "none") -> RenderedChat:
     """Render one chat request; ``ValueError`` for conflicting constraints or bad messages.
 
     A caller's GBNF ``grammar`` cannot be combined with a ``response_format``
     schema or with tools the model may call: each would need its own grammar.
+    ``reasoning_format``: what the answer's thinking becomes (``chat_template.REASONING_FORMATS``).
     """
     if grammar is not None:
         if response_format_schema(response_format, json_schema) is not None:
@@ -56,7 +83,7 @@ def render(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], *, tools: Any
                                  "tools")
     return fmt.render(messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                       response_format=response_format, json_schema=json_schema,
-                      chat_template_kwargs=chat_template_kwargs)
+                      chat_template_kwargs=chat_template_kwargs, reasoning_format=reasoning_format)
 
 
 def apply(request: Request, rendered: RenderedChat) -> Request:
@@ -89,20 +116,45 @@ def collect(pieces: Iterable[Piece], output: ChatOutput, cid: str, created: int,
     return answer(output, got, cid, created, model, got.usage or responses.usage(n_prompt, 0))
 
 
+class ChatDeltas:
+    """One answer's OpenAI ``delta`` dicts (content, reasoning, tool calls), piece by piece.
+
+    The format's parser rereads the whole text so far at each piece; on the last
+    piece :attr:`finish_reason` is set ("tool_calls" when the answer called a
+    tool). Every protocol's stream (OpenAI chunks, Anthropic's blocks, the
+    Responses API's items) is built from these deltas.
+    """
+
+    def __init__(self, output: ChatOutput) -> None:
+        self.output = output
+        self.text = ""  # everything generated so far: the parser reads it whole
+        self.finish_reason: str | None = None
+
+    def feed(self, piece: Piece) -> list[dict[str, Any]]:
+        self.text += piece.text
+        found = self.output.update(self.text, partial=piece.finish_reason is None)
+        if piece.finish_reason is not None:
+            self.finish_reason = finish_reason(self.output, piece.finish_reason)
+        return found
+
+
 class ChatChunks:
     """One choice's ``chat.completion.chunk`` dicts, piece by piece.
 
     :meth:`first` is OpenAI's opening chunk (the role, with empty content);
-    :meth:`feed` turns each piece into content and tool-call deltas (the last
+    :meth:`feed` turns each piece's :class:`ChatDeltas` into chunks (the last
     delta carries the piece's logprobs) and, on the last piece, the chunk with
     the finish reason. ``Llama.create_chat_completion`` iterates pieces, the
     server awaits them; both feed them here.
     """
 
     def __init__(self, output: ChatOutput, cid: str, created: int, model: str, index: int = 0) -> None:
-        self.output, self.cid, self.created, self.model, self.index = output, cid, created, model, index
-        self.text = ""  # everything generated so far: the parser reads it whole
-        self.finish_reason: str | None = None
+        self.deltas = ChatDeltas(output)
+        self.cid, self.created, self.model, self.index = cid, created, model, index
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.deltas.finish_reason
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
         chunk = responses.chat_chunk(self.cid, self.created, self.model, delta, finish, logprobs)  # type: ignore[arg-type]
@@ -113,14 +165,12 @@ class ChatChunks:
         return self._chunk({"role": "assistant", "content": ""}, None)
 
     def feed(self, piece: Piece) -> list[dict[str, Any]]:
-        self.text += piece.text
-        found = self.output.update(self.text, partial=piece.finish_reason is None)
+        found = self.deltas.feed(piece)
         out = [self._chunk(delta, None, piece.logprobs if i == len(found) - 1 else None)
                for i, delta in enumerate(found)]
         if not found and piece.logprobs:
             out.append(self._chunk({}, None, piece.logprobs))
         if piece.finish_reason is not None:
-            self.finish_reason = finish_reason(self.output, piece.finish_reason)
             out.append(self._chunk({}, self.finish_reason))
         return out
 

@@ -22,8 +22,22 @@ from typing import Any
 from . import _core
 from .errors import ParameterError, utf8
 
-__all__ = ["ChatOutput", "ChatTemplate", "RenderedChat", "json_schema_grammar", "response_format_schema",
-           "response_grammar", "tool_choice_and_tools"]
+__all__ = ["REASONING_FORMATS", "ChatOutput", "ChatTemplate", "RenderedChat", "check_reasoning_format",
+           "json_schema_grammar", "response_format_schema", "response_grammar", "tool_choice_and_tools"]
+
+#: What a thinking model's reasoning becomes, as llama-server's ``--reasoning-format``:
+#: "none" leaves it, tags and all, in ``content``; "deepseek" (and "auto", its synonym in
+#: llama.cpp) puts it in ``reasoning_content``. (llama-server's "deepseek-legacy", both at
+#: once in streams, is not offered: the vendored parser no longer implements it.)
+REASONING_FORMATS = ("none", "auto", "deepseek")
+
+
+def check_reasoning_format(value: Any) -> str:
+    """``value`` checked against :data:`REASONING_FORMATS` (a ``ParameterError`` otherwise)."""
+    if value not in REASONING_FORMATS:
+        raise ParameterError(f"reasoning_format must be one of {', '.join(REASONING_FORMATS)}, not {value!r}",
+                             "reasoning_format")
+    return str(value)
 
 
 def _dumps(value: Any, what: str, param: str) -> str:
@@ -346,10 +360,11 @@ class ChatTemplate:
                tool_choice: Any = None, parallel_tool_calls: bool | None = None,
                response_format: Mapping[str, Any] | None = None, json_schema: Mapping[str, Any] | None = None,
                add_generation_prompt: bool = True, chat_template_kwargs: Mapping[str, Any] | None = None,
-               ) -> RenderedChat:
+               reasoning_format: str = "none") -> RenderedChat:
         """Render OpenAI ``messages`` (text or text parts; ``tool`` messages with
         ``tool_call_id``; assistant ``tool_calls``) with ``tools`` described the
-        family's way. ``ValueError`` for malformed messages or a template error."""
+        family's way; the answer's thinking is parsed as ``reasoning_format`` says
+        (:data:`REASONING_FORMATS`). ``ValueError`` for malformed messages or a template error."""
         if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes)) or not messages:
             raise ParameterError("messages must be a non-empty list of {'role': ..., 'content': ...}", "messages")
         tools, choice = tool_choice_and_tools(tools, tool_choice)
@@ -363,6 +378,7 @@ class ChatTemplate:
         if schema is not None:
             inputs.json_schema = _dumps(schema, "the JSON schema", "response_format")
         inputs.add_generation_prompt = bool(add_generation_prompt)
+        inputs.reasoning_format = check_reasoning_format(reasoning_format)
         if chat_template_kwargs:
             inputs.template_kwargs_json = _dumps(dict(chat_template_kwargs), "chat_template_kwargs",
                                                  "chat_template_kwargs")

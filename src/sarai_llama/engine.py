@@ -30,7 +30,7 @@ from typing import Any
 
 from . import _core, responses
 from .context_config import ContextConfig
-from .sampling import SamplingParams
+from .sampling import RANDOM_SEED, SamplingParams
 from .stops import StopMatcher
 
 __all__ = ["Collected", "Engine", "EngineError", "Handle", "Piece", "Request"]
@@ -73,7 +73,8 @@ class Piece:
 
     ``tokens``: the ids sampled since the previous piece (a stop string may hide
     their text). ``finish_reason`` is set on the last piece only: "stop", "length"
-    or "cancelled". ``usage`` counts prompt and generated tokens so far.
+    or "cancelled"; ``stop`` too: the stop string that ended the text, if one did.
+    ``usage`` counts prompt and generated tokens so far.
     """
 
     text: str
@@ -82,6 +83,7 @@ class Piece:
     finish_reason: str | None
     usage: responses.Usage
     n_reused: int = 0
+    stop: str | None = None
 
 
 class Collected:
@@ -94,6 +96,7 @@ class Collected:
     def __init__(self, with_logprobs: bool) -> None:
         self.parts: list[str] = []
         self.finish_reason: str | None = None
+        self.stop: str | None = None  # the stop string that ended the text, if one did
         self.usage: responses.Usage | None = None
         self.logprobs = responses.empty_logprobs() if with_logprobs else None
 
@@ -107,7 +110,7 @@ class Collected:
 
     def add(self, piece: Piece) -> None:
         self.parts.append(piece.text)
-        self.finish_reason, self.usage = piece.finish_reason, piece.usage
+        self.finish_reason, self.stop, self.usage = piece.finish_reason, piece.stop, piece.usage
         if self.logprobs is not None and piece.logprobs:
             responses.merge_logprobs(self.logprobs, piece.logprobs)
 
@@ -185,7 +188,8 @@ class Handle:
     # ----------------------------------------------------------- stepping side
     def _push(self, text: str, lp: responses.CompletionLogprobs | None, finish: str | None) -> None:
         if text or lp or finish is not None:
-            self._pieces.append(Piece(text, self._new_tokens, lp, finish, self.usage(), self.n_reused))
+            self._pieces.append(Piece(text, self._new_tokens, lp, finish, self.usage(), self.n_reused,
+                                      self._stops.matched if finish is not None else None))
             self._new_tokens = []
 
     def _finish(self, reason: str | None, tail: str = "") -> None:
@@ -204,7 +208,7 @@ class Engine:
     default sampling seed.
     """
 
-    def __init__(self, model: Any, config: ContextConfig, seed: int = 0xFFFFFFFF) -> None:
+    def __init__(self, model: Any, config: ContextConfig, seed: int = RANDOM_SEED) -> None:
         self.model = model
         self.config = config
         self.seed = seed
@@ -258,6 +262,17 @@ class Engine:
 
     def perf(self) -> dict[str, float]:
         return dict(self._core.perf())
+
+    @property
+    def state_cache(self) -> Any:
+        """The ``_core.StateCache`` this engine saves taken sequences to and restores prefixes from
+        (:mod:`state_cache`); None: off. Set it between steps."""
+        return self._core.state_cache
+
+    @state_cache.setter
+    def state_cache(self, cache: Any) -> None:
+        with self._step_lock:
+            self._core.state_cache = cache
 
     # ----------------------------------------------------------- requests
     def submit(self, request: Request) -> Handle:
@@ -421,8 +436,13 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         """Counters: steps, decode calls, batch and prompt tokens, time in step() and in llama_decode
         (ms), steps the step budget cut, and the engine's running cost estimates (ms per logits row,
-        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens."""
-        return dict(self._core.stats())
+        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens; with a state
+        cache, its counters as ``state_cache_*`` (hits, misses, restored_tokens, bytes, ...)."""
+        out = dict(self._core.stats())
+        cache = self._core.state_cache
+        if cache is not None:
+            out.update({f"state_cache_{k}": v for k, v in cache.stats().items()})
+        return out
 
     def load(self) -> dict[str, int]:
         """Requests decoding now and waiting, and KV cells in use / total."""

@@ -16,17 +16,37 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from .llama import Llama, LlamaState
+from .sampling import RANDOM_SEED
 
-__all__ = ["BaseLlamaCache", "LlamaCache", "LlamaDiskCache", "LlamaRAMCache", "longest_token_prefix"]
+__all__ = ["BaseLlamaCache", "LlamaCache", "LlamaDiskCache", "LlamaRAMCache", "LlamaState", "longest_token_prefix"]
 
 #: llama-cpp-python's default capacity: 2 GiB of llama.cpp state.
 DEFAULT_CAPACITY = 2 << 30
+
+
+@dataclass(frozen=True)
+class LlamaState:
+    """A snapshot of sequence 0: its evaluated tokens, llama.cpp's serialized state and
+    the seed the next completion draws from (llama-cpp-python restores it too)."""
+
+    input_ids: tuple[int, ...]
+    llama_state: bytes
+    n_ctx: int
+    seed: int = RANDOM_SEED
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def llama_state_size(self) -> int:
+        """Bytes of llama.cpp's state."""
+        return len(self.llama_state)
 
 
 def longest_token_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -167,8 +187,6 @@ class LlamaDiskCache(BaseLlamaCache):
         return total
 
     def __getitem__(self, key: Sequence[int]) -> LlamaState:
-        from .llama import LlamaState
-
         index = self._index()
         best = _longest_key(index, key)
         if best is None:
@@ -211,24 +229,24 @@ class LlamaDiskCache(BaseLlamaCache):
 
 
 # ----------------------------------------------------------------- used by Llama
-def restore(llama: Llama, prompt: Sequence[int]) -> None:
-    """Load the cached state for ``prompt`` when it covers more of it than what is evaluated."""
-    assert llama.cache is not None
+def restore(cache: BaseLlamaCache, evaluated: Sequence[int], prompt: Sequence[int]) -> LlamaState | None:
+    """The cached state for ``prompt`` when it covers more of it than the tokens already
+    ``evaluated``, else None."""
     try:
-        state = llama.cache[prompt]
+        state = cache[prompt]
     except KeyError:
-        return
-    evaluated = llama._eng().cached()
+        return None
     if longest_token_prefix(state.input_ids, prompt) > longest_token_prefix(evaluated, prompt):
-        llama.load_state(state)  # looked up on the object: llama-cpp-python's tests count the calls
+        return state
+    return None
 
 
-def store_after(llama: Llama, prompt: Sequence[int], pieces: Iterator[Any]) -> Iterator[Any]:
-    """Pass ``pieces`` through; once the completion has ended, store the state under
+def store_after(cache: BaseLlamaCache, prompt: Sequence[int], pieces: Iterator[Any],
+                save: Callable[[], LlamaState]) -> Iterator[Any]:
+    """Pass ``pieces`` through; once the completion has ended, store ``save()`` under
     prompt + completion tokens (an abandoned stream stores nothing)."""
     generated: list[int] = []
     for piece in pieces:
         generated.extend(piece.tokens)
         yield piece
-    if llama.cache is not None:
-        llama.cache[list(prompt) + generated] = llama.save_state()
+    cache[list(prompt) + generated] = save()

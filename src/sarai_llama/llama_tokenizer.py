@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .llama import Llama
+from .vocab import Vocab
 
 __all__ = ["BaseLlamaTokenizer", "LlamaTokenizer"]
 
@@ -28,10 +27,18 @@ class BaseLlamaTokenizer(ABC):
         llama.cpp vocabularies)."""
 
 
-class LlamaTokenizer(BaseLlamaTokenizer):
-    """The tokenizer of a :class:`~sarai_llama.Llama` (``Llama.tokenizer()``)."""
+class _TextTokens(Protocol):
+    def tokenize(self, text: bytes, add_bos: bool = ..., special: bool = ...) -> list[int]: ...
 
-    def __init__(self, llama: Llama) -> None:
+    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = ...,
+                   special: bool = ...) -> bytes: ...
+
+
+class LlamaTokenizer(BaseLlamaTokenizer):
+    """The tokenizer of a :class:`~sarai_llama.Llama` (``Llama.tokenizer()``), or of
+    anything with its ``tokenize``/``detokenize`` (a :class:`~sarai_llama.vocab.Vocab`)."""
+
+    def __init__(self, llama: _TextTokens) -> None:
         self._llama = llama
 
     def tokenize(self, text: bytes, add_bos: bool = True, special: bool = True) -> list[int]:
@@ -52,6 +59,6 @@ class LlamaTokenizer(BaseLlamaTokenizer):
     @classmethod
     def from_ggml_file(cls, path: str | os.PathLike[str]) -> LlamaTokenizer:
         """The tokenizer of a GGUF file, loading only its vocabulary."""
-        from .llama import Llama
+        from .loading import load_model
 
-        return cls(Llama(path, vocab_only=True, verbose=False))
+        return cls(Vocab(load_model(path, vocab_only=True)))

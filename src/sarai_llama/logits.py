@@ -1,5 +1,9 @@
 """The manual loop over logits: ``Llama.eval`` -> ``Llama.sample`` -> ``Llama.eval`` ...
 
+llama-cpp-python's low-level API on sequence 0 (:class:`ManualLoop`, a part of
+``Llama``): ``eval``, ``sample``, ``generate``, ``input_ids``, ``scores``,
+``save_state`` / ``load_state``.
+
 ``Llama.eval`` keeps the logits after the last evaluated token. A greedy
 choice (temperature 0, nothing reshaping the logits but Python logits
 processors) is the argmax of exactly those logits. Any other chain
@@ -12,18 +16,22 @@ state).
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._numpy import numpy as _numpy
-from .engine import Request
+from .engine import Engine, Request
+from .llama_cache import LlamaState
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .llama import Llama
+    from .grammar import LlamaGrammar
+    from .hooks import LogitsProcessorList, StoppingCriteriaList
 
-__all__ = ["logits_to_logprobs", "sample_after_eval"]
+__all__ = ["ManualLoop", "logits_to_logprobs", "sample_after_eval"]
 
 
 def logits_to_logprobs(logits: Any, axis: int = -1) -> np.ndarray:
@@ -39,27 +47,132 @@ def logits_to_logprobs(logits: Any, axis: int = -1) -> np.ndarray:
     return (shifted - total).astype(np.single)
 
 
-def sample_after_eval(llama: Llama, params: SamplingParams, logits_processor: Any, idx: int | None) -> int:
-    """One token after the tokens ``llama`` has evaluated (see the module docstring).
+def sample_after_eval(evaluated: list[int], last_logits: Sequence[float] | None, params: SamplingParams,
+                      logits_processor: Any, idx: int | None, run: Callable[[Request], Iterable[Any]]) -> int:
+    """One token after the ``evaluated`` tokens (see the module docstring).
 
-    ``idx``: the position whose logits are sampled; only the last evaluated one
-    (``n_tokens - 1``, also what None means) keeps logits here.
+    ``last_logits``: the logits after the last of them when still current (else None);
+    ``idx``: the position whose logits are sampled, only the last evaluated one
+    (``len(evaluated) - 1``, also what None means) keeps logits here; ``run`` runs a
+    request on the engine and yields its pieces.
     """
-    engine = llama._eng()
-    evaluated = engine.cached()
     n = len(evaluated)
     if n == 0:
         raise ValueError("nothing is evaluated: call eval(tokens) before sample()")
     if idx is not None and int(idx) != n - 1:
         raise ValueError(f"idx={idx}: only the last evaluated position ({n - 1}) keeps its logits")
-    if params.greedy and llama._eval_at == n and llama.eval_logits:
+    if params.greedy and last_logits is not None:
         np = _numpy()
-        logits = np.array(llama.eval_logits[-1], dtype=np.single)
+        logits = np.array(last_logits, dtype=np.single)
         if logits_processor is not None:
             logits = np.asarray(logits_processor(np.array(evaluated, dtype=np.intc), logits), dtype=np.single)
         return int(np.argmax(logits))
     request = Request(evaluated, params, 1, [], None, True, logits_processor, None)
-    tokens = [t for piece in llama._run(request) for t in piece.tokens]
+    tokens = [t for piece in run(request) for t in piece.tokens]
     if not tokens:
         raise RuntimeError("the engine ended the request without a token")
     return tokens[0]
+
+
+#: ``generate``'s and ``sample``'s own keywords, which are not sampling parameters.
+_NOT_SAMPLING = ("self", "tokens", "reset", "logits_processor", "stopping_criteria", "idx")
+
+
+class ManualLoop:
+    """Sequence 0 token by token, as llama-cpp-python's ``Llama`` offers it.
+
+    The host class provides ``engine`` (its :class:`~sarai_llama.engine.Engine`),
+    ``submit(request)`` (run a request, yield its pieces), ``seed`` / ``set_seed``,
+    ``last_n_tokens_size``, ``n_ctx()`` and ``n_vocab()``.
+    """
+
+    seed: int
+    last_n_tokens_size: int
+
+    def __init__(self) -> None:
+        self.eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
+        self._eval_at = -1  # n_tokens when eval_logits was computed (-1: never)
+
+    @property
+    def engine(self) -> Engine:
+        raise NotImplementedError
+
+    def submit(self, request: Request) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def set_seed(self, seed: int) -> None:
+        raise NotImplementedError
+
+    def n_ctx(self) -> int:
+        raise NotImplementedError
+
+    def n_vocab(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def input_ids(self) -> np.ndarray:
+        """Tokens cached in sequence 0 (the prompt cache of single-user calls)."""
+        np = _numpy()
+        return np.array(self.engine.cached(), dtype=np.intc)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.engine.cached())
+
+    @property
+    def eval_tokens(self) -> collections.deque[int]:
+        """The evaluated tokens of sequence 0."""
+        return collections.deque(self.engine.cached(), maxlen=self.n_ctx())
+
+    @property
+    def scores(self) -> np.ndarray:
+        """Logits kept from :meth:`eval`, one row per position: here only the last position's
+        (shape ``(1, n_vocab)``; ``(0, n_vocab)`` before any eval). llama-cpp-python keeps
+        rows only with ``logits_all``; every other row there is stale."""
+        np = _numpy()
+        return np.array(list(self.eval_logits), dtype=np.single).reshape(-1, self.n_vocab())
+
+    def save_state(self) -> LlamaState:
+        tokens, data = self.engine.state()
+        return LlamaState(tuple(tokens), data, self.n_ctx(), self.seed)
+
+    def load_state(self, state: LlamaState) -> None:
+        self.engine.set_state(state.llama_state, list(state.input_ids))
+        self.set_seed(state.seed)
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        """Evaluate ``tokens`` after the ones cached in sequence 0; ``eval_logits[-1]`` then
+        holds the logits after the last one (llama-cpp-python keeps only the last too
+        unless ``logits_all``)."""
+        self.eval_logits = collections.deque([self.engine.eval([int(t) for t in tokens])], maxlen=1)
+        self._eval_at = self.n_tokens
+
+    def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
+               temp: float = 0.80, repeat_penalty: float = 1.0, frequency_penalty: float = 0.0,
+               presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0, mirostat_eta: float = 0.1,
+               mirostat_tau: float = 5.0, penalize_nl: bool = True, logits_processor: LogitsProcessorList | None = None,
+               grammar: LlamaGrammar | None = None, idx: int | None = None) -> int:
+        """One token after the evaluated ones (:meth:`eval`), with this object's seed; it is
+        not evaluated. ``idx``: None or the last evaluated position (see the module docstring)."""
+        params = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size,
+                                            **{k: v for k, v in locals().items() if k not in _NOT_SAMPLING})
+        fresh = self.eval_logits[-1] if self.eval_logits and self._eval_at == self.n_tokens else None
+        return sample_after_eval(self.engine.cached(), fresh, params, logits_processor, idx, self.submit)
+
+    def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
+                 typical_p: float = 1.0, temp: float = 0.80, repeat_penalty: float = 1.0, reset: bool = True,
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0, tfs_z: float = 1.0,
+                 mirostat_mode: int = 0, mirostat_tau: float = 5.0, mirostat_eta: float = 0.1,
+                 penalize_nl: bool = True, logits_processor: LogitsProcessorList | None = None,
+                 stopping_criteria: StoppingCriteriaList | None = None, grammar: LlamaGrammar | None = None,
+                 seed: int | None = None) -> Iterator[int]:
+        """Yield sampled tokens after ``tokens`` without end; end-of-generation tokens are yielded too.
+
+        ``reset=False`` continues after the tokens cached in sequence 0. Closing
+        the generator ends the request; no lock is held between tokens.
+        """
+        sampling = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size,
+                                              **{k: v for k, v in locals().items() if k not in _NOT_SAMPLING})
+        prompt = [int(t) for t in tokens] if reset else self.engine.cached() + [int(t) for t in tokens]
+        for piece in self.submit(Request(prompt, sampling, None, [], None, True, logits_processor, stopping_criteria)):
+            yield from piece.tokens

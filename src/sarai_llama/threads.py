@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from . import cpu
 
-__all__ = ["MODES", "explain_job_threads", "explain_threads", "get_optimal_threads", "optimal_threads"]
+__all__ = ["MODES", "ThreadChoice", "choose_threads", "explain_job_threads", "explain_threads",
+           "get_optimal_threads", "optimal_threads"]
 
 #: share of the usable cores each mode takes
 MODES = {"max": 1.0, "balanced": 0.75, "low": 0.5, "single": 0.0}
@@ -84,3 +87,51 @@ def get_optimal_threads(job_type: str | None = None, default_mode: str = "balanc
     ``OMP_NUM_THREADS`` caps the answer.
     """
     return explain_job_threads(job_type, default_mode)[0]
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """How many threads a context gets, and why (``choose_threads``).
+
+    ``tuned``: the saved ``sarai-llama tune`` record used (its ``repack`` choice applies
+    to the model load too), else None. ``cuts``: job thread counts lowered to what this
+    process may use (e.g. ``CODING_THREADS=16`` in a pod limited to 8 CPUs).
+    """
+
+    n_threads: int
+    why: str
+    tuned: dict[str, Any] | None = None
+    cuts: tuple[str, ...] = ()
+
+
+def choose_threads(value: int | str | None, job: str | None = None,
+                   model_path: str | os.PathLike[str] | None = None) -> ThreadChoice:
+    """Threads for a context, with the reason: one meaning of each word for ``Llama``,
+    ``serve`` and the CLI.
+
+    - an integer: that many;
+    - None or ``"auto"``: the thread policy, ``threads.explain_job_threads(job, "max")``
+      (every usable physical core, following affinity and the cgroup CPU quota, unless
+      ``SARAI_THREAD_MODE`` / ``<JOB>_THREADS`` say otherwise);
+    - ``"tuned"``: the result ``sarai-llama tune`` saved for this model file, build, CPU
+      and job (``job`` or "default"), else the thread policy.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return ThreadChoice(value, "asked for")
+    if isinstance(value, str) and value.isdigit():
+        return ThreadChoice(int(value), "asked for")
+    if value not in (None, "auto", "tuned"):
+        raise ValueError(f"n_threads must be a positive integer, None/'auto' (the thread policy) or 'tuned' "
+                         f"(the saved tune result), not {value!r}")
+    if value == "tuned":
+        if model_path is None:
+            raise ValueError("n_threads='tuned' needs the model file (tune results are saved per model)")
+        from .tune import load_saved
+
+        record = load_saved(model_path, job or "default")
+        if record:
+            return ThreadChoice(int(record["n_threads"]), f"saved tune result for job {job or 'default'!r}", record)
+    n, why, cuts = explain_job_threads(job, default_mode="max")
+    if value == "tuned":
+        why = f"no saved tune result for this model and job; {why}"
+    return ThreadChoice(n, why, None, tuple(cuts))

@@ -4,8 +4,9 @@ The search measures, through the package's own decode path, prompt processing
 and generation for threads x n_batch x n_ubatch x weight repacking (llama.cpp's
 extra buffer types), coarse first, then around the best, within a time budget.
 Winners are saved per (model, build, CPU) and per job in
-``$XDG_CONFIG_HOME/sarai-llama/tune.json``; ``Llama(n_threads="auto")`` and the
-CLI use a saved result when it matches, else the thread heuristic.
+``$XDG_CONFIG_HOME/sarai-llama/tune.json``; ``Llama(n_threads="tuned")``, ``serve
+--threads tuned`` and ``sarai-llama run`` use a saved result when it matches, else the
+thread policy (``threads.choose_threads``).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ class ServerState:
         self.template: chat.ChatFormat | None = None
         self.template_error: str | None = None
         self.n_ctx_seq = 0
+        self.n_threads = 1
         self.n_vocab = 0
         self.created = responses.now()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -49,12 +50,15 @@ class ServerState:
         self._drain_task: asyncio.Task[None] | None = None
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
+        self._reranker: Any = None
+        self._rerank_error: str | None = None
+        self._rerank_lock = threading.Lock()
 
     # -------------------------------------------------------------- loading
     def load(self) -> None:
         """Load the model and start the scheduler (in a thread: the HTTP server is already up)."""
         from .. import _core
-        from ..context_config import FLASH_ATTN, KV_TYPES, ContextConfig, kv_cache_bytes
+        from ..context_config import ContextConfig, kv_cache_bytes
         from ..engine import Engine
         from ..loading import load_model
 
@@ -62,13 +66,15 @@ class ServerState:
         try:
             if s.debug_load_delay:
                 time.sleep(s.debug_load_delay)
-            n_threads = s.n_threads()
-            config = ContextConfig(n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size,
-                                   n_threads=n_threads, n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms,
-                                   type_k=KV_TYPES[s.cache_type_k], type_v=KV_TYPES[s.cache_type_v],
-                                   flash_attn=FLASH_ATTN[{"on": True, "off": False}.get(s.flash_attn)])
+            threads = s.thread_choice()
+            n_threads = threads.n_threads
+            config = ContextConfig.from_keywords(
+                n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size, n_threads=n_threads,
+                n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms, type_k=s.cache_type_k,
+                type_v=s.cache_type_v, flash_attn={"on": True, "off": False}.get(s.flash_attn))
             _core.set_log_level(2 if s.log_level == "debug" else 4)
-            model = load_model(s.model)  # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
+            # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
+            model = load_model(s.model, use_extra_bufts=bool(threads.tuned["repack"]) if threads.tuned else True)
             engine = Engine(model, config, s.seed)
             meta = dict(model.metadata())
             arch = meta.get("general.architecture", "")
@@ -79,7 +85,7 @@ class ServerState:
             except ValueError as exc:  # completions still work; chat answers why not
                 self.template_error = str(exc)
             self.model, self.engine = model, engine
-            self.n_ctx_seq = engine.n_ctx_seq
+            self.n_ctx_seq, self.n_threads = engine.n_ctx_seq, n_threads
             self.n_vocab = int(model.n_vocab)
             scheduler = Scheduler(engine, s.max_queue, on_step_error=self._engine_failed)
             self.metrics.bind(self._load_facts, engine.stats)
@@ -91,6 +97,7 @@ class ServerState:
             logger.info("KV cache: %s (K %s, V %s, flash attention %s)",
                         f"at most {kv / 2**20:.0f} MiB" if kv else "size unknown for this architecture",
                         s.cache_type_k, s.cache_type_v, s.flash_attn)
+            self._start_state_cache(engine, config, kv)
             if self.phase == "loading":
                 self.phase = "ready"
         except Exception as exc:
@@ -98,6 +105,29 @@ class ServerState:
             self.phase, self.failure = "failed", str(exc)
             self.exit_code = 1
             self.on_exit(1)
+
+    def _start_state_cache(self, engine: Any, config: Any, kv_bytes: int) -> None:
+        """Give the engine its state cache, sized by --cache-ram or by the pod (logged with the reason)."""
+        from .. import state_cache
+        from ..memory import explain_cache_budget
+
+        s = self.settings
+        if s.cache_ram == "auto":
+            budget, why = explain_cache_budget(Path(s.model).stat().st_size, kv_bytes)
+        elif s.cache_ram == -1:
+            budget, why = 1 << 62, "--cache-ram -1: no limit (the pod's memory limit is not respected)"
+        else:
+            budget, why = int(s.cache_ram) << 20, f"--cache-ram {s.cache_ram}"
+        if budget == 0:
+            logger.info("state cache: off (%s)", why)
+            return
+        cache = state_cache.create(s.model, config.kv_layout, budget, s.cache_dir, s.cache_disk << 20)
+        for warning in cache.take_warnings():
+            logger.warning("%s", warning)
+        engine.state_cache = cache
+        logger.info("state cache: %s RAM (%s)%s", "no limit" if s.cache_ram == -1 else f"{budget >> 20} MiB", why,
+                    f", disk {s.cache_dir} up to {s.cache_disk} MiB ({cache.stats()['disk_entries']} states there)"
+                    if s.cache_dir else "")
 
     def close(self) -> None:
         """Stop the scheduler thread (the app's shutdown)."""
@@ -113,8 +143,27 @@ class ServerState:
 
                 s = self.settings
                 self._embedder = Llama(s.model, embedding=True, n_ctx=min(self.n_ctx_seq, 8192),
-                                       n_batch=min(self.n_ctx_seq, 8192), n_threads=s.n_threads(), verbose=False)
+                                       n_batch=min(self.n_ctx_seq, 8192), n_threads=self.n_threads, verbose=False)
             return self._embedder
+
+    def reranker(self) -> Any:
+        """The rank-pooled context of ``/v1/rerank`` (``rerank.Reranker``), created on first use on
+        the served model's weights; a ValueError saying why for a model without a classifier head."""
+        with self._rerank_lock:
+            if self._reranker is None and self._rerank_error is None:
+                from ..context_config import ContextConfig
+                from ..rerank import DEFAULT_WINDOW, Reranker
+
+                window = min(self.n_ctx_seq, DEFAULT_WINDOW)
+                config = ContextConfig.from_keywords(n_ctx=window, n_batch=window, n_threads=self.n_threads,
+                                                     embeddings=True, pooling_type="rank")
+                try:
+                    self._reranker = Reranker(self.model, config)
+                except ValueError as exc:  # said once, then answered from here
+                    self._rerank_error = str(exc)
+            if self._reranker is None:
+                raise ValueError(self._rerank_error)
+            return self._reranker
 
     def _engine_failed(self, exc: BaseException) -> None:
         self.phase, self.failure = "failed", f"the engine failed: {exc}"

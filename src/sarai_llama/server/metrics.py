@@ -55,6 +55,25 @@ class _EngineCollector(Collector):
                                   value=stats.get("n_batch_tokens", 0))
         yield CounterMetricFamily("sarai:decode_seconds", "Time inside llama_decode.",
                                   value=stats.get("t_decode_ms", 0.0) / 1000.0)
+        if "state_cache_hits" in stats:
+            yield from _state_cache_metrics(stats)
+
+
+def _state_cache_metrics(stats: dict[str, Any]) -> Iterator[Any]:
+    """The state cache's counters (kept KV states of sequences other requests took)."""
+    for key, help_text in (("hits", "Requests that restored a cached KV state."),
+                           ("misses", "Requests that found no cached KV state worth restoring."),
+                           ("restored_tokens", "Prompt tokens restored from the state cache instead of prefilled."),
+                           ("saves", "KV states saved to the state cache."),
+                           ("evictions", "KV states dropped to stay within the RAM budget."),
+                           ("disk_loads", "Cached KV states read back from --cache-dir."),
+                           ("disk_rejected", "State files ignored: damaged, or of another model or format.")):
+        yield CounterMetricFamily(f"sarai:state_cache_{key}", help_text, value=stats.get(f"state_cache_{key}", 0))
+    for key, help_text in (("bytes", "Bytes of KV states held in RAM."),
+                           ("budget_bytes", "The state cache's RAM budget (--cache-ram)."),
+                           ("entries", "KV states held in RAM."),
+                           ("disk_bytes", "Bytes of KV states in --cache-dir.")):
+        yield GaugeMetricFamily(f"sarai:state_cache_{key}", help_text, value=stats.get(f"state_cache_{key}", 0))
 
 
 class Metrics:

@@ -83,3 +83,4 @@ class ChatBody(Generation):
     functions: list[dict[str, Any]] | None = None  # OpenAI's deprecated form of tools
     function_call: str | dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None  # llama-server's extra template variables
+    reasoning_format: str | None = None  # llama-server's per-request --reasoning-format

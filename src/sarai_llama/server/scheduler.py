@@ -208,6 +208,9 @@ class Scheduler:
                 continue
             self._flush()
             if not stepped:
+                cache = self.engine.state_cache
+                for warning in cache.take_warnings() if cache is not None else ():
+                    logger.warning("%s", warning)  # a state file refused (damaged, another model's)
                 with self._wake:
                     if not self._inbox and not self._stop.is_set():
                         # Idle: sleep until a submission arrives (notify) or briefly, so that

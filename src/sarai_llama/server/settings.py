@@ -9,6 +9,7 @@ from it. Precedence: flag > ``SARAI_<NAME>`` > default.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from ..context_config import DEFAULT_STEP_BUDGET_MS
+from ..sampling import RANDOM_SEED
+from ..threads import ThreadChoice, choose_threads
 
-__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_flash_attn",
-           "parse_kv_type", "resolve_threads"]
+__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_cache_ram",
+           "parse_flash_attn", "parse_kv_type", "resolve_threads"]
 
 
 def parse_bool(text: str) -> bool:
@@ -32,14 +35,14 @@ def parse_bool(text: str) -> bool:
 
 def parse_threads(text: str) -> str | int:
     value = str(text).strip().lower()
-    if value == "auto":
-        return "auto"
+    if value in ("auto", "tuned"):
+        return value
     try:
         n = int(value)
     except ValueError:
-        raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}") from None
+        raise ValueError(f"threads must be 'auto', 'tuned' or a positive integer, not {text!r}") from None
     if n < 1:
-        raise ValueError(f"threads must be 'auto' or a positive integer, not {text!r}")
+        raise ValueError(f"threads must be 'auto', 'tuned' or a positive integer, not {text!r}")
     return n
 
 
@@ -74,6 +77,31 @@ def parse_flash_attn(text: str) -> str:
     if value not in ("on", "off", "auto"):
         raise ValueError(f"flash attention must be on, off or auto, not {text!r}")
     return value
+
+
+def parse_reasoning_format(text: str) -> str:
+    """One of ``chat_template.REASONING_FORMATS``, as llama-server's ``--reasoning-format``."""
+    from ..chat_template import REASONING_FORMATS
+
+    value = str(text).strip().lower()
+    if value not in REASONING_FORMATS:
+        raise ValueError(f"reasoning format must be one of {', '.join(REASONING_FORMATS)}, not {text!r}")
+    return value
+
+
+def parse_cache_ram(text: str) -> str | int:
+    """``auto`` (what the pod's memory limit leaves), or MiB as llama-server's ``--cache-ram``: 0 turns the
+    state cache off, -1 sets no limit."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return "auto"
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}") from None
+    if n < -1:
+        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}")
+    return n
 
 
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
@@ -132,9 +160,18 @@ OPTIONS: tuple[Option, ...] = (
            "one needs flash attention", ("-ctv",)),
     Option("flash_attn", parse_flash_attn, "auto", "flash attention: on, off or auto (llama.cpp decides)",
            ("-fa",), "on|off|auto"),
+    Option("cache_ram", parse_cache_ram, "auto",
+           "host RAM for KV states of conversations whose sequence another request took (restored instead of "
+           "prefilled on their next turn), in MiB as llama-server's; 'auto': what the memory limit (cgroup) "
+           "leaves after the model, the KV cache and a margin, or a share of the RAM; 0: off; -1: no limit",
+           ("-cram",), "auto|MiB"),
+    Option("cache_dir", str, None, "directory the state cache also writes its states to (they survive a "
+           "restart; files of another model or format are ignored with a warning)"),
+    Option("cache_disk", _positive(int, 0), 10240, "MiB the state cache may keep in --cache-dir"),
     Option("threads", parse_threads, "auto",
-           "generation threads: 'auto' = sarai_llama.get_optimal_threads(job) (affinity, cgroup quota, "
-           "E-cores, SARAI_THREAD_MODE, <JOB>_THREADS) or a number", ("-t",), "auto|N"),
+           "generation threads: 'auto' = the thread policy (affinity, cgroup quota, E-cores, "
+           "SARAI_THREAD_MODE, <JOB>_THREADS), 'tuned' = the saved 'sarai-llama tune' result for the model "
+           "and job (else the policy), or a number", ("-t",), "auto|tuned|N"),
     Option("job", str, None, "job type for SARAI_THREAD_MODE=auto's <JOB>_THREADS (coding, marketing, ...)"),
     Option("api_key", _keys, [], "required API key(s), comma-separated; clients send 'Authorization: Bearer K' "
            "or 'X-Api-Key: K' (empty: no authentication)", metavar="KEY[,KEY...]"),
@@ -155,10 +192,16 @@ OPTIONS: tuple[Option, ...] = (
            ("-a",)),
     Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
            "file or Jinja text", ("--chat-template",)),
-    Option("seed", int, 0xFFFFFFFF, "default sampling seed (4294967295: random per request)"),
+    Option("reasoning_format", parse_reasoning_format, "auto", "what a thinking model's reasoning becomes in "
+           "chat answers, as llama-server: none (left in content), auto = deepseek (in reasoning_content); "
+           "a request's reasoning_format overrides it", metavar="none|auto|deepseek"),
+    Option("seed", int, RANDOM_SEED, "default sampling seed (4294967295: random per request)"),
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
            "weights, created on first use)", metavar="BOOL"),
+    Option("spm_infill", parse_bool, False, "fill-in-the-middle prompts (/infill, suffix) in suffix/prefix/middle "
+           "order instead of prefix/suffix/middle, for models trained so (llama-server's --spm-infill)",
+           metavar="BOOL"),
     Option("access_log", parse_bool, True, "one JSON line per request on stderr", metavar="BOOL"),
     # Slows the load on purpose so tests can watch /health say 503 while loading; never for production.
     Option("debug_load_delay", _positive(float, 0.0), 0.0, argparse.SUPPRESS, hidden=True),
@@ -180,6 +223,9 @@ class Settings:
     cache_type_k: str
     cache_type_v: str
     flash_attn: str
+    cache_ram: str | int
+    cache_dir: str | None
+    cache_disk: int
     threads: str | int
     job: str | None
     api_key: list[str]
@@ -192,9 +238,11 @@ class Settings:
     retry_after: int
     alias: str | None
     chat_format: str | None
+    reasoning_format: str
     seed: int
     log_level: str
     embeddings: bool
+    spm_infill: bool
     access_log: bool
     debug_load_delay: float
 
@@ -211,24 +259,20 @@ class Settings:
     def model_id(self) -> str:
         return self.alias or Path(self.model).name
 
-    def n_threads(self) -> int:
-        return resolve_threads(self.threads, self.job)
+    def thread_choice(self) -> ThreadChoice:
+        return resolve_threads(self.threads, self.job, self.model)
 
 
-def resolve_threads(threads: str | int, job: str | None) -> int:
-    """``auto``: the same policy as ``Llama(n_threads=None)`` (every usable core unless
-    ``SARAI_THREAD_MODE`` says otherwise): a server pod's CPU quota is there for this process."""
-    if threads == "auto":
-        import logging
-
-        from ..threads import explain_job_threads
-
-        n, why, cuts = explain_job_threads(job, default_mode="max")
-        for cut in cuts:  # a ConfigMap asking for more threads than the pod's CPU limit
-            logging.getLogger("sarai_llama.server").warning("threads: %s", cut)
-        logging.getLogger("sarai_llama.server").info("threads: %d (%s)", n, why)
-        return n
-    return int(threads)
+def resolve_threads(threads: str | int, job: str | None, model: str | None = None) -> ThreadChoice:
+    """``threads.choose_threads`` (the meaning of ``auto`` and ``tuned`` that ``Llama``
+    and the CLI share: every usable core unless ``SARAI_THREAD_MODE`` says otherwise, since a
+    server pod's CPU quota is there for this process), logged with its reason and cuts."""
+    log = logging.getLogger("sarai_llama.server")
+    choice = choose_threads(threads, job, model)
+    for cut in choice.cuts:  # a ConfigMap asking for more threads than the pod's CPU limit
+        log.warning("threads: %s", cut)
+    log.info("threads: %d (%s)", choice.n_threads, choice.why)
+    return choice
 
 
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:

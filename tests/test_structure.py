@@ -1,0 +1,95 @@
+"""The package's shape: no import circles, no module that outgrew its concept.
+
+Checked on the source (``src/sarai_llama``), every import counted, also those inside
+functions: a circle hidden in a function is still two modules that need each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "sarai_llama"
+
+
+def module_names() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package's modules it imports (a package's ``__init__`` is not counted:
+    Python runs it before any of its modules anyway)."""
+    mods = module_names()
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[: len(base) - node.level + 1]
+                    full = ".".join(base) + (f".{node.module}" if node.module else "")
+                else:
+                    full = node.module or ""
+                deps.update(m for m in [full, *(f"{full}.{a.name}" for a in node.names)] if m in mods)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name in mods)
+        graph[name] = {d for d in deps if d != name and mods[d].name != "__init__.py"}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circles() -> None:
+    graph = import_graph()
+    assert "sarai_llama.llama" in graph and "sarai_llama.logits" in graph["sarai_llama.llama"]
+    assert cycles(graph) == []
+
+
+@pytest.mark.parametrize("module, most", [("llama.py", 400), *((f"server/{p.name}", 350)
+                                           for p in sorted((SRC / "server").glob("*.py")))])
+def test_modules_stay_small(module: str, most: int) -> None:
+    lines = len((SRC / module).read_text().splitlines())
+    assert lines <= most, f"{module} has {lines} lines (at most {most}): split it by concept"
