@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..context_config import DEFAULT_STEP_BUDGET_MS
+from ..llama_speculative import DEFAULT_DRAFT_MAX, DEFAULT_NGRAM_SIZE, MAX_DRAFT, MAX_NGRAM_SIZE, Speculation
 from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
 
@@ -104,6 +105,36 @@ def parse_cache_ram(text: str) -> str | int:
     return n
 
 
+#: ``--spec-type`` values: llama-server's name for the n-gram lookup, and off.
+SPEC_TYPES = ("ngram-simple", "none")
+#: The default: on. Draft lengths follow measured acceptance and step costs, so text
+#: that does not repeat, and a full batch, keep plain decoding's speed (bench_speculative.py).
+DEFAULT_SPEC_TYPE = "ngram-simple"
+
+
+def parse_spec_type(text: str) -> str:
+    """``ngram-simple`` (n-gram drafts from the sequence's own context) or ``none``."""
+    value = str(text).strip().lower()
+    if value not in SPEC_TYPES:
+        raise ValueError(f"speculative decoding type must be one of {', '.join(SPEC_TYPES)}, not {text!r} "
+                         "(llama-server's draft-model and other n-gram types are not offered)")
+    return value
+
+
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(str(text).strip())
+        except ValueError:
+            n = lo - 1
+        if not lo <= n <= hi:
+            raise ValueError(f"must be an integer in [{lo}, {hi}], not {text!r}")
+        return n
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -154,6 +185,17 @@ OPTIONS: tuple[Option, ...] = (
            "while streams generate, a step takes only as many prompt tokens as the engine's measured "
            "costs fit in this many ms, so a long prompt does not stall them (a lone prompt always gets "
            "the whole batch); 'off' or 0: prompts take the whole batch", metavar="MS|off"),
+    Option("spec_type", parse_spec_type, DEFAULT_SPEC_TYPE,
+           "speculative decoding: 'ngram-simple' drafts what followed the last tokens' earlier occurrence in "
+           "the request's own prompt and output, verified in the same batch (draft lengths follow measured "
+           "acceptance and step costs); 'none': off", metavar="|".join(SPEC_TYPES)),
+    Option("draft_max", _int_in(0, MAX_DRAFT), DEFAULT_DRAFT_MAX, "most draft tokens per step for one sequence (0: off); "
+           "a request's 'speculative.n_max' overrides it", ("--spec-draft-n-max",)),
+    Option("draft_min", _int_in(0, MAX_DRAFT), 0, "tokens drafted whenever the lookup proposes that many, whatever the "
+           "measured costs (0: acceptance and costs decide; = --draft-max: every proposal whole, as "
+           "llama-server); a request's 'speculative.n_min' overrides it", ("--spec-draft-n-min",)),
+    Option("spec_ngram_size_n", _int_in(1, MAX_NGRAM_SIZE), DEFAULT_NGRAM_SIZE, "n-gram size looked up for drafts",
+           ("--spec-ngram-simple-size-n",)),
     Option("cache_type_k", parse_kv_type, "f16", "KV-cache type of the keys (f32, f16, bf16, q8_0, q5_1, q5_0, "
            "q4_1, q4_0): q8_0 halves the cache's memory", ("-ctk",)),
     Option("cache_type_v", parse_kv_type, "f16", "KV-cache type of the values (as --cache-type-k); a quantized "
@@ -220,6 +262,10 @@ class Settings:
     batch_size: int
     ubatch_size: int | None
     step_budget_ms: float
+    spec_type: str
+    draft_max: int
+    draft_min: int
+    spec_ngram_size_n: int
     cache_type_k: str
     cache_type_v: str
     flash_attn: str
@@ -261,6 +307,11 @@ class Settings:
 
     def thread_choice(self) -> ThreadChoice:
         return resolve_threads(self.threads, self.job, self.model)
+
+    def speculation(self) -> Speculation:
+        """The engine's speculation defaults (off for ``--spec-type none``)."""
+        on = self.spec_type != "none"
+        return Speculation(self.draft_max if on else 0, self.draft_min if on else 0, self.spec_ngram_size_n)
 
 
 def resolve_threads(threads: str | int, job: str | None, model: str | None = None) -> ThreadChoice:
