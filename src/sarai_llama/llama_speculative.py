@@ -44,6 +44,22 @@ DEFAULT_DRAFT_MAX = 16
 DEFAULT_NGRAM_SIZE = 3
 
 
+#: Speculation types by llama-server's names (``--spec-type``): the n-gram lookup, and off.
+SPEC_TYPES = ("ngram-simple", "none")
+#: The server's default: on. Draft lengths follow measured acceptance and step costs, so text
+#: that does not repeat, and a full batch, keep plain decoding's speed (bench_speculative.py).
+DEFAULT_SPEC_TYPE = "ngram-simple"
+
+
+def parse_spec_type(text: str) -> str:
+    """One of :data:`SPEC_TYPES` (ValueError naming the others llama-server has, which are not offered)."""
+    value = str(text).strip().lower()
+    if value not in SPEC_TYPES:
+        raise ValueError(f"speculative decoding type must be one of {', '.join(SPEC_TYPES)}, not {text!r} "
+                         "(llama-server's draft-model and other n-gram types are not offered)")
+    return value
+
+
 def _count(name: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ParameterError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}", name)
@@ -81,6 +97,12 @@ class Speculation:
     @property
     def enabled(self) -> bool:
         return self.draft_max > 0
+
+    @classmethod
+    def of_type(cls, spec_type: str, draft_max: int, draft_min: int, ngram_size: int) -> Speculation:
+        """The server's ``--spec-type`` with its limits (``none``: off whatever the limits)."""
+        on = parse_spec_type(spec_type) != "none"
+        return cls(draft_max if on else 0, draft_min if on else 0, ngram_size)
 
     @classmethod
     def of(cls, draft_model: LlamaDraftModel | None) -> Speculation:

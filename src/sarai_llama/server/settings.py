@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..context_config import DEFAULT_STEP_BUDGET_MS
-from ..llama_speculative import DEFAULT_DRAFT_MAX, DEFAULT_NGRAM_SIZE, MAX_DRAFT, MAX_NGRAM_SIZE, Speculation
+from ..llama_speculative import (DEFAULT_DRAFT_MAX, DEFAULT_NGRAM_SIZE, DEFAULT_SPEC_TYPE, MAX_DRAFT, MAX_NGRAM_SIZE,
+                                 SPEC_TYPES, Speculation, parse_spec_type)
 from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
 
@@ -103,22 +104,6 @@ def parse_cache_ram(text: str) -> str | int:
     if n < -1:
         raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}")
     return n
-
-
-#: ``--spec-type`` values: llama-server's name for the n-gram lookup, and off.
-SPEC_TYPES = ("ngram-simple", "none")
-#: The default: on. Draft lengths follow measured acceptance and step costs, so text
-#: that does not repeat, and a full batch, keep plain decoding's speed (bench_speculative.py).
-DEFAULT_SPEC_TYPE = "ngram-simple"
-
-
-def parse_spec_type(text: str) -> str:
-    """``ngram-simple`` (n-gram drafts from the sequence's own context) or ``none``."""
-    value = str(text).strip().lower()
-    if value not in SPEC_TYPES:
-        raise ValueError(f"speculative decoding type must be one of {', '.join(SPEC_TYPES)}, not {text!r} "
-                         "(llama-server's draft-model and other n-gram types are not offered)")
-    return value
 
 
 def _int_in(lo: int, hi: int) -> Callable[[str], int]:
@@ -310,8 +295,7 @@ class Settings:
 
     def speculation(self) -> Speculation:
         """The engine's speculation defaults (off for ``--spec-type none``)."""
-        on = self.spec_type != "none"
-        return Speculation(self.draft_max if on else 0, self.draft_min if on else 0, self.spec_ngram_size_n)
+        return Speculation.of_type(self.spec_type, self.draft_max, self.draft_min, self.spec_ngram_size_n)
 
 
 def resolve_threads(threads: str | int, job: str | None, model: str | None = None) -> ThreadChoice:
