@@ -310,8 +310,11 @@ void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vect
     slot.has_next = true;  // decoded by the next step, so a caller that stops here wastes no decode
 }
 
-void Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) {
-    if (!row) return finish(slot, out, EventKind::Error, nullptr, "no logits for the sequence after decode");
+llama_token Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) {
+    if (!row) {
+        finish(slot, out, EventKind::Error, nullptr, "no logits for the sequence after decode");
+        return -1;
+    }
     if (slot.req.external_sampling) {
         // The logits are copied: other sequences' decodes overwrite llama.cpp's
         // buffer while this one waits for the caller.
@@ -324,16 +327,18 @@ void Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) 
         ev.n_reused = slot.n_reused;
         ev.n_generated = slot.n_generated;
         out.push_back(std::move(ev));
-        return;
+        return -1;
     }
     llama_token tok;
     try {
         tok = slot.sampler->sample_from(row, n_vocab_);
         slot.sampler->accept(tok);
     } catch (const std::exception &e) {
-        return finish(slot, out, EventKind::Error, nullptr, e.what());
+        finish(slot, out, EventKind::Error, nullptr, e.what());
+        return -1;
     }
     emit_token(slot, tok, row, out);
+    return tok;
 }
 
 bool Engine::decode_batch(std::vector<Event> &out) {

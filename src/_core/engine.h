@@ -189,7 +189,9 @@ class Engine {
     void stash(const Slot &slot);
     bool restore(Slot &slot, const std::vector<llama_token> &prompt, size_t live);
     void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);
-    void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
+    // Samples (or asks for, NEED_TOKEN) the slot's next token from `row` and emits it;
+    // returns it, or -1 when none was emitted (an error, a NEED_TOKEN).
+    llama_token sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
     void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
     Slot *find_active(int64_t id) const;
     bool decode_batch(std::vector<Event> &out);

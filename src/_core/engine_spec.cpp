@@ -87,21 +87,9 @@ void Engine::verify_draft(Slot &slot, int32_t first_row, std::vector<Event> &out
     slot.cache.resize(slot.cache.size() - n);
     size_t j = 0;
     while (true) {
-        const float *row = llama_get_logits_ith(ctx_, first_row + (int32_t)j);
-        if (!row) {
-            finish(slot, out, EventKind::Error, nullptr, "no logits for the sequence after decode");
-            break;
-        }
-        llama_token tok;
-        try {
-            tok = slot.sampler->sample_from(row, n_vocab_);
-            slot.sampler->accept(tok);
-        } catch (const std::exception &e) {
-            finish(slot, out, EventKind::Error, nullptr, e.what());
-            break;
-        }
-        emit_token(slot, tok, row, out);  // may end the request (stop token, max_tokens, context)
-        if (!slot.busy || j >= n || tok != draft[j]) break;
+        // Emitting may end the request (stop token, max_tokens, the context's end).
+        const llama_token tok = sample_slot(slot, llama_get_logits_ith(ctx_, first_row + (int32_t)j), out);
+        if (tok < 0 || !slot.busy || j >= n || tok != draft[j]) break;
         // The sampled token is the drafted one, already decoded at this position.
         slot.cache.push_back(draft[j]);
         slot.has_next = false;
