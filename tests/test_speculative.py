@@ -72,9 +72,10 @@ FORCED = Speculation(draft_max=8, draft_min=8, ngram_size=2)  # every proposal d
 ADAPTIVE = Speculation(draft_max=8, ngram_size=2)
 
 
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "seed": 11}, {"temperature": 0.7, "top_k": 0,
-                                                                           "top_p": 1.0, "min_p": 0.0}],
-                         ids=["greedy", "seeded", "plain-dist"])
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "seed": 11},
+                                      {"temperature": 0.7, "top_k": 0, "top_p": 1.0, "min_p": 0.0},
+                                      {"grammar": 'root ::= ("one " | "two " | "three ")+', "logit_bias": ()}],
+                         ids=["greedy", "seeded", "plain-dist", "grammar"])
 def test_output_equals_plain_decoding_across_models(models, sampling):
     """The property: whatever was drafted and however much was accepted, each sequence's
     tokens and finish are plain decoding's, for several models, three sequences at once."""
@@ -212,11 +213,11 @@ BIAS = {20: 100.0, 21: 100.0, 22: 100.0}
 
 def test_llama_draft_model_is_the_engines_speculation(pair):
     plain, drafted = pair
-    before = drafted._eng().stats()["n_drafted"]
+    before = drafted.engine.stats()["n_drafted"]
     for prompt in ("one two three one two", "the cat"):
         kw = dict(max_tokens=60, temperature=0, logit_bias=BIAS)
         assert text(drafted(prompt, **kw)) == text(plain(prompt, **kw))
-    assert drafted._eng().stats()["n_drafted"] > before
+    assert drafted.engine.stats()["n_drafted"] > before
     # Streaming, stop strings and logprobs go through the same engine path.
     full = text(plain("one two", max_tokens=40, temperature=0, logit_bias=BIAS))
     chunks = list(drafted("one two", max_tokens=40, temperature=0, logit_bias=BIAS, stream=True))
@@ -238,10 +239,10 @@ def test_llama_python_hooks_run_without_drafts(pair):
         calls.append(len(ids))
         return scores
 
-    before = drafted._eng().stats()["n_drafted"]
+    before = drafted.engine.stats()["n_drafted"]
     out = drafted("one two three one two", max_tokens=12, temperature=0, logit_bias=BIAS, logits_processor=LogitsProcessorList([proc]))
     assert out["usage"]["completion_tokens"] == 12 and len(calls) == 12
-    assert drafted._eng().stats()["n_drafted"] == before
+    assert drafted.engine.stats()["n_drafted"] == before
 
 
 def test_gemma_rewriting_task_agrees_with_plain(gemma_path: Path):
@@ -256,7 +257,7 @@ def test_gemma_rewriting_task_agrees_with_plain(gemma_path: Path):
     plain.close()
     llm = Llama(str(gemma_path), draft_model=LlamaPromptLookupDecoding(3, 16), **kw)
     got = text(llm(REPETITIVE, max_tokens=64, temperature=0))
-    st = llm._eng().stats()
+    st = llm.engine.stats()
     assert got == want
     assert st["n_draft_accepted"] >= 32 and st["n_spec_steps"] < 32
 
