@@ -208,6 +208,20 @@ class Event:
     def n_reused(self) -> int: ...  # prompt tokens taken from the KV cache, not evaluated
     @property
     def n_generated(self) -> int: ...
+    @property
+    def n_drafted(self) -> int: ...  # draft tokens of this request verified so far
+    @property
+    def n_draft_accepted(self) -> int: ...  # ... and accepted
+    @property
+    def speculation(self) -> str: ...  # DONE: why the request did not speculate ("" if it could)
+
+class SpecConfig:
+    """Speculation defaults of an Engine (n-gram drafts from each sequence's own context)."""
+
+    n_max: int  # most draft tokens per step (0: off)
+    n_min: int  # drafted whenever proposed, whatever the costs (n_min = n_max: every proposal whole)
+    ngram_n: int  # n-gram size looked up
+    def __init__(self) -> None: ...
 
 class StateCache:
     def __init__(self, ram_bytes: int, identity: str) -> None: ...
@@ -237,6 +251,9 @@ class Engine:
     @step_budget_ms.setter
     def step_budget_ms(self, ms: float) -> None: ...
     def prompt_budget(self, n_gen: int) -> int: ...  # prompt tokens a step beside n_gen generating rows may take
+    def set_speculation(self, config: SpecConfig) -> None: ...  # defaults for requests without their own limits
+    @property
+    def speculation(self) -> SpecConfig: ...
     @property
     def n_seq(self) -> int: ...
     @property
@@ -254,6 +271,8 @@ class Engine:
         n_probs: int = -1,
         external_sampling: bool = False,
         preserved_tokens: list[int] = ...,
+        draft_max: int = -1,  # -1: the engine's (SpecConfig.n_max); 0: no drafts
+        draft_min: int = -1,  # -1: the engine's (SpecConfig.n_min)
     ) -> int: ...
     def step(self) -> list[Event]: ...
     def cancel(self, id: int) -> bool: ...
@@ -267,7 +286,7 @@ class Engine:
     def kv_used(self) -> int: ...
     # n_steps, n_decode_calls, n_batch_tokens, n_sampled, t_step_ms, t_decode_ms, n_prompt_tokens,
     # n_budgeted_steps, max_prompt_beside_gen, last_gen_rows, last_prompt_tokens, last_budget,
-    # logits_row_ms, prompt_token_ms
+    # logits_row_ms, prompt_token_ms, n_drafted, n_draft_accepted, n_spec_steps, step_fixed_ms, step_row_ms
     def stats(self) -> dict[str, float]: ...
     def reset_stats(self) -> None: ...
     def perf(self) -> dict[str, float]: ...
