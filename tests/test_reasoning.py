@@ -123,3 +123,33 @@ def test_server_splits_by_default_and_per_request(r1_model: Path) -> None:
         assert message.content.startswith("<think>")
     finally:
         server.stop()
+
+
+def test_anthropic_and_responses_get_the_thinking_as_their_own_blocks(r1_model: Path) -> None:
+    """The other protocols read the same split: Anthropic's ``thinking`` blocks (and
+    ``thinking_delta`` events), Responses' ``reasoning`` items; none of it in the text."""
+    anthropic = pytest.importorskip("anthropic")
+    pytest.importorskip("fastapi")
+    from test_server import Server
+
+    server = Server(r1_model, "--parallel", "2", "--ctx-size", "2048")
+    try:
+        mid = server.model_id()
+        claude = anthropic.Anthropic(base_url=server.url, api_key="none", max_retries=0)
+        ask: dict[str, Any] = dict(model=mid, max_tokens=12, messages=ASK, extra_body={"temperature": 0, "seed": 1})
+        message = claude.messages.create(**ask)
+        # the random model never closes the block the template opened: all of it is thinking
+        assert [block.type for block in message.content] == ["thinking"] and message.content[0].thinking
+        with claude.messages.stream(**ask) as stream:
+            events = list(stream)
+            final = stream.get_final_message()
+        thought = "".join(e.delta.thinking for e in events
+                          if e.type == "content_block_delta" and e.delta.type == "thinking_delta")
+        assert thought and thought == final.content[0].thinking == message.content[0].thinking
+        response = server.client().responses.create(model=mid, input="What is 2 + 2?", max_output_tokens=12,
+                                                    temperature=0, extra_body={"seed": 1})
+        assert [item.type for item in response.output] == ["reasoning"]
+        assert response.output[0].content[0].text.strip() == message.content[0].thinking.strip()
+        assert not response.output_text
+    finally:
+        server.stop()

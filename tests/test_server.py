@@ -645,7 +645,7 @@ def test_routes_through_the_asgi_app_without_uvicorn(tiny: Path) -> None:
                 with pytest.raises(openai.BadRequestError) as err:
                     await c.chat.completions.create(model=tiny.name, messages=msgs, max_tokens=4, **kw)
                 assert err.value.param == param, err.value.body
-            # fill-in-the-middle is not implemented: a suffix is refused, never silently dropped
+            # a model without FIM tokens refuses a suffix, naming it, never drops it silently
             with pytest.raises(openai.BadRequestError) as err:
                 await c.completions.create(model=tiny.name, prompt="def f(", suffix="return x", max_tokens=4)
             assert err.value.param == "suffix" and "suffix" in err.value.message

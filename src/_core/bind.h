@@ -20,6 +20,7 @@ void bind_context(py::module_ &m);  // SamplerParams, Sampler, ContextParams, Co
 void bind_engine(py::module_ &m);   // Engine, Event
 void bind_state_cache(py::module_ &m);  // StateCache
 void bind_chat(py::module_ &m);     // ChatTemplates, ChatParser, json_schema_to_grammar
+void bind_pooled(py::module_ &m);   // PooledBatch
 
 // Every string that crosses into Python is valid UTF-8: a template, a GGUF string, a
 // byte-fallback token or a message quoting one may hold any bytes, and pybind11's own

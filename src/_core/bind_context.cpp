@@ -103,7 +103,7 @@ void bind_context(py::module_ &m) {
              py::arg("i") = -1)
         .def("embeddings",
              [](const Context &c) {
-                 return copy_floats(c.embeddings(), (size_t)llama_model_n_embd_out(c.model().get()));
+                 return copy_floats(c.embeddings(), (size_t)c.n_embd_out());
              })
         .def("sample",
              [](Context &c, Sampler &sampler, std::optional<FloatArray> logits) {

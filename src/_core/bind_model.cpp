@@ -85,6 +85,14 @@ void bind_model(py::module_ &m) {
     m.def("supports_mmap", &llama_supports_mmap);
     m.def("supports_mlock", &llama_supports_mlock);
 
+    py::class_<sarai::FimTokens>(m, "FimTokens")
+        .def_readonly("pre", &sarai::FimTokens::pre)
+        .def_readonly("suf", &sarai::FimTokens::suf)
+        .def_readonly("mid", &sarai::FimTokens::mid)
+        .def_readonly("pad", &sarai::FimTokens::pad)
+        .def_readonly("rep", &sarai::FimTokens::rep)
+        .def_readonly("sep", &sarai::FimTokens::sep);
+
     py::class_<Model, std::shared_ptr<Model>>(m, "Model")
         .def(py::init([](const std::string &path, bool vocab_only, bool use_mmap, bool use_mlock,
                          bool use_extra_bufts, bool check_tensors) {
@@ -110,7 +118,17 @@ void bind_model(py::module_ &m) {
         .def_property_readonly("token_eos", [](const Model &s) { return llama_vocab_eos(s.vocab()); })
         .def_property_readonly("token_eot", [](const Model &s) { return llama_vocab_eot(s.vocab()); })
         .def_property_readonly("token_nl", [](const Model &s) { return llama_vocab_nl(s.vocab()); })
+        .def_property_readonly("token_sep", [](const Model &s) { return llama_vocab_sep(s.vocab()); })
         .def_property_readonly("add_bos", [](const Model &s) { return llama_vocab_get_add_bos(s.vocab()); })
+        .def_property_readonly("add_eos", [](const Model &s) { return llama_vocab_get_add_eos(s.vocab()); })
+        .def_property_readonly("add_sep", [](const Model &s) { return llama_vocab_get_add_sep(s.vocab()); })
+        .def_property_readonly("fim_tokens", &Model::fim_tokens)
+        .def("has_tensor",
+             [](const Model &s, const std::string &name) {
+                 py::gil_scoped_release release;  // reads the file's header
+                 return s.has_tensor(name);
+             },
+             py::arg("name"))
         .def("is_eog", [](const Model &s, llama_token t) { return s.is_eog(t); })
         .def("tokenize",
              [](const Model &s, py::bytes text, bool add_special, bool parse_special) {

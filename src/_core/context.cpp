@@ -144,6 +144,11 @@ const float *Context::embeddings() const {
     return e;
 }
 
+uint32_t Context::n_embd_out() const {
+    return llama_pooling_type(ctx_) == LLAMA_POOLING_TYPE_RANK ? llama_model_n_cls_out(model_->get())
+                                                               : (uint32_t)llama_model_n_embd_out(model_->get());
+}
+
 std::pair<llama_token, bool> Context::sample(Sampler &sampler, const float *logits, size_t n_logits) {
     llama_token tok;
     if (logits) {

@@ -92,8 +92,10 @@ class Context {
 
     // Logits row i of the last batch (n_vocab floats; -1 = last). Throws when none.
     const float *logits(int32_t i) const;
-    // The sequence embedding (or the last token's): n_embd floats.
+    // The sequence embedding (or the last token's): n_embd_out() floats.
     const float *embeddings() const;
+    // Floats in embeddings(): a classifier's n_cls_out scores under rank pooling, else n_embd.
+    uint32_t n_embd_out() const;
 
     // One generation step: choose a token from the last logits (or from
     // `logits` when Python logits processors rewrote them), accept it, and

@@ -53,6 +53,11 @@ GgufInfo inspect_gguf(const std::string &path) {
     return info;
 }
 
+bool gguf_has_tensor(const std::string &path, const std::string &name) {
+    GgufPtr guard = open_gguf(path);
+    return gguf_find_tensor(guard.get(), name.c_str()) >= 0;
+}
+
 void validate_gguf(const std::string &path, bool vocab_only) {
     GgufPtr guard = open_gguf(path);
     gguf_context *ctx = guard.get();

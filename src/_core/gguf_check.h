@@ -26,6 +26,9 @@ struct GgufInfo {
 // Throws InvalidArgument when the file is not a readable GGUF.
 GgufInfo inspect_gguf(const std::string &path);
 
+// Whether the file holds a tensor named `name` (InvalidArgument when unreadable).
+bool gguf_has_tensor(const std::string &path, const std::string &name);
+
 // Throws InvalidArgument for the files on which llama.cpp would abort the
 // process instead of failing. Every model load goes through here.
 void validate_gguf(const std::string &path, bool vocab_only);

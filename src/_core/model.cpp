@@ -8,7 +8,7 @@
 
 namespace sarai {
 
-Model::Model(const std::string &path, const ModelParams &p) {
+Model::Model(const std::string &path, const ModelParams &p) : path_(path) {
     auto params = llama_model_default_params();
     params.n_gpu_layers = 0;
     params.vocab_only = p.vocab_only;
@@ -137,6 +137,13 @@ std::optional<std::string> Model::chat_template(const std::optional<std::string>
     if (!t) return std::nullopt;
     return std::string(t);
 }
+
+FimTokens Model::fim_tokens() const {
+    return FimTokens{llama_vocab_fim_pre(vocab_), llama_vocab_fim_suf(vocab_), llama_vocab_fim_mid(vocab_),
+                     llama_vocab_fim_pad(vocab_), llama_vocab_fim_rep(vocab_), llama_vocab_fim_sep(vocab_)};
+}
+
+bool Model::has_tensor(const std::string &name) const { return gguf_has_tensor(path_, name); }
 
 std::string apply_chat_template(const std::string &tmpl,
                                 const std::vector<std::pair<std::string, std::string>> &messages,

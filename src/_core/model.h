@@ -23,6 +23,14 @@ struct ModelParams {
     bool check_tensors = false;
 };
 
+// The vocabulary's fill-in-the-middle tokens (llama_vocab_fim_*: from the GGUF's
+// tokenizer.ggml.fim_*_token_id keys, or found by their text), LLAMA_TOKEN_NULL where
+// it has none: prefix, suffix, middle, padding, repository name, file separator.
+struct FimTokens {
+    llama_token pre = LLAMA_TOKEN_NULL, suf = LLAMA_TOKEN_NULL, mid = LLAMA_TOKEN_NULL;
+    llama_token pad = LLAMA_TOKEN_NULL, rep = LLAMA_TOKEN_NULL, sep = LLAMA_TOKEN_NULL;
+};
+
 class Model {
   public:
     // Validates the GGUF first (validate_gguf), so hostile files raise instead of aborting.
@@ -51,6 +59,11 @@ class Model {
     std::vector<std::pair<std::string, std::string>> metadata() const;
     std::string desc() const;
     std::optional<std::string> chat_template(const std::optional<std::string> &name) const;
+    FimTokens fim_tokens() const;
+    // Whether the file holds a tensor of this name (llama.cpp keeps no index of its
+    // tensors: the GGUF header is read again). Rank pooling needs a classifier head
+    // ("cls.weight" or "cls.output.weight"); without one it pools the hidden state.
+    bool has_tensor(const std::string &name) const;
 
     // The byte a byte token (LLAMA_TOKEN_ATTR_BYTE, SentencePiece byte fallback) stands
     // for, -1 for every other token; has_byte_tokens() when the vocabulary has any.
@@ -67,6 +80,7 @@ class Model {
 
     mutable std::once_flag byte_tables_once_;
     mutable ByteTables byte_tables_;
+    std::string path_;
     llama_model *model_ = nullptr;
     const llama_vocab *vocab_ = nullptr;
     int32_t n_vocab_ = 0;

@@ -69,4 +69,5 @@ PYBIND11_MODULE(_core, m) {
     sarai_bind::bind_state_cache(m);
     sarai_bind::bind_engine(m);
     sarai_bind::bind_chat(m);
+    sarai_bind::bind_pooled(m);
 }

@@ -137,7 +137,8 @@ def resolve_chat_format(model: Any, architecture: str, chat_format: str | None) 
 
 
 def message_text(content: Any) -> str:
-    """The text of an OpenAI message ``content`` (a string, or a list of parts)."""
+    """The text of an OpenAI message ``content`` (a string, or a list of parts joined with a newline,
+    as llama.cpp's common library joins them for Jinja templates)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -151,7 +152,7 @@ def message_text(content: Any) -> str:
                 parts.append(part)
             else:
                 raise ParameterError("only text message parts are supported", "messages")
-        return "".join(parts)
+        return "\n".join(parts)
     raise ParameterError(f"unsupported message content: {type(content).__name__}", "messages")
 
 

@@ -21,7 +21,7 @@ from .chat_template import ChatOutput, RenderedChat, response_format_schema
 from .engine import Collected, Piece, Request
 from .errors import ParameterError
 
-__all__ = ["ChatChunks", "answer", "apply", "as_openai_types", "chunks", "collect", "finish_reason",
+__all__ = ["ChatChunks", "ChatDeltas", "answer", "apply", "as_openai_types", "chunks", "collect", "finish_reason",
            "legacy_functions", "render", "sampling_kwargs"]
 
 
@@ -116,20 +116,45 @@ def collect(pieces: Iterable[Piece], output: ChatOutput, cid: str, created: int,
     return answer(output, got, cid, created, model, got.usage or responses.usage(n_prompt, 0))
 
 
+class ChatDeltas:
+    """One answer's OpenAI ``delta`` dicts (content, reasoning, tool calls), piece by piece.
+
+    The format's parser rereads the whole text so far at each piece; on the last
+    piece :attr:`finish_reason` is set ("tool_calls" when the answer called a
+    tool). Every protocol's stream (OpenAI chunks, Anthropic's blocks, the
+    Responses API's items) is built from these deltas.
+    """
+
+    def __init__(self, output: ChatOutput) -> None:
+        self.output = output
+        self.text = ""  # everything generated so far: the parser reads it whole
+        self.finish_reason: str | None = None
+
+    def feed(self, piece: Piece) -> list[dict[str, Any]]:
+        self.text += piece.text
+        found = self.output.update(self.text, partial=piece.finish_reason is None)
+        if piece.finish_reason is not None:
+            self.finish_reason = finish_reason(self.output, piece.finish_reason)
+        return found
+
+
 class ChatChunks:
     """One choice's ``chat.completion.chunk`` dicts, piece by piece.
 
     :meth:`first` is OpenAI's opening chunk (the role, with empty content);
-    :meth:`feed` turns each piece into content and tool-call deltas (the last
+    :meth:`feed` turns each piece's :class:`ChatDeltas` into chunks (the last
     delta carries the piece's logprobs) and, on the last piece, the chunk with
     the finish reason. ``Llama.create_chat_completion`` iterates pieces, the
     server awaits them; both feed them here.
     """
 
     def __init__(self, output: ChatOutput, cid: str, created: int, model: str, index: int = 0) -> None:
-        self.output, self.cid, self.created, self.model, self.index = output, cid, created, model, index
-        self.text = ""  # everything generated so far: the parser reads it whole
-        self.finish_reason: str | None = None
+        self.deltas = ChatDeltas(output)
+        self.cid, self.created, self.model, self.index = cid, created, model, index
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.deltas.finish_reason
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
         chunk = responses.chat_chunk(self.cid, self.created, self.model, delta, finish, logprobs)  # type: ignore[arg-type]
@@ -140,14 +165,12 @@ class ChatChunks:
         return self._chunk({"role": "assistant", "content": ""}, None)
 
     def feed(self, piece: Piece) -> list[dict[str, Any]]:
-        self.text += piece.text
-        found = self.output.update(self.text, partial=piece.finish_reason is None)
+        found = self.deltas.feed(piece)
         out = [self._chunk(delta, None, piece.logprobs if i == len(found) - 1 else None)
                for i, delta in enumerate(found)]
         if not found and piece.logprobs:
             out.append(self._chunk({}, None, piece.logprobs))
         if piece.finish_reason is not None:
-            self.finish_reason = finish_reason(self.output, piece.finish_reason)
             out.append(self._chunk({}, self.finish_reason))
         return out
 

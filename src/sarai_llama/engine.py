@@ -73,7 +73,8 @@ class Piece:
 
     ``tokens``: the ids sampled since the previous piece (a stop string may hide
     their text). ``finish_reason`` is set on the last piece only: "stop", "length"
-    or "cancelled". ``usage`` counts prompt and generated tokens so far.
+    or "cancelled"; ``stop`` too: the stop string that ended the text, if one did.
+    ``usage`` counts prompt and generated tokens so far.
     """
 
     text: str
@@ -82,6 +83,7 @@ class Piece:
     finish_reason: str | None
     usage: responses.Usage
     n_reused: int = 0
+    stop: str | None = None
 
 
 class Collected:
@@ -94,6 +96,7 @@ class Collected:
     def __init__(self, with_logprobs: bool) -> None:
         self.parts: list[str] = []
         self.finish_reason: str | None = None
+        self.stop: str | None = None  # the stop string that ended the text, if one did
         self.usage: responses.Usage | None = None
         self.logprobs = responses.empty_logprobs() if with_logprobs else None
 
@@ -107,7 +110,7 @@ class Collected:
 
     def add(self, piece: Piece) -> None:
         self.parts.append(piece.text)
-        self.finish_reason, self.usage = piece.finish_reason, piece.usage
+        self.finish_reason, self.stop, self.usage = piece.finish_reason, piece.stop, piece.usage
         if self.logprobs is not None and piece.logprobs:
             responses.merge_logprobs(self.logprobs, piece.logprobs)
 
@@ -185,7 +188,8 @@ class Handle:
     # ----------------------------------------------------------- stepping side
     def _push(self, text: str, lp: responses.CompletionLogprobs | None, finish: str | None) -> None:
         if text or lp or finish is not None:
-            self._pieces.append(Piece(text, self._new_tokens, lp, finish, self.usage(), self.n_reused))
+            self._pieces.append(Piece(text, self._new_tokens, lp, finish, self.usage(), self.n_reused,
+                                      self._stops.matched if finish is not None else None))
             self._new_tokens = []
 
     def _finish(self, reason: str | None, tail: str = "") -> None:

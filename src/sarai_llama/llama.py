@@ -16,11 +16,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import _core, chat, chat_completion, llama_cache, responses, text_completion
+from . import _core, chat, chat_completion, fim, llama_cache, responses, text_completion
 from ._numpy import numpy as _numpy
 from .chat_template import response_grammar
-from .context_config import DEFAULT_STEP_BUDGET_MS, ContextConfig
-from .embedding import Embedder
+from .context_config import DEFAULT_STEP_BUDGET_MS, POOLING, ContextConfig
+from .embedding import Embedder, PooledCalls
 from .engine import Engine, Request, run_all
 from .inline import InlineRuns
 from .errors import ModelLoadError
@@ -31,6 +31,7 @@ from .llama_speculative import LlamaDraftModel, SpeculativeDecoder
 from .llama_tokenizer import LlamaTokenizer
 from .loading import load_model
 from .logits import ManualLoop, logits_to_logprobs
+from .rerank import Reranker
 from .sampling import RANDOM_SEED, SamplingParams, next_call_seed
 from .stops import normalize_stops
 from .threads import choose_threads
@@ -46,7 +47,7 @@ LLAMA_DEFAULT_SEED = RANDOM_SEED
 GPU_KEYWORDS = ("n_gpu_layers", "main_gpu", "tensor_split", "split_mode", "offload_kqv", "numa")
 
 
-class Llama(ManualLoop):
+class Llama(ManualLoop, PooledCalls):
     """A GGUF model and its engine, with llama-cpp-python's API.
 
     Args:
@@ -67,7 +68,7 @@ class Llama(ManualLoop):
         use_mmap, use_mlock: how weights are loaded.
         vocab_only: load only the tokenizer.
         embedding: create the context for embeddings (pooled, one vector per input).
-        pooling_type: "mean" (default for embeddings), "cls", "last", "none", "unspecified".
+        pooling_type: "mean" (default for embeddings), "cls", "last", "none", "unspecified", "rank" (:meth:`rerank`).
         flash_attn: True, False or None/"auto" (default: llama.cpp decides).
         use_extra_bufts: let llama.cpp repack weights for faster CPU kernels (default True).
         chat_format: a llama.cpp built-in template name overriding the GGUF's.
@@ -95,7 +96,7 @@ class Llama(ManualLoop):
         super().__init__()
         self._model: Any = None
         self._engine: Engine | None = None
-        self._embedder: Embedder | None = None  # embedding=True
+        self._embedder: Embedder | Reranker | None = None  # embedding=True (Reranker: pooling_type="rank")
         self._spec: SpeculativeDecoder | None = None  # draft_model's decoder
         self._runs = InlineRuns(n_seq_max)
         self.cache: BaseLlamaCache | None = None
@@ -135,7 +136,8 @@ class Llama(ManualLoop):
             return
         try:
             if embedding:
-                self._embedder = Embedder(self._model, self.context_config)
+                rank = self.context_config.pooling == POOLING["rank"]
+                self._embedder = (Reranker if rank else Embedder)(self._model, self.context_config)
                 self._n_ctx = self._embedder.n_ctx
             else:
                 self._engine = Engine(self._model, self.context_config, seed)
@@ -290,10 +292,10 @@ class Llama(ManualLoop):
         ``grammar``, ``logit_bias``; see :class:`SamplingParams`). ``max_tokens`` None
         or <= 0: until the context is full. ``response_format`` (OpenAI's
         ``json_object``/``json_schema``) constrains the text to that JSON. ``finish_reason``: "stop" (end token or
-        stop string), "length", or "cancelled" (:meth:`cancel`).
+        stop string), "length", or "cancelled" (:meth:`cancel`). ``suffix``: fill in the middle (``fim.fills``).
         """
-        if suffix is not None:
-            raise ValueError("suffix (fill-in-the-middle) is not supported")
+        if fim.fills(self._vocab().model, suffix, echo):
+            prompt = fim.fim_prompt(self._vocab().model, prompt, suffix)  # type: ignore[arg-type]
         json_grammar = response_grammar(response_format, grammar=sampling.get("grammar"))
         if json_grammar is not None:  # as the server's completions route: JSON through a grammar
             sampling["grammar"] = json_grammar
@@ -380,20 +382,8 @@ class Llama(ManualLoop):
         return chat_completion.as_openai_types(self.create_chat_completion(*args, **kwargs), bool(kwargs.get("stream")))
 
     # ------------------------------------------------------------- embeddings
-    def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,
-              return_count: bool = False) -> Any:
-        """One pooled vector of ``n_embd`` floats per input (a list of lists for a list input).
-
-        Needs ``Llama(..., embedding=True)``. ``truncate`` cuts inputs longer than
-        ``n_batch`` tokens; otherwise they raise ``ValueError``.
-        """
-        if self._embedder is None:
-            raise ValueError("create the Llama with embedding=True to compute embeddings")
-        vectors, total = self._embedder.embed([input] if isinstance(input, str) else list(input), truncate, normalize)
-        out: Any = vectors[0] if isinstance(input, str) else vectors
-        return (out, total) if return_count else out
-
-    def create_embedding(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
-        """OpenAI-shaped embeddings: ``{"object": "list", "data": [{"embedding": [...]}], ...}``."""
-        vectors, total = self.embed(input, return_count=True)
-        return responses.embeddings([vectors] if isinstance(input, str) else vectors, model or self.model_path, total)
+    @property
+    def pooled(self) -> Embedder | Reranker | None:
+        """The pooled context (``embedding=True``; a ``Reranker`` under rank pooling), else None."""
+        self._vocab()
+        return self._embedder

@@ -149,7 +149,7 @@ class SpeculativeDecoder:
             tail = ctx.flush_text().decode("utf-8", errors="replace")
             if not stops.stopped and tail:
                 stops.text += tail
-            yield Piece(stops.release_all(), [], None, finish, usage(len(prompt), len(generated)))
+            yield Piece(stops.release_all(), [], None, finish, usage(len(prompt), len(generated)), 0, stops.matched)
         finally:
             self._busy.release()
 

@@ -53,6 +53,7 @@ class StopMatcher:
         self.text = ""  # all text so far (cut at the stop string once one is hit)
         self.emitted = 0  # characters of ``text`` already released
         self.stopped = False
+        self.matched: str | None = None  # the stop string that ended the text (the earliest found)
 
     def feed(self, piece: str) -> tuple[str, bool]:
         """Add ``piece``; return (text safe to release now, whether a stop string was hit)."""
@@ -61,9 +62,10 @@ class StopMatcher:
         self.text += piece
         if self.stops:
             start = max(0, self.emitted - self._longest)
-            hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
+            hits = [(i, s) for i, s in ((self.text.find(s, start), s) for s in self.stops) if i >= 0]
             if hits:
-                self.text = self.text[: min(hits)]
+                at, self.matched = min(hits, key=lambda hit: hit[0])
+                self.text = self.text[:at]
                 self.stopped = True
                 return self.release_all(), True
         safe = len(self.text) - stop_prefix_len(self.text, self.stops)

@@ -1,12 +1,14 @@
-"""``sarai-llama serve``: an OpenAI-compatible HTTP server on the engine (needs the ``[server]`` extra).
+"""``sarai-llama serve``: an OpenAI- and Anthropic-compatible HTTP server on the engine (needs the ``[server]`` extra).
 
 ``settings`` (flags = ``SARAI_*`` variables), ``scheduler`` (the one thread that
 steps the engine, bounded admission), ``lifecycle`` (load, drain, shared state),
-``gate`` (auth, body limit, access log), ``errors``, ``requests`` (body -> engine
-request), ``runs`` (admitted requests), ``sse`` (the stream writer), one module
-per protocol (``openai_routes`` + ``openai_schemas``, ``embeddings``,
-``llama_extras``), ``metrics`` (Prometheus), and ``app``, which wires them and
-runs uvicorn.
+``gate`` (auth, body limit, access log), ``errors`` (and each protocol's error
+shape), ``requests`` (protocol-neutral parts -> engine request), ``runs``
+(admitted requests), ``sse`` (the stream writer), ``blocks`` (an answer's blocks),
+one module pair per protocol (``openai_routes`` + ``openai_schemas``,
+``responses_routes`` + ``responses_schemas``, ``anthropic_routes`` +
+``anthropic_schemas``), ``embeddings``, ``llama_extras``, ``metrics``
+(Prometheus), and ``app``, which wires them and runs uvicorn.
 """
 
 from __future__ import annotations

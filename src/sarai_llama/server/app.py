@@ -1,4 +1,4 @@
-"""The OpenAI-compatible HTTP server: the app's parts wired together, and uvicorn around them.
+"""The HTTP server (OpenAI, Anthropic and llama.cpp APIs): the app's parts wired together, and uvicorn around them.
 
 :func:`create_app` builds the whole ASGI app (the :class:`~.gate.Gate` in front
 of every protocol's routes) with no server around it: tests and fuzzers hand it
@@ -23,8 +23,9 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from . import embeddings, llama_extras, openai_routes
-from .errors import install_handlers
+from . import anthropic_routes, embeddings, infill, llama_extras, openai_routes, rerank, responses_routes
+from .anthropic_schemas import error_reply
+from .errors import Shapes, install_handlers
 from .gate import Gate
 from .lifecycle import ServerState
 from .settings import Settings
@@ -51,10 +52,11 @@ def create_app(settings: Settings) -> tuple[Gate, ServerState]:
         state.close()
 
     app = FastAPI(title="sarai-llama", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    install_handlers(app)
-    for module in (llama_extras, openai_routes, embeddings):
+    shapes = Shapes({anthropic_routes.PREFIX: error_reply})  # every other path answers in OpenAI's shape
+    install_handlers(app, shapes)
+    for module in (llama_extras, openai_routes, responses_routes, anthropic_routes, embeddings, infill, rerank):
         app.include_router(module.router(state))
-    return Gate(app, state), state
+    return Gate(app, state, shapes), state
 
 
 def serve(settings: Settings) -> int:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .errors import APIError
+from .errors import APIError, Shapes
 from .lifecycle import ServerState
 
 __all__ = ["ASGIApp", "Gate", "LOG_KEY"]
@@ -32,9 +32,10 @@ class Gate:
     and disconnects still reach the route.
     """
 
-    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+    def __init__(self, app: ASGIApp, state: ServerState, shapes: Shapes) -> None:
         self.app = app
         self.state = state
+        self.shapes = shapes
         self.keys = [k.encode("utf-8") for k in state.settings.api_key]
         self.public = {"/health"} | ({"/metrics"} if state.settings.metrics_public else set())
 
@@ -71,16 +72,20 @@ class Gate:
             await send(message)
 
         path = scope.get("path", "")
+        shape = self.shapes.of(path)
+
+        async def reply(error: APIError) -> None:
+            await error.response(shape)({"type": "http"}, _no_receive, send_logged)
+
         try:
             if self.keys and path not in self.public and not self._authorised(headers):
-                await self._reply(send_logged, APIError(401, "Incorrect API key provided", "invalid_request_error",
-                                                        code="invalid_api_key"))
+                await reply(APIError(401, "Incorrect API key provided", "invalid_request_error",
+                                     code="invalid_api_key"))
                 return
             limit = self.state.settings.max_body_bytes
             length = headers.get(b"content-length")
             if length is not None and (not length.isdigit() or int(length) > limit):
-                await self._reply(send_logged, APIError(413, f"the request body is larger than {limit} bytes",
-                                                        code="request_too_large"))
+                await reply(APIError(413, f"the request body is larger than {limit} bytes", code="request_too_large"))
                 return
             if scope.get("method") in ("POST", "PUT", "PATCH"):
                 # Read the body here, bounded, so a chunked upload cannot grow past the limit either;
@@ -94,8 +99,8 @@ class Gate:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > limit:
-                        await self._reply(send_logged, APIError(413, f"the request body is larger than {limit} bytes",
-                                                                code="request_too_large"))
+                        await reply(APIError(413, f"the request body is larger than {limit} bytes",
+                                             code="request_too_large"))
                         return
                     chunks.append(chunk)
                     if not message.get("more_body", False):
@@ -127,10 +132,6 @@ class Gate:
                                                                    "/chat/completions", "/health", "/metrics",
                                                                    "/models", "/embeddings") else "other"
             self.state.metrics.requests.labels(endpoint, str(status[0])).inc()
-
-    @staticmethod
-    async def _reply(send: Callable[[dict[str, Any]], Awaitable[None]], error: APIError) -> None:
-        await error.response()({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> dict[str, Any]:

@@ -50,6 +50,9 @@ class ServerState:
         self._drain_task: asyncio.Task[None] | None = None
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
+        self._reranker: Any = None
+        self._rerank_error: str | None = None
+        self._rerank_lock = threading.Lock()
 
     # -------------------------------------------------------------- loading
     def load(self) -> None:
@@ -142,6 +145,25 @@ class ServerState:
                 self._embedder = Llama(s.model, embedding=True, n_ctx=min(self.n_ctx_seq, 8192),
                                        n_batch=min(self.n_ctx_seq, 8192), n_threads=self.n_threads, verbose=False)
             return self._embedder
+
+    def reranker(self) -> Any:
+        """The rank-pooled context of ``/v1/rerank`` (``rerank.Reranker``), created on first use on
+        the served model's weights; a ValueError saying why for a model without a classifier head."""
+        with self._rerank_lock:
+            if self._reranker is None and self._rerank_error is None:
+                from ..context_config import ContextConfig
+                from ..rerank import DEFAULT_WINDOW, Reranker
+
+                window = min(self.n_ctx_seq, DEFAULT_WINDOW)
+                config = ContextConfig.from_keywords(n_ctx=window, n_batch=window, n_threads=self.n_threads,
+                                                     embeddings=True, pooling_type="rank")
+                try:
+                    self._reranker = Reranker(self.model, config)
+                except ValueError as exc:  # said once, then answered from here
+                    self._rerank_error = str(exc)
+            if self._reranker is None:
+                raise ValueError(self._rerank_error)
+            return self._reranker
 
     def _engine_failed(self, exc: BaseException) -> None:
         self.phase, self.failure = "failed", f"the engine failed: {exc}"

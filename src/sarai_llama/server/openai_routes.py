@@ -1,5 +1,6 @@
 """OpenAI's generation API: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``.
 
+A completion with a ``suffix`` fills in the middle (:mod:`sarai_llama.fim`, as ``/infill``).
 Each route maps its body onto the shared request path (:mod:`.requests`),
 starts ``n`` runs (:mod:`.runs`) and answers with one JSON object or an SSE
 stream (:mod:`.sse`). Chat chunks and answers come from
@@ -17,13 +18,13 @@ from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .. import chat_completion, responses
-from ..chat_template import RenderedChat
+from .. import chat_completion, fim, responses
 from .errors import APIError, bad, invalid
 from .lifecycle import ServerState
 from .openai_schemas import ChatBody, CompletionBody, Generation
-from .requests import Prepared, check_n, check_tokens, json_grammar, max_tokens, prepare, tokenize_prompt
-from .runs import Run, collect, start
+from .requests import (Prepared, Sampling, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops,
+                       tokenize_prompt)
+from .runs import Run, collect, start, stream
 from .sse import EventStream, event, write
 
 __all__ = ["router"]
@@ -49,15 +50,22 @@ def router(state: ServerState) -> APIRouter:
         state.require_ready()
         state.check_model(body.model)
         check_n(body)
-        if body.suffix:
-            raise bad("suffix (fill-in-the-middle) is not supported by this server", "suffix")
-        grammar = json_grammar(body)
+        grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
         prompt = body.prompt
         if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
             if len(prompt) != 1:
                 raise bad("one prompt per request is supported (got a list of several)", "prompt")
             prompt = prompt[0]  # type: ignore[assignment]
-        if isinstance(prompt, str):
+        try:
+            fill = fim.fills(state.model, body.suffix, bool(body.echo))
+            if fill:  # the prompt is the prefix (the FIM prompt as /infill builds it)
+                tokens = await run_in_threadpool(lambda: fim.fim_prompt(state.model, prompt, body.suffix or "",
+                                                                        spm=settings.spm_infill))
+        except ValueError as exc:  # a model without FIM tokens, echo with a suffix, text without UTF-8
+            raise invalid(exc) from None
+        if fill:
+            echo_text = ""
+        elif isinstance(prompt, str):
             tokens = await run_in_threadpool(tokenize_prompt, state, prompt, "prompt")
             echo_text = prompt
         else:
@@ -66,46 +74,38 @@ def router(state: ServerState) -> APIRouter:
         check_tokens(state, tokens, "prompt")
         if body.echo and not isinstance(prompt, str):
             echo_text = (await run_in_threadpool(state.model.detokenize, tokens, False)).decode("utf-8", "replace")
-        max_new = max_tokens(state, body, body.max_tokens, len(tokens), 16)
+        max_new = max_tokens(state, budget(body, body.max_tokens, 16), len(tokens))
         n_probs = body.logprobs if body.logprobs is not None else body.n_probs
         if n_probs is not None and not 0 <= n_probs <= 20:
             raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
-        prepared = prepare(state, body, tokens, max_new, n_probs, echo_text if body.echo else "", grammar=grammar)
+        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
+                           ignore_eos=bool(body.ignore_eos), echo=echo_text if body.echo else "",
+                           include_usage=include_usage(body), grammar=grammar)
         return await respond(body, prepared, http, responses.completion_id())
 
     async def chat(body: ChatBody, http: HTTPRequest) -> Response:
         state.require_ready()
         state.check_model(body.model)
         check_n(body)
-        template = state.template
-        if template is None:
-            raise bad(state.template_error or "this model has no chat template", "messages")
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
-
-        def render_and_tokenize() -> tuple[RenderedChat, list[int]]:
-            try:
-                tools, choice = chat_completion.legacy_functions(body.functions, body.function_call, body.tools,
-                                                                 body.tool_choice)
-                rendered = chat_completion.render(
-                    template, messages, tools=tools, tool_choice=choice,
-                    parallel_tool_calls=body.parallel_tool_calls, response_format=body.response_format,
-                    json_schema=body.json_schema, grammar=body.grammar or None,
-                    chat_template_kwargs=body.chat_template_kwargs,
-                    reasoning_format=body.reasoning_format or state.settings.reasoning_format)
-            except ValueError as exc:  # the template's own errors are about the messages
-                raise invalid(exc, "messages") from None
-            return rendered, tokenize_prompt(state, rendered.prompt, "messages")
-
-        rendered, tokens = await run_in_threadpool(render_and_tokenize)
-        check_tokens(state, tokens, "messages")
+        try:
+            tools, choice = chat_completion.legacy_functions(body.functions, body.function_call, body.tools,
+                                                             body.tool_choice)
+        except ValueError as exc:
+            raise invalid(exc, "functions") from None
+        rendered, tokens = await render_chat(
+            state, messages, tools=tools, tool_choice=choice, parallel_tool_calls=body.parallel_tool_calls,
+            response_format=body.response_format, json_schema=body.json_schema, grammar=body.grammar or None,
+            chat_template_kwargs=body.chat_template_kwargs, reasoning_format=body.reasoning_format)
         requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        max_new = max_tokens(state, body, requested, len(tokens), None)
+        max_new = max_tokens(state, budget(body, requested, None), len(tokens))
         n_probs: int | None = None
         if body.logprobs or body.n_probs is not None:
             n_probs = body.top_logprobs if body.top_logprobs is not None else (body.n_probs or 0)
             if not 0 <= n_probs <= 20:
                 raise bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
-        prepared = prepare(state, body, tokens, max_new, n_probs, "", rendered=rendered)
+        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
+                           ignore_eos=bool(body.ignore_eos), include_usage=include_usage(body), rendered=rendered)
         return await respond(body, prepared, http, responses.chat_id())
 
     async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, cid: str) -> Response:
@@ -121,6 +121,34 @@ def router(state: ServerState) -> APIRouter:
         api.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
         api.add_api_route(f"{prefix}/chat/completions", chat, methods=["POST"])
     return api
+
+
+def sampling(body: Generation) -> Sampling:
+    """The body's sampling fields, OpenAI's and llama-server's names (the first of two names wins)."""
+    return Sampling(
+        temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p, typical_p=body.typical_p,
+        repeat_penalty=body.repeat_penalty, presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty, seed=body.seed, grammar=body.grammar,
+        penalty_last_n=body.penalty_last_n if body.penalty_last_n is not None else body.repeat_last_n,
+        mirostat_mode=body.mirostat_mode if body.mirostat_mode is not None else body.mirostat,
+        mirostat_tau=body.mirostat_tau, mirostat_eta=body.mirostat_eta, logit_bias=body.logit_bias)
+
+
+def budget(body: Generation, requested: int | None, default: int | None) -> int | None:
+    """The requested token budget: OpenAI's field, else llama-server's ``n_predict`` (-1: no limit), else ``default``."""
+    if requested is None and body.n_predict is not None:
+        return None if body.n_predict < 0 else body.n_predict
+    return default if requested is None else requested
+
+
+def include_usage(body: Generation) -> bool:
+    return bool(body.stream_options and body.stream_options.include_usage)
+
+
+def check_n(body: Generation) -> None:
+    """400 unless ``n`` (choices per request) is in [1, 16]."""
+    if body.n is not None and not 1 <= body.n <= 16:
+        raise bad(f"n must be in [1, 16], not {body.n}", "n")
 
 
 class Choices:
@@ -188,26 +216,14 @@ class Choices:
             yield chat.first()
         elif run.prepared.echo_text:
             yield self._completion_chunk(index, run.prepared.echo_text, None, None)
-        finish = None
-        async for item in run.events(ping=True):
-            if item is None:
+        async for p in stream(run):
+            if p is None:
                 yield None
-                continue
-            pieces, error = item
-            if error is not None:
-                raise APIError(500, f"generation failed: {error}", "server_error")
-            for p in pieces:
-                if p.finish_reason == "cancelled":
-                    raise APIError(503, "cancelled: the server is shutting down", "unavailable_error",
-                                   code="cancelled")
-                if chat is not None:
-                    for chunk in chat.feed(p):
-                        yield chunk
-                    finish = chat.finish_reason
-                elif p.text or p.logprobs or p.finish_reason is not None:
-                    finish = p.finish_reason
-                    yield self._completion_chunk(index, p.text, finish, p.logprobs)
-        run.log["finish_reason"] = finish
+            elif chat is not None:
+                for chunk in chat.feed(p):
+                    yield chunk
+            elif p.text or p.logprobs or p.finish_reason is not None:
+                yield self._completion_chunk(index, p.text, p.finish_reason, p.logprobs)
 
     def _completion_chunk(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
         chunk = responses.completion_chunk(self.cid, self.created, self.model_id, text, finish, logprobs)  # type: ignore[arg-type]

@@ -1,8 +1,9 @@
 """The one path from a parsed body to the engine: prompt tokens, sampling, limits, a :class:`Prepared`.
 
-Routes parse their protocol's body and render chat templates; what reaches the
-engine is built here, once, for all of them, and every bad value is a 400
-naming its field.
+Routes parse their protocol's body into protocol-neutral parts (OpenAI-shaped
+chat messages and tools, a :class:`Sampling`, a token budget, stop strings);
+the chat template, the tokens and what reaches the engine are built here, once,
+for all of them, and every bad value is a 400 naming its field.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from .. import chat_completion
-from ..chat_template import ChatOutput, RenderedChat, response_grammar
+from ..chat_template import ChatOutput, RenderedChat, json_schema_grammar, response_format_schema, response_grammar
 from ..engine import Request
 from ..errors import utf8
 from ..sampling import SamplingParams
 from .errors import bad, invalid
 from .lifecycle import ServerState
-from .openai_schemas import Generation
 
-__all__ = ["Prepared", "check_n", "check_tokens", "json_grammar", "max_tokens", "prepare", "sampling_from", "stops",
-           "tokenize_prompt", "utf8_text"]
+__all__ = ["Prepared", "Sampling", "check_tokens", "json_grammar", "max_tokens", "prepare", "render_chat",
+           "sampling_from", "stops", "tokenize_prompt", "utf8_text"]
 
 
 @dataclass
@@ -64,91 +66,133 @@ def check_tokens(state: ServerState, tokens: list[int], param: str) -> None:
             raise bad(f"token id {t} is out of range [0, {state.n_vocab})", param)
 
 
-def sampling_from(body: Generation, n_vocab: int) -> SamplingParams:
-    """The HTTP body's sampling fields -> :class:`SamplingParams` (its checks: ValueError -> 400)."""
-    kw: dict[str, Any] = {}
-    for name in ("temperature", "top_p", "top_k", "min_p", "typical_p", "repeat_penalty", "presence_penalty",
-                 "frequency_penalty", "seed", "mirostat_tau", "mirostat_eta", "grammar"):
-        value = getattr(body, name)
-        if value is not None:
-            kw[name] = value
-    last_n = body.penalty_last_n if body.penalty_last_n is not None else body.repeat_last_n
-    if last_n is not None:
-        kw["penalty_last_n"] = last_n
-    mirostat = body.mirostat_mode if body.mirostat_mode is not None else body.mirostat
-    if mirostat is not None:
-        kw["mirostat_mode"] = mirostat
-    if body.logit_bias:
-        for key, value in body.logit_bias.items():
+@dataclass
+class Sampling:
+    """A request's sampling fields in no protocol's shape (None: the library's default).
+
+    Each protocol fills one from its own field names; :func:`sampling_from`
+    checks them, once, for all. ``logit_bias`` maps a token id (as text) to a bias.
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    penalty_last_n: int | None = None
+    seed: int | None = None
+    mirostat_mode: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    grammar: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+
+def sampling_from(fields: Sampling, n_vocab: int) -> SamplingParams:
+    """``fields`` -> :class:`SamplingParams` (its checks: ValueError -> 400 naming the field)."""
+    kw: dict[str, Any] = {f.name: getattr(fields, f.name) for f in dataclasses.fields(fields)
+                          if f.name != "logit_bias" and getattr(fields, f.name) is not None}
+    if fields.logit_bias:
+        for key, value in fields.logit_bias.items():
             if key.isdigit() and int(key) >= n_vocab:
                 raise bad(f"logit_bias token id {key} is out of range [0, {n_vocab})", "logit_bias")
             if not -100.0 <= value <= 100.0:  # OpenAI's range; the Python API takes any float
                 raise bad(f"logit_bias[{key}] must be in [-100, 100], not {value:g}", "logit_bias")
-        kw["logit_bias"] = tuple(body.logit_bias.items())
+        kw["logit_bias"] = tuple(fields.logit_bias.items())
     try:
         return SamplingParams(**kw)
     except ValueError as exc:
         raise invalid(exc) from None
 
 
-def stops(stop: str | list[str] | None) -> list[str]:
-    """The body's ``stop`` as a list (OpenAI's limits: 16 strings of 1000 characters)."""
+def stops(stop: str | list[str] | None, param: str = "stop") -> list[str]:
+    """A body's stop strings as a list (OpenAI's limits: 16 strings of 1000 characters)."""
     if stop is None:
         return []
     given = [stop] if isinstance(stop, str) else list(stop)
     if len(given) > 16 or any(len(s) > 1000 for s in given):
-        raise bad("at most 16 stop strings of at most 1000 characters each", "stop")
+        raise bad("at most 16 stop strings of at most 1000 characters each", param)
     return [s for s in given if s]
 
 
-def max_tokens(state: ServerState, body: Generation, requested: int | None, n_prompt: int,
-               default: int | None) -> int | None:
-    """The generation budget, checked against the context like OpenAI does (400, never a silent cut)."""
-    if requested is None and body.n_predict is not None:
-        requested = None if body.n_predict < 0 else body.n_predict
-    elif requested is None:
-        requested = default
+def max_tokens(state: ServerState, requested: int | None, n_prompt: int, param: str = "max_tokens",
+               prompt_param: str = "messages") -> int | None:
+    """The generation budget (None: until the context ends), checked against the context like
+    OpenAI does (400, never a silent cut); ``param`` and ``prompt_param`` name the body's fields."""
     limit = state.n_ctx_seq
     if n_prompt >= limit:
         raise bad(f"This model's maximum context length is {limit} tokens. However, your prompt is {n_prompt} "
-                  "tokens. Please reduce the length of the prompt.", "messages", "context_length_exceeded")
+                  "tokens. Please reduce the length of the prompt.", prompt_param, "context_length_exceeded")
     if requested is None:
         return None
     if requested < 1:
-        raise bad(f"max_tokens must be at least 1, not {requested}", "max_tokens")
+        raise bad(f"{param} must be at least 1, not {requested}", param)
     cap = state.settings.max_tokens_limit
     if cap and requested > cap:
-        raise bad(f"max_tokens is {requested}; this server allows at most {cap}", "max_tokens")
+        raise bad(f"{param} is {requested}; this server allows at most {cap}", param)
     if n_prompt + requested > limit:
         raise bad(f"This model's maximum context length is {limit} tokens. However, you requested "
                   f"{n_prompt + requested} tokens ({n_prompt} in the prompt, {requested} in the completion). "
-                  "Please reduce the length of the prompt or completion.", "max_tokens", "context_length_exceeded")
+                  "Please reduce the length of the prompt or completion.", param, "context_length_exceeded")
     return requested
 
 
-def check_n(body: Generation) -> None:
-    """400 unless ``n`` (choices per request) is in [1, 16]."""
-    if body.n is not None and not 1 <= body.n <= 16:
-        raise bad(f"n must be in [1, 16], not {body.n}", "n")
-
-
-def json_grammar(body: Generation) -> str | None:
-    """GBNF for the body's ``response_format``/``json_schema`` (400 for a bad or conflicting one)."""
+def json_grammar(response_format: dict[str, Any] | None, json_schema: dict[str, Any] | None,
+                 grammar: str | None) -> str | None:
+    """GBNF for a completion's ``response_format``/``json_schema`` (400 for a bad or conflicting one)."""
     try:
-        return response_grammar(body.response_format, body.json_schema, body.grammar)
+        return response_grammar(response_format, json_schema, grammar)
     except ValueError as exc:
         raise invalid(exc, "response_format") from None
 
 
-def prepare(state: ServerState, body: Generation, tokens: list[int], max_new: int | None, n_probs: int | None,
-            echo: str, grammar: str | None = None, rendered: RenderedChat | None = None) -> Prepared:
-    """The engine request for ``body``: ``grammar``, a completion's response_format GBNF;
-    ``rendered``, a chat request's constraints, stops and answer parser."""
-    sampling = sampling_from(body, state.n_vocab)
+async def render_chat(state: ServerState, messages: list[dict[str, Any]], param: str = "messages", *,
+                      tools: Any = None, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
+                      response_format: dict[str, Any] | None = None, json_schema: dict[str, Any] | None = None,
+                      grammar: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
+                      reasoning_format: str | None = None) -> tuple[RenderedChat, list[int]]:
+    """OpenAI-shaped ``messages`` (+ tools, JSON output) through the model's chat template, and the
+    prompt's tokens, in a worker thread; every protocol's chat request comes here. The template's
+    own errors are 400s about ``param`` (the field the messages came from). ``reasoning_format``
+    None: the server's ``--reasoning-format``."""
+    template = state.template
+    if template is None:
+        raise bad(state.template_error or "this model has no chat template", param)
+
+    def run() -> tuple[RenderedChat, list[int]]:
+        try:
+            # The schema first, on its own: the template's render reports a schema that does not
+            # convert as its own error, which would name the messages instead of the format.
+            schema = response_format_schema(response_format, json_schema)
+            if schema is not None and grammar is None:
+                json_schema_grammar(schema)
+            rendered = chat_completion.render(
+                template, messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                response_format=response_format, json_schema=json_schema, grammar=grammar,
+                chat_template_kwargs=chat_template_kwargs,
+                reasoning_format=reasoning_format or state.settings.reasoning_format)
+        except ValueError as exc:
+            raise invalid(exc, param) from None
+        return rendered, tokenize_prompt(state, rendered.prompt, param)
+
+    rendered, tokens = await run_in_threadpool(run)
+    check_tokens(state, tokens, param)
+    return rendered, tokens
+
+
+def prepare(state: ServerState, sampling: Sampling, tokens: list[int], max_new: int | None, *,
+            stop: list[str] | None = None, n_probs: int | None = None, ignore_eos: bool = False, echo: str = "",
+            include_usage: bool = False, grammar: str | None = None, rendered: RenderedChat | None = None
+            ) -> Prepared:
+    """The engine request: ``grammar``, a completion's response_format GBNF; ``rendered``, a chat
+    request's constraints, stops and answer parser; ``stop``, checked stop strings (:func:`stops`)."""
+    params = sampling_from(sampling, state.n_vocab)
     if grammar is not None:
-        sampling = dataclasses.replace(sampling, grammar=grammar)
-    request = Request(tokens, sampling, max_new, stops(body.stop), n_probs, bool(body.ignore_eos))
+        params = dataclasses.replace(params, grammar=grammar)
+    request = Request(tokens, params, max_new, list(stop or []), n_probs, ignore_eos)
     if rendered is not None:
         chat_completion.apply(request, rendered)
-    return Prepared(request, len(tokens), echo, bool(body.stream_options and body.stream_options.include_usage),
-                    rendered)
+    return Prepared(request, len(tokens), echo, include_usage, rendered)

@@ -23,7 +23,7 @@ from .lifecycle import ServerState
 from .requests import Prepared
 from .scheduler import Full, Job
 
-__all__ = ["Run", "collect", "start"]
+__all__ = ["Run", "collect", "start", "stream"]
 
 
 class Run:
@@ -186,3 +186,21 @@ async def collect(run: Run) -> Collected:
                        code="cancelled")
     run.log["finish_reason"] = got.finish_reason
     return got
+
+
+async def stream(run: Run) -> AsyncIterator[Piece | None]:
+    """A streamed run's pieces as they arrive (None: a ping is due); a failed generation or a
+    cancel by the drain raises :class:`APIError`, which the stream writer sends as its last event."""
+    async for item in run.events(ping=True):
+        if item is None:
+            yield None
+            continue
+        pieces, error = item
+        if error is not None:
+            raise APIError(500, f"generation failed: {error}", "server_error")
+        for p in pieces:
+            if p.finish_reason == "cancelled":
+                raise APIError(503, "cancelled: the server is shutting down", "unavailable_error", code="cancelled")
+            if p.finish_reason is not None:
+                run.log["finish_reason"] = p.finish_reason
+            yield p

@@ -199,6 +199,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("log_level", str, "info", "log level (debug, info, warning, error)"),
     Option("embeddings", parse_bool, True, "serve /v1/embeddings (a second, pooled context on the same "
            "weights, created on first use)", metavar="BOOL"),
+    Option("spm_infill", parse_bool, False, "fill-in-the-middle prompts (/infill, suffix) in suffix/prefix/middle "
+           "order instead of prefix/suffix/middle, for models trained so (llama-server's --spm-infill)",
+           metavar="BOOL"),
     Option("access_log", parse_bool, True, "one JSON line per request on stderr", metavar="BOOL"),
     # Slows the load on purpose so tests can watch /health say 503 while loading; never for production.
     Option("debug_load_delay", _positive(float, 0.0), 0.0, argparse.SUPPRESS, hidden=True),
@@ -239,6 +242,7 @@ class Settings:
     seed: int
     log_level: str
     embeddings: bool
+    spm_infill: bool
     access_log: bool
     debug_load_delay: float
 

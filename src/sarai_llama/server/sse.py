@@ -2,8 +2,10 @@
 
 Each choice is an async source of JSON objects (``None``: a ping is due); the
 writer merges the sources of ``n`` choices, writes each object as a ``data:``
-event and each ping as a comment, then what the protocol sends last. An error
-after the 200 went out can only travel inside the stream, as one more event.
+event (a ``(name, object)`` pair as a named ``event:``, as Anthropic's and the
+Responses API's streams are) and each ping as the protocol's ping, then what the
+protocol sends last. An error after the 200 went out can only travel inside the
+stream, as one more event in the protocol's shape.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Union
 
 from fastapi.responses import StreamingResponse
 
 from .errors import APIError, internal
 
-__all__ = ["PING", "EventStream", "event", "merge", "write"]
+__all__ = ["PING", "EventStream", "Item", "event", "merge", "openai_error", "write"]
 
 logger = logging.getLogger("sarai_llama.server")
 
@@ -26,9 +28,20 @@ logger = logging.getLogger("sarai_llama.server")
 PING = b": ping\n\n"
 
 
-def event(obj: Any) -> bytes:
-    """One ``data:`` event holding ``obj`` as compact JSON (UTF-8, not escaped)."""
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+#: What a source yields: an object (a ``data:`` event), a ``(name, object)`` pair (a named
+#: event), or None (a ping is due).
+Item = Union[dict[str, Any], tuple[str, dict[str, Any]], None]
+
+
+def event(obj: Any, name: str | None = None) -> bytes:
+    """One ``data:`` event holding ``obj`` as compact JSON (UTF-8, not escaped), named ``name`` if given."""
+    data = b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n\n"
+    return b"event: " + name.encode("utf-8") + b"\n" + data if name else data
+
+
+def openai_error(exc: APIError) -> bytes:
+    """An error inside an OpenAI stream: one ``data:`` event with OpenAI's error body."""
+    return event(exc.body())
 
 
 async def merge(sources: list[AsyncIterator[Any]]) -> AsyncIterator[Any]:
@@ -59,19 +72,25 @@ async def merge(sources: list[AsyncIterator[Any]]) -> AsyncIterator[Any]:
             t.cancel()
 
 
-async def write(sources: list[AsyncIterator[Any]], last: Callable[[], list[bytes]]) -> AsyncIterator[bytes]:
-    """The stream's bytes: every source's objects as events, pings as comments, then ``last()``
-    (called once the sources are done). An error ends the stream with an error event."""
+async def write(sources: list[AsyncIterator[Item]], last: Callable[[], list[bytes]] = list, *, ping: bytes = PING,
+                error: Callable[[APIError], bytes] = openai_error) -> AsyncIterator[bytes]:
+    """The stream's bytes: every source's items as events, pings as ``ping``, then ``last()``
+    (called once the sources are done). An error ends the stream with ``error(exc)``."""
     try:
         async for item in (sources[0] if len(sources) == 1 else merge(sources)):
-            yield PING if item is None else event(item)
+            if item is None:
+                yield ping
+            elif isinstance(item, tuple):
+                yield event(item[1], item[0])
+            else:
+                yield event(item)
         for tail in last():
             yield tail
     except APIError as exc:
-        yield event(exc.body())
+        yield error(exc)
     except Exception as exc:
         logger.exception("stream failed")
-        yield event(internal(exc).body())
+        yield error(internal(exc))
 
 
 class EventStream(StreamingResponse):
