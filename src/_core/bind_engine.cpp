@@ -179,9 +179,13 @@ void bind_engine(py::module_ &m) {
         .def_property("state_cache", &Engine::state_cache, &Engine::set_state_cache,
                       "The StateCache sequences are saved to when another request takes them, and restored "
                       "from (None: off)")
+        .def("keep_idle_states", &Engine::keep_idle_states, py::call_guard<py::gil_scoped_release>(),
+             "Save every idle sequence's state to the state cache (a server's shutdown, for its disk tier)")
         .def("cached", &Engine::cached, py::arg("seq") = 0)
         .def("eval", &Engine::eval, py::arg("seq"), py::arg("tokens"), py::call_guard<py::gil_scoped_release>())
         .def("seq_state", [](const Engine &e, int32_t seq) { return py::bytes(e.seq_state(seq)); }, py::arg("seq") = 0)
+        .def("seq_serves_from", &Engine::seq_serves_from, py::arg("seq") = 0,
+             "The shortest prefix of the sequence's tokens its state can serve (0: none)")
         .def("set_seq_state",
              [](Engine &e, int32_t seq, py::bytes data, const std::vector<llama_token> &tokens) {
                  e.set_seq_state(seq, std::string(data), tokens);

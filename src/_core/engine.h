@@ -166,6 +166,9 @@ class Engine {
     // of the same model and layout.
     void set_state_cache(std::shared_ptr<StateCache> cache);
     std::shared_ptr<StateCache> state_cache() const;
+    // Saves every idle sequence's state to the cache (as if another request took
+    // it): what a server shutting down leaves in its disk tier for the next start.
+    void keep_idle_states();
 
     // Manual access to one idle sequence (engine_seq.cpp): what llama-cpp-python's
     // low-level calls (eval, input_ids, save_state/load_state) need. A sequence
@@ -176,6 +179,11 @@ class Engine {
     std::vector<float> eval(int32_t seq, const std::vector<llama_token> &tokens);
     // The sequence's KV state (llama_state_seq_*) and its restoration.
     std::string seq_state(int32_t seq) const;
+    // The shortest prefix of the sequence's tokens its cells (and so its state)
+    // can serve: 1, more on a sliding-window or recurrent memory, 0 for none.
+    uint32_t seq_serves_from(int32_t seq) const;
+    // Loads a state of `tokens`: its cells must hold positions 0..n-1, or on a
+    // sliding-window memory at least the window the token at position n needs.
     void set_seq_state(int32_t seq, const std::string &data, const std::vector<llama_token> &tokens);
 
   private:
@@ -186,6 +194,7 @@ class Engine {
     void admit_locked();
     void choose_prefix(Slot &slot, const std::vector<llama_token> &prompt);
     size_t own_prefix(const Slot &slot, size_t keep) const;
+    uint32_t serves_from(const Slot &slot) const;
     void stash(const Slot &slot);
     bool restore(Slot &slot, const std::vector<llama_token> &prompt, size_t live);
     void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);

@@ -259,6 +259,18 @@ class Engine:
         with self._step_lock:
             return list(self._core.cached(seq)), bytes(self._core.seq_state(seq))
 
+    def keep_states(self) -> None:
+        """Save every idle sequence's state to the state cache (a server's shutdown: its
+        conversations are in the disk tier for the next start); no cache: nothing."""
+        with self._step_lock:
+            self._core.keep_idle_states()
+
+    def serves_from(self, seq: int = 0) -> int:
+        """The shortest prefix of sequence ``seq``'s tokens its state can serve (1; more on
+        sliding-window or recurrent memories; 0: none)."""
+        with self._step_lock:
+            return int(self._core.seq_serves_from(seq))
+
     def set_state(self, data: bytes, tokens: list[int], seq: int = 0) -> None:
         with self._step_lock:
             self._core.set_seq_state(seq, data, tokens)

@@ -232,8 +232,9 @@ class Llama(ManualLoop, PooledCalls):
         self.seed = self.engine.seed = int(seed)
 
     def set_cache(self, cache: BaseLlamaCache | None) -> None:
-        """Keep prompt states in ``cache`` (``LlamaRAMCache``, ``LlamaDiskCache``) across completions."""
-        self.cache = cache
+        """Keep prompt states in ``cache`` across calls: ``LlamaRAMCache``/``LlamaDiskCache`` are
+        views on the engine's state cache (``llama_cache``); None: none kept."""
+        self.cache = llama_cache.attach(cache, self.engine, self.model_path, self.context_config.kv_layout)
 
     def cancel(self) -> None:
         """Stop this object's running requests at their next token (finish_reason "cancelled")."""
@@ -257,9 +258,8 @@ class Llama(ManualLoop, PooledCalls):
         if logits_processor or stopping_criteria:
             _numpy()  # array APIs: a clear error where numpy cannot run (logprobs are computed in C++)
         tokens = self._vocab().prompt_tokens(prompt, self._n_ctx)
-        if use_cache and self.cache is not None:  # before the draw: a restored state brings its seed
-            state = llama_cache.restore(self.cache, self.engine.cached(), tokens)
-            if state is not None:
+        if use_cache and self.cache is not None:  # before the draw: a state saved by save_state brings its seed
+            if (state := llama_cache.restore(self.cache, self.engine.cached(), tokens)) is not None:
                 self.load_state(state)  # looked up on the object: llama-cpp-python's tests count the calls
         # Checked first, drawn last: a refused request does not advance the seed.
         params = dataclasses.replace(params, seed=self._call_seed(params.seed))
@@ -299,9 +299,7 @@ class Llama(ManualLoop, PooledCalls):
                                            stopping_criteria, use_cache=True, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path
         head = self._vocab().prompt_text(prompt, request.prompt) if echo else ""
-        pieces = self.submit(request)
-        if self.cache is not None:
-            pieces = llama_cache.store_after(self.cache, request.prompt, pieces, self.save_state)
+        pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
         if stream:
             return text_completion.chunks(pieces, head, cid, created, name)
         return text_completion.collect(pieces, head, cid, created, name, logprobs is not None, len(request.prompt))
@@ -363,10 +361,10 @@ class Llama(ManualLoop, PooledCalls):
         stopping = kwargs.pop("stopping_criteria", None)
         request = self._completion_request(rendered.prompt, max_tokens, stop,
                                            (top_logprobs or 0) if logprobs else None, logits_processor, stopping,
-                                           temperature=temperature, grammar=grammar, **kwargs)
+                                           use_cache=True, temperature=temperature, grammar=grammar, **kwargs)
         chat_completion.apply(request, rendered)
         cid, created, name = responses.chat_id(), responses.now(), model or self.model_path
-        pieces = self.submit(request)
+        pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
         if stream:
             return chat_completion.chunks(pieces, rendered.output(), cid, created, name)
         return chat_completion.collect(pieces, rendered.output(), cid, created, name, bool(logprobs),
