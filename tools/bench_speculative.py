@@ -34,12 +34,11 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from bench_serve import free_port, stop_process, wait_ready  # tools/ is this script's sys.path[0]
+from bench_serve import free_port, run_against  # tools/ is this script's sys.path[0]
 
 PARAGRAPH = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling in long strips. "
@@ -145,15 +144,8 @@ async def workloads(url: str, n: int, reps: int, seed: int) -> dict[str, dict[st
 
 
 def measure(name: str, cmd: list[str], port: int, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    with open(f"/tmp/bench-speculative-{port}.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(proc, f"http://127.0.0.1:{port}")
-            return asyncio.run(workloads(f"http://127.0.0.1:{port}", args.n_gen, args.reps, seed))
-        except SystemExit as exc:
-            raise SystemExit(f"{name}: {exc}; see {log.name}") from None
-        finally:
-            stop_process(proc)
+    return run_against(name, cmd, port, f"/tmp/bench-speculative-{port}.log",
+                       lambda url: asyncio.run(workloads(url, args.n_gen, args.reps, seed)))
 
 
 def main() -> int:
