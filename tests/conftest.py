@@ -41,6 +41,16 @@ def build_into_site(src: Path, tmp: Path, *config_settings: str) -> tuple[Path, 
     return wheel, site
 
 
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write ``files`` (path relative to ``root`` -> text) under ``root``: recorded
+    /proc and /sys trees for the cgroup, CPU and memory readers."""
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 now, for a server a test is about to start."""
     with socket.socket() as s:

@@ -126,22 +126,6 @@ def test_a_cached_prompt_state_is_loaded_by_another_llama(tiny_model_path, tmp_p
     assert len(loads) == 1 and reader.n_tokens >= len(reader.tokenize(prompt.encode()))
 
 
-def test_ram_cache_evicts_the_least_recently_used(tiny_model_path):
-    m = new_tiny(tiny_model_path)
-    m.eval(m.tokenize(b"a b c"))
-    state = m.save_state()
-    cache = LlamaRAMCache(capacity_bytes=state.llama_state_size * 2)
-    cache[[1, 2]] = state
-    cache[[3, 4]] = state
-    cache[[1, 2, 9]]  # uses [1, 2]: [3, 4] is now the oldest
-    cache[[5, 6]] = state
-    assert [3, 4] not in cache and [1, 2] in cache and [5, 6] in cache
-    with pytest.raises(KeyError):
-        cache[[7]]
-    with pytest.raises(ValueError):
-        LlamaRAMCache(capacity_bytes=-1)
-
-
 # ------------------------------------------------------------------ helpers
 def test_helpers(tiny_model_path):
     m = new_tiny(tiny_model_path)

@@ -44,6 +44,19 @@ def test_bad_flags_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -
     assert exc.value.code == 2
 
 
+def test_speculation_flags_and_variables() -> None:
+    """llama-server's spellings; --spec-type none turns the engine's drafts off, whatever --draft-max says."""
+    s = S.parse(["m", "--spec-type", "ngram-simple", "--spec-draft-n-max", "12", "--draft-min", "2",
+                 "--spec-ngram-simple-size-n", "4"], environ={})
+    assert (s.spec_type, s.draft_max, s.draft_min, s.spec_ngram_size_n) == ("ngram-simple", 12, 2, 4)
+    assert (s.speculation().draft_max, s.speculation().ngram_size) == (12, 4)
+    s = S.parse(["m"], environ={"SARAI_SPEC_TYPE": "none", "SARAI_DRAFT_MAX": "5"})
+    assert s.draft_max == 5 and not s.speculation().enabled
+    for argv in (["m", "--spec-type", "ngram-mod"], ["m", "--draft-max", "257"], ["m", "--spec-ngram-size-n", "0"]):
+        with pytest.raises(SystemExit):
+            S.parse(argv, environ={})
+
+
 def test_bad_env_names_the_variable(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         S.parse(["m"], environ={"SARAI_PARALLEL": "lots"})

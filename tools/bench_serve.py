@@ -222,6 +222,21 @@ def wait_ready(proc: subprocess.Popen, url: str, ready_timeout: float = 180.0) -
         time.sleep(0.2)
 
 
+def run_against(name: str, cmd: list[str], port: int, log_path: str, work: Callable[[str], Any]) -> Any:
+    """Start the server ``cmd`` (listening on ``port``, output in ``log_path``), wait until it is
+    ready, return ``work(url)``, and stop it; a failure names the server and its log."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(proc, url)
+            return work(url)
+        except SystemExit as exc:
+            raise SystemExit(f"{name}: {exc}; see {log.name}") from None
+        finally:
+            stop_process(proc)
+
+
 def stop_process(proc: subprocess.Popen) -> None:
     """Terminate a server this tool started (killed after 60 s)."""
     proc.terminate()

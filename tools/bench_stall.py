@@ -33,12 +33,11 @@ import asyncio
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-from bench_serve import RawClient, free_port, stop_process, wait_ready  # tools/ is this script's sys.path[0]
+from bench_serve import RawClient, free_port, run_against  # tools/ is this script's sys.path[0]
 
 STREAMS = 3
 #: Tokens each stream asks for: more than it can generate during the test at 2 threads
@@ -132,16 +131,8 @@ def commands(args: argparse.Namespace, port: int) -> dict[str, list[str]]:
 
 
 def measure(name: str, cmd: list[str], port: int, n_tokens: int, seed: int) -> dict[str, Any]:
-    with open(f"/tmp/bench-stall-{port}.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(proc, url)
-            return asyncio.run(scenario(url, n_tokens, seed))
-        except SystemExit as exc:
-            raise SystemExit(f"{name}: {exc}; see {log.name}") from None
-        finally:
-            stop_process(proc)
+    return run_against(name, cmd, port, f"/tmp/bench-stall-{port}.log",
+                       lambda url: asyncio.run(scenario(url, n_tokens, seed)))
 
 
 def main() -> int:

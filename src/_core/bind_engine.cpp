@@ -38,6 +38,11 @@ py::dict stats_dict(const sarai::EngineStats &s) {
     d["last_budget"] = s.last_budget;
     d["logits_row_ms"] = s.logits_row_ms;
     d["prompt_token_ms"] = s.prompt_token_ms;
+    d["n_drafted"] = s.n_drafted;
+    d["n_draft_accepted"] = s.n_draft_accepted;
+    d["n_spec_steps"] = s.n_spec_steps;
+    d["step_fixed_ms"] = s.step_fixed_ms;
+    d["step_row_ms"] = s.step_row_ms;
     return d;
 }
 
@@ -64,12 +69,22 @@ void bind_engine(py::module_ &m) {
         .def_readonly("n_prompt", &Event::n_prompt)
         .def_readonly("n_reused", &Event::n_reused)
         .def_readonly("n_generated", &Event::n_generated)
+        .def_readonly("n_drafted", &Event::n_drafted)
+        .def_readonly("n_draft_accepted", &Event::n_draft_accepted)
+        .def_property_readonly("speculation", [](const Event &e) { return utf8_str(e.speculation); })
         .def("__repr__", [](const Event &e) {
             static const char *kinds[] = {"TOKEN", "DONE", "ERROR", "NEED_TOKEN"};
             return utf8_str("<Event id=" + std::to_string(e.id) + " " + kinds[(int)e.kind] + " token=" +
                    std::to_string(e.token) + (e.finish_reason.empty() ? "" : " finish=" + e.finish_reason) +
                    (e.error.empty() ? "" : " error=" + e.error) + ">");
         });
+
+    py::class_<sarai::SpecConfig>(m, "SpecConfig",
+                                  "Speculation defaults of an Engine (n-gram drafts; see Engine.set_speculation)")
+        .def(py::init<>())
+        .def_readwrite("n_max", &sarai::SpecConfig::n_max, "most draft tokens per step (0: off)")
+        .def_readwrite("n_min", &sarai::SpecConfig::n_min, "drafted whenever proposed, whatever the costs (n_min = n_max: every proposal whole)")
+        .def_readwrite("ngram_n", &sarai::SpecConfig::ngram_n, "n-gram size looked up in the sequence's context");
 
     py::class_<Engine>(m, "Engine",
                        "Continuous batching of n_seq sequences over one llama_context. One thread drives it "
@@ -87,6 +102,9 @@ void bind_engine(py::module_ &m) {
                       "Target step time (ms) while sequences generate; 0: off (prompts take n_batch)")
         .def("prompt_budget", &Engine::prompt_budget, py::arg("n_gen"),
              "Prompt tokens a step beside n_gen generating rows may take under the budget now")
+        .def("set_speculation", &Engine::set_speculation, py::arg("config"),
+             "Speculation defaults for requests that set no draft_max / draft_min of their own")
+        .def_property_readonly("speculation", &Engine::speculation)
         .def_property_readonly("n_seq", &Engine::n_seq)
         .def_property_readonly("n_ctx", &Engine::n_ctx)
         .def_property_readonly("n_ctx_seq", &Engine::n_ctx_seq)
@@ -94,7 +112,8 @@ void bind_engine(py::module_ &m) {
         .def(
             "submit",
             [](Engine &e, std::vector<llama_token> prompt, const sarai::SamplerParams &params, int32_t max_tokens,
-               bool ignore_eos, int32_t n_probs, bool external_sampling, std::vector<llama_token> preserved_tokens) {
+               bool ignore_eos, int32_t n_probs, bool external_sampling, std::vector<llama_token> preserved_tokens,
+               int32_t draft_max, int32_t draft_min) {
                 sarai::Request r;
                 r.prompt = std::move(prompt);
                 r.sampling = params;
@@ -103,12 +122,15 @@ void bind_engine(py::module_ &m) {
                 r.n_probs = n_probs;
                 r.external_sampling = external_sampling;
                 r.preserved_tokens = std::move(preserved_tokens);
+                r.draft_max = draft_max;
+                r.draft_min = draft_min;
                 py::gil_scoped_release release;  // a grammar is parsed here
                 return e.submit(std::move(r));
             },
             py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = -1, py::arg("ignore_eos") = false,
             py::arg("n_probs") = -1, py::arg("external_sampling") = false,
-            py::arg("preserved_tokens") = std::vector<llama_token>{})
+            py::arg("preserved_tokens") = std::vector<llama_token>{}, py::arg("draft_max") = -1,
+            py::arg("draft_min") = -1)
         .def("step",
              [](Engine &e) {
                  std::vector<Event> events;
@@ -157,9 +179,13 @@ void bind_engine(py::module_ &m) {
         .def_property("state_cache", &Engine::state_cache, &Engine::set_state_cache,
                       "The StateCache sequences are saved to when another request takes them, and restored "
                       "from (None: off)")
+        .def("keep_idle_states", &Engine::keep_idle_states, py::call_guard<py::gil_scoped_release>(),
+             "Save every idle sequence's state to the state cache (a server's shutdown, for its disk tier)")
         .def("cached", &Engine::cached, py::arg("seq") = 0)
         .def("eval", &Engine::eval, py::arg("seq"), py::arg("tokens"), py::call_guard<py::gil_scoped_release>())
         .def("seq_state", [](const Engine &e, int32_t seq) { return py::bytes(e.seq_state(seq)); }, py::arg("seq") = 0)
+        .def("seq_serves_from", &Engine::seq_serves_from, py::arg("seq") = 0,
+             "The shortest prefix of the sequence's tokens its state can serve (0: none)")
         .def("set_seq_state",
              [](Engine &e, int32_t seq, py::bytes data, const std::vector<llama_token> &tokens) {
                  e.set_seq_state(seq, std::string(data), tokens);

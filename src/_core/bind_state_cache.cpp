@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+
 #include "bind.h"
 #include "state_cache.h"
 
@@ -22,7 +24,38 @@ void bind_state_cache(py::module_ &m) {
         .def_property("budget", &StateCache::budget, &StateCache::set_budget,
                       "RAM budget in bytes (0: nothing is kept); lowering it evicts at once")
         .def_property_readonly("identity", [](const StateCache &c) { return utf8_str(c.identity()); })
+        .def("bind", &StateCache::bind, py::arg("identity"), py::call_guard<py::gil_scoped_release>(),
+             "Bind an unbound cache (identity \"\") to a model's identity and index its disk files; "
+             "ValueError when it holds another model's states")
         .def_property_readonly("disk_dir", [](const StateCache &c) { return utf8_str(c.disk_dir()); })
+        .def_property_readonly("disk_budget", &StateCache::disk_budget, "The disk tier's budget in bytes")
+        .def("put",
+             [](StateCache &c, std::vector<llama_token> tokens, py::bytes data, uint32_t min_prefix) {
+                 sarai::CachedState s;
+                 s.tokens = std::move(tokens);
+                 s.data = std::string(data);
+                 s.min_prefix = std::max<uint32_t>(1, min_prefix);
+                 py::gil_scoped_release release;
+                 return c.put(std::move(s));
+             },
+             py::arg("tokens"), py::arg("data"), py::arg("min_prefix") = 1,
+             "Keep a state of these tokens (serving prefixes from min_prefix tokens on); False when it fits "
+             "no budget")
+        .def("find",
+             [](StateCache &c, const std::vector<llama_token> &prompt, size_t limit, size_t at_least) -> py::object {
+                 StateCache::Match m;
+                 {
+                     py::gil_scoped_release release;
+                     m = c.find(prompt, limit, at_least);
+                 }
+                 if (!m.state) return py::none();
+                 return py::make_tuple(m.n, m.state->tokens, py::bytes(m.state->data), m.state->min_prefix);
+             },
+             py::arg("prompt"), py::arg("limit"), py::arg("at_least") = 0,
+             "(n, tokens, data, min_prefix) of the entry giving the longest prefix of prompt (n tokens, at most "
+             "limit, more than at_least), now the most recently used; None when none")
+        .def("peek", &StateCache::peek, py::arg("prompt"), py::arg("limit"),
+             "(n, tokens): what find would give, without using, loading or counting anything ((0, []): none)")
         .def("set_disk", &StateCache::set_disk, py::arg("dir"), py::arg("disk_bytes"),
              py::call_guard<py::gil_scoped_release>(),
              "Write states through to files in dir (up to disk_bytes); index the files already there. "

@@ -65,6 +65,8 @@ Engine::Engine(std::shared_ptr<Model> model, const ContextParams &p, int32_t n_s
     batch_ = llama_batch_init((int32_t)n_batch_, 0, 1);  // allocated once, refilled every step
     owner_.resize(n_batch_);
     row_is_prompt_.resize(n_batch_);
+    row_is_draft_.resize(n_batch_);
+    can_roll_back_ = !llama_model_is_recurrent(model_->get()) && !llama_model_is_hybrid(model_->get());
     for (int32_t s = 0; s < n_seq; ++s) {
         slots_.push_back(std::make_unique<Slot>());
         slots_.back()->seq = s;
@@ -99,6 +101,7 @@ int64_t Engine::submit(Request req) {
     if (req.n_probs < -1 || req.n_probs > n_vocab_)
         throw InvalidArgument("n_probs must be in [-1, n_vocab] (-1: no logprobs)");
     validate_sampler_params(req.sampling);
+    validate_draft_limits(req.draft_max, req.draft_min);
     auto pending = std::make_unique<Pending>();
     pending->sampler = std::make_unique<Sampler>(*model_, req.sampling);  // grammar/logit bias errors here
     pending->req = std::move(req);
@@ -163,6 +166,7 @@ void Engine::finish(Slot &slot, std::vector<Event> &out, EventKind kind, const c
     ev.n_prompt = (int32_t)slot.req.prompt.size();
     ev.n_reused = slot.n_reused;
     ev.n_generated = slot.n_generated;
+    spec_counts(slot, ev);
     out.push_back(std::move(ev));
     slot.busy = false;
     slot.has_next = slot.waiting = false;
@@ -271,6 +275,8 @@ void Engine::admit_locked() {
         s.n_generated = 0;
         s.utf8.reset();
         s.cancel.store(false);
+        s.acceptance.reset();
+        s.n_drafted = s.n_draft_accepted = 0;
         choose_prefix(s, s.req.prompt);
     }
 }
@@ -290,7 +296,9 @@ void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vect
     ev.n_prompt = (int32_t)slot.req.prompt.size();
     ev.n_reused = slot.n_reused;
     ev.n_generated = slot.n_generated;
+    spec_counts(slot, ev);
     const bool eog = ev.eog;
+    slot.acceptance.observe(tok);
     out.push_back(std::move(ev));
     if (eog && !slot.req.ignore_eos) return finish(slot, out, EventKind::Done, "stop", "");
     if (slot.req.max_tokens > 0 && slot.n_generated >= slot.req.max_tokens)
@@ -302,8 +310,11 @@ void Engine::emit_token(Slot &slot, llama_token tok, const float *raw, std::vect
     slot.has_next = true;  // decoded by the next step, so a caller that stops here wastes no decode
 }
 
-void Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) {
-    if (!row) return finish(slot, out, EventKind::Error, nullptr, "no logits for the sequence after decode");
+llama_token Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) {
+    if (!row) {
+        finish(slot, out, EventKind::Error, nullptr, "no logits for the sequence after decode");
+        return -1;
+    }
     if (slot.req.external_sampling) {
         // The logits are copied: other sequences' decodes overwrite llama.cpp's
         // buffer while this one waits for the caller.
@@ -316,16 +327,18 @@ void Engine::sample_slot(Slot &slot, const float *row, std::vector<Event> &out) 
         ev.n_reused = slot.n_reused;
         ev.n_generated = slot.n_generated;
         out.push_back(std::move(ev));
-        return;
+        return -1;
     }
     llama_token tok;
     try {
         tok = slot.sampler->sample_from(row, n_vocab_);
         slot.sampler->accept(tok);
     } catch (const std::exception &e) {
-        return finish(slot, out, EventKind::Error, nullptr, e.what());
+        finish(slot, out, EventKind::Error, nullptr, e.what());
+        return -1;
     }
     emit_token(slot, tok, row, out);
+    return tok;
 }
 
 bool Engine::decode_batch(std::vector<Event> &out) {
@@ -373,15 +386,17 @@ bool Engine::decode_batch(std::vector<Event> &out) {
                 } else s->has_next = false;
             }
             for (int32_t k = i; k < i + cnt; ++k) {
-                if (!batch_.logits[k]) continue;
+                if (!batch_.logits[k] || row_is_draft_[k]) continue;  // a draft: verified from its first row
                 Slot *s = owner_[k];
                 if (s->cancel.load()) continue;  // ended as "cancelled" at the end of the step
-                sample_slot(*s, llama_get_logits_ith(ctx_, k - i), out);
+                if (!s->draft.empty()) verify_draft(*s, k - i, out);
+                else sample_slot(*s, llama_get_logits_ith(ctx_, k - i), out);
             }
             i += cnt;
             continue;
         }
         clean = false;
+        n_total = drop_drafts(i, n_total);
         if (rc == 1) {
             // Free sequences keep their tokens only for prefix reuse: evict
             // them before anyone running is refused room.
@@ -532,15 +547,25 @@ std::vector<Event> Engine::step() {
         batch_.logits[n] = logits;
         owner_[n] = &s;
         row_is_prompt_[n] = prompt;
+        row_is_draft_[n] = 0;
         ++n;
     };
-    for (auto &s : slots_)
-        if (s->busy && s->has_next && n < (int32_t)n_batch_)
-            add_row(*s, s->next, (llama_pos)s->cache.size(), true, false);
-    const int32_t n_gen = n;
     std::vector<Slot *> prompting;
     for (auto &s : slots_)
         if (s->prompting()) prompting.push_back(s.get());
+    plan_drafts(!prompting.empty(), step_budget_ms_);
+    int32_t n_drafts = 0;
+    for (auto &s : slots_) {
+        if (!(s->busy && s->has_next && n < (int32_t)n_batch_)) continue;
+        llama_pos pos = (llama_pos)s->cache.size();
+        add_row(*s, s->next, pos++, true, false);
+        for (llama_token d : s->draft) {  // planned to fit n_batch
+            add_row(*s, d, pos++, true, false);
+            row_is_draft_[n - 1] = 1;
+            ++n_drafts;
+        }
+    }
+    const int32_t n_gen = n;
     std::sort(prompting.begin(), prompting.end(),
               [](const Slot *a, const Slot *b) { return a->admit_order < b->admit_order; });
     const bool budgeted = step_budget_ms_ > 0.0 && n_gen > 0 && !prompting.empty();
@@ -568,8 +593,11 @@ std::vector<Event> Engine::step() {
         for (auto &s : slots_)
             if (s->busy && s->cancel.load()) finish(*s, out, EventKind::Done, "cancelled", "");
         const int32_t n_prompt = n - n_gen;
-        // Only a batch decoded whole in one call measures what it holds.
-        if (clean) learn_costs(n_logits, n - n_logits, ms_since(t_batch));
+        // Only a batch decoded whole in one call measures what it holds. Steps with
+        // drafts teach only the cost line (the budget's averages are per plain row).
+        const double batch_ms = ms_since(t_batch);
+        if (clean && n_drafts == 0) learn_costs(n_logits, n - n_logits, batch_ms);
+        if (clean && n_prompt == 0) step_cost_.observe(n, batch_ms);
         stats_.n_steps++;
         stats_.t_step_ms += ms_since(t0);
         stats_.last_gen_rows = n_gen;
@@ -651,6 +679,8 @@ EngineStats Engine::stats() const {
     EngineStats s = stats_;
     s.logits_row_ms = logits_row_ms_;
     s.prompt_token_ms = prompt_token_ms_;
+    s.step_fixed_ms = step_cost_.fixed_ms();
+    s.step_row_ms = step_cost_.row_ms();
     return s;
 }
 

@@ -16,6 +16,17 @@
 // target time, so a long prompt cannot hold every stream's next token back
 // for a whole n_batch chunk. With nothing generating, prompts get n_batch.
 //
+// Speculation (set_speculation, engine_spec.cpp): a generating sequence may
+// add a draft after its next token, proposed by an n-gram lookup in its own
+// context; the draft's rows get logits, the sequence's own sampler chain
+// samples them in order, the longest prefix it agrees with is kept and the
+// rest of the draft's KV cells are removed. Every emitted token is the one
+// the chain samples after the accepted ones, so the output is what plain
+// decoding gives (exactly so where a batch's shape does not change llama.cpp's
+// arithmetic: F32 models, F32 KV cache, no flash attention); only the number
+// of steps changes.
+// Draft lengths follow the measured acceptance and step costs (spec.h).
+//
 // Thread rule: ONE thread drives the engine (step, submit, release,
 // provide_token, sample_with, logits, clear, set_threads) at a time; cancel()
 // may come from any thread at any moment, including during a step. The
@@ -36,6 +47,7 @@
 #include "model.h"
 #include "sampler.h"
 #include "state_cache.h"
+#include "spec.h"
 
 namespace sarai {
 
@@ -49,6 +61,10 @@ struct Request {
     // Special tokens whose text is part of the answer (a chat format's tool-call
     // markers, which its output parser must see); other special tokens emit no text.
     std::vector<llama_token> preserved_tokens;
+    // Speculation: the most draft tokens per step (-1: the engine's default,
+    // 0: none) and the tokens drafted whatever the costs (-1: the engine's default).
+    int32_t draft_max = -1;
+    int32_t draft_min = -1;
 };
 
 enum class EventKind : int32_t { Token = 0, Done = 1, Error = 2, NeedToken = 3 };
@@ -64,6 +80,8 @@ struct Event {
     std::string finish_reason;                        // DONE: "stop", "length", "cancelled"
     std::string error;                                // ERROR: the message
     int32_t n_prompt = 0, n_reused = 0, n_generated = 0;
+    int32_t n_drafted = 0, n_draft_accepted = 0;  // draft tokens verified / accepted so far
+    std::string speculation;                      // DONE: why the request did not speculate ("" if it could)
 };
 
 struct EngineStats {
@@ -81,6 +99,10 @@ struct EngineStats {
     int32_t last_gen_rows = 0, last_prompt_tokens = 0, last_budget = -1;
     // The engine's running cost estimates (0: not measured yet); not reset by reset_stats().
     double logits_row_ms = 0.0, prompt_token_ms = 0.0;
+    // Speculation: draft tokens verified and accepted, steps that verified a draft,
+    // and the decode-step cost line drafts are planned with (0: not measured yet).
+    int64_t n_drafted = 0, n_draft_accepted = 0, n_spec_steps = 0;
+    double step_fixed_ms = 0.0, step_row_ms = 0.0;
 };
 
 class Engine {
@@ -131,6 +153,9 @@ class Engine {
     // Prompt tokens a step beside `n_gen` generating rows may take under the
     // budget now (n_batch - n_gen when the budget is off or n_gen is 0).
     int32_t prompt_budget(int32_t n_gen) const;
+    // Speculation defaults for requests that do not set their own (validated).
+    void set_speculation(const SpecConfig &c);
+    SpecConfig speculation() const;
     // Drops every request (active and queued, without events) and the whole KV cache.
     void clear();
 
@@ -141,6 +166,9 @@ class Engine {
     // of the same model and layout.
     void set_state_cache(std::shared_ptr<StateCache> cache);
     std::shared_ptr<StateCache> state_cache() const;
+    // Saves every idle sequence's state to the cache (as if another request took
+    // it): what a server shutting down leaves in its disk tier for the next start.
+    void keep_idle_states();
 
     // Manual access to one idle sequence (engine_seq.cpp): what llama-cpp-python's
     // low-level calls (eval, input_ids, save_state/load_state) need. A sequence
@@ -151,6 +179,11 @@ class Engine {
     std::vector<float> eval(int32_t seq, const std::vector<llama_token> &tokens);
     // The sequence's KV state (llama_state_seq_*) and its restoration.
     std::string seq_state(int32_t seq) const;
+    // The shortest prefix of the sequence's tokens its cells (and so its state)
+    // can serve: 1, more on a sliding-window or recurrent memory, 0 for none.
+    uint32_t seq_serves_from(int32_t seq) const;
+    // Loads a state of `tokens`: its cells must hold positions 0..n-1, or on a
+    // sliding-window memory at least the window the token at position n needs.
     void set_seq_state(int32_t seq, const std::string &data, const std::vector<llama_token> &tokens);
 
   private:
@@ -161,16 +194,25 @@ class Engine {
     void admit_locked();
     void choose_prefix(Slot &slot, const std::vector<llama_token> &prompt);
     size_t own_prefix(const Slot &slot, size_t keep) const;
+    uint32_t serves_from(const Slot &slot) const;
     void stash(const Slot &slot);
     bool restore(Slot &slot, const std::vector<llama_token> &prompt, size_t live);
     void finish(Slot &slot, std::vector<Event> &out, EventKind kind, const char *reason, const std::string &error);
-    void sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
+    // Samples (or asks for, NEED_TOKEN) the slot's next token from `row` and emits it;
+    // returns it, or -1 when none was emitted (an error, a NEED_TOKEN).
+    llama_token sample_slot(Slot &slot, const float *row, std::vector<Event> &out);
     void emit_token(Slot &slot, llama_token tok, const float *raw_logits, std::vector<Event> &out);
     Slot *find_active(int64_t id) const;
     bool decode_batch(std::vector<Event> &out);
     int32_t prompt_budget_locked(int32_t n_gen) const;
     void learn_costs(int32_t n_logits, int32_t n_plain, double ms);
     static bool abort_cb(void *data);
+    // Speculation (engine_spec.cpp).
+    std::string spec_off_reason(const Slot &slot) const;
+    void plan_drafts(bool prompts_waiting, double step_budget_ms);
+    void verify_draft(Slot &slot, int32_t first_row, std::vector<Event> &out);
+    int32_t drop_drafts(int32_t from, int32_t n_total);
+    void spec_counts(const Slot &slot, Event &ev) const;
 
     std::shared_ptr<Model> model_;
     llama_context *ctx_ = nullptr;
@@ -192,6 +234,7 @@ class Engine {
     llama_batch batch_{};
     std::vector<Slot *> owner_;
     std::vector<uint8_t> row_is_prompt_;
+    std::vector<uint8_t> row_is_draft_;      // verified with its sequence's first row
     std::vector<Slot *> decoding_;           // the slots in the decode in flight (abort callback)
 
     EngineStats stats_;
@@ -201,6 +244,10 @@ class Engine {
     // t = logits_row_ms_ * (rows that produce logits) + prompt_token_ms_ * (other rows).
     double step_budget_ms_ = 0.0;
     double logits_row_ms_ = 0.0, prompt_token_ms_ = 0.0;  // 0: not measured yet
+
+    SpecConfig spec_;
+    StepCostLine step_cost_;  // decode-only steps: what a draft row costs now
+    bool can_roll_back_ = true;  // the memory can drop a sequence's last cells (not recurrent/hybrid)
 };
 
 }  // namespace sarai

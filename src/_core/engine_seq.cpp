@@ -2,6 +2,7 @@
 // prompt cache (sequence 0), llama-cpp-python's eval(), and per-sequence state
 // save/restore. Kept apart from the batch loop (engine.cpp): these run only
 // while the sequence has no request, on the driving thread.
+#include <algorithm>
 #include <string>
 
 #include "engine.h"
@@ -48,6 +49,11 @@ std::string Engine::seq_state(int32_t seq) const {
     return buf;
 }
 
+uint32_t Engine::seq_serves_from(int32_t seq) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return serves_from(idle_slot(seq));
+}
+
 void Engine::set_seq_state(int32_t seq, const std::string &data, const std::vector<llama_token> &tokens) {
     Slot &s = idle_slot(seq);
     for (auto t : tokens) model_->check_token(t);
@@ -60,10 +66,13 @@ void Engine::set_seq_state(int32_t seq, const std::string &data, const std::vect
         llama_memory_seq_rm(mem_, s.seq, -1, -1);
         throw InvalidArgument(with_reason("the state does not fit this model and context"));
     }
-    // The sequence continues at position tokens.size(): the restored cells must be
-    // exactly positions 0..n-1, or the next decode fails (or reads the wrong cells).
+    // The sequence continues at position n = tokens.size(): the restored cells must
+    // be positions 0..n-1, or the next decode fails (or reads the wrong cells); a
+    // sliding-window memory needs only the window of position n (own_prefix's rule).
     const llama_pos lo = llama_memory_seq_pos_min(mem_, s.seq), hi = llama_memory_seq_pos_max(mem_, s.seq);
-    const bool fits = tokens.empty() ? hi < 0 : (lo == 0 && hi + 1 == (llama_pos)tokens.size());
+    const auto n = (llama_pos)tokens.size();
+    const llama_pos lo_max = n_swa_ > 0 ? std::max<llama_pos>(0, n - n_swa_ + 1) : 0;
+    const bool fits = tokens.empty() ? hi < 0 : (lo >= 0 && lo <= lo_max && hi + 1 == n);
     if (!fits) {
         llama_memory_seq_rm(mem_, s.seq, -1, -1);
         throw InvalidArgument("the state's cache holds positions " + std::to_string(lo) + ".." + std::to_string(hi) +

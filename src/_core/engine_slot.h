@@ -30,6 +30,11 @@ struct Engine::Slot {
     int32_t n_generated = 0;
     int32_t n_reused = 0;
     Utf8Stream utf8;
+    // Speculation (engine_spec.cpp): this step's draft (decoded after `next`),
+    // the record of this request's proposals, and its draft counters.
+    std::vector<llama_token> draft;
+    Acceptance acceptance;
+    int32_t n_drafted = 0, n_draft_accepted = 0;
     // Set by cancel() from any thread; read by the abort callback during a decode.
     std::atomic<bool> cancel{false};
 

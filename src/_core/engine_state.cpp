@@ -33,28 +33,36 @@ std::shared_ptr<StateCache> Engine::state_cache() const {
     return cache_;
 }
 
-void Engine::stash(const Slot &slot) {
-    if (!cache_ || cache_->budget() == 0 || slot.cache.size() < kMinStateTokens) return;
+void Engine::keep_idle_states() {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto &s : slots_)
+        if (!s->busy) stash(*s);
+}
+
+uint32_t Engine::serves_from(const Slot &slot) const {
     const auto n = (llama_pos)slot.cache.size();
-    if (llama_memory_seq_pos_max(mem_, slot.seq) != n - 1) return;  // the cells do not hold exactly these tokens
-    // The shortest prefix the state can serve. A sliding-window cache keeps the
-    // positions from pos_min on (the window of its last token at least), and a
-    // prefix of c tokens needs those the next token at position c attends to:
-    // c - n_swa + 1 and later (llama.cpp masks p0 when p1 - p0 >= n_swa; a chunked
-    // window needs fewer). A recurrent state cannot be cut: only its whole length.
-    uint32_t min_prefix = 1;
-    if (llama_model_is_recurrent(model_->get()) || llama_model_is_hybrid(model_->get())) {
-        min_prefix = (uint32_t)n;
-    } else if (n_swa_ > 0) {
-        const llama_pos pos_min = llama_memory_seq_pos_min(mem_, slot.seq);
-        if (pos_min < 0) return;
-        min_prefix = pos_min == 0 ? 1u : (uint32_t)std::min<llama_pos>(n, pos_min + n_swa_ - 1);
-    }
+    if (n == 0 || llama_memory_seq_pos_max(mem_, slot.seq) != n - 1) return 0;  // the cells do not hold these tokens
+    // A sliding-window cache keeps the positions from pos_min on (the window of
+    // its last token at least), and a prefix of c tokens needs those the next
+    // token at position c attends to: c - n_swa + 1 and later (llama.cpp masks p0
+    // when p1 - p0 >= n_swa; a chunked window needs fewer). A recurrent state
+    // cannot be cut: only its whole length.
+    if (llama_model_is_recurrent(model_->get()) || llama_model_is_hybrid(model_->get())) return (uint32_t)n;
+    if (n_swa_ == 0) return 1;
+    const llama_pos pos_min = llama_memory_seq_pos_min(mem_, slot.seq);
+    if (pos_min < 0) return 0;
+    return pos_min == 0 ? 1u : (uint32_t)std::min<llama_pos>(n, pos_min + n_swa_ - 1);
+}
+
+void Engine::stash(const Slot &slot) {
+    if (!cache_ || !cache_->enabled() || slot.cache.size() < kMinStateTokens) return;
+    uint32_t min_prefix = serves_from(slot);
+    if (min_prefix == 0) return;
     min_prefix = std::max<uint32_t>(min_prefix, (uint32_t)kMinStateTokens);
     if (cache_->covers(slot.cache, min_prefix)) return;
     CachedState st;
     const size_t size = llama_state_seq_get_size_ext(ctx_, slot.seq, LLAMA_STATE_SEQ_FLAGS_NONE);
-    if (size == 0 || size > cache_->budget()) return;
+    if (size == 0 || !cache_->accepts(size)) return;
     st.data.resize(size);
     const size_t got = llama_state_seq_get_data_ext(ctx_, reinterpret_cast<uint8_t *>(st.data.data()), size, slot.seq,
                                                     LLAMA_STATE_SEQ_FLAGS_NONE);
@@ -66,7 +74,7 @@ void Engine::stash(const Slot &slot) {
 }
 
 bool Engine::restore(Slot &slot, const std::vector<llama_token> &prompt, size_t live) {
-    if (!cache_ || cache_->budget() == 0) return false;
+    if (!cache_ || !cache_->enabled()) return false;
     const size_t limit = prompt.size() - 1;  // the last prompt token is always evaluated
     const auto m = cache_->find(prompt, limit, std::max(live, kMinStateTokens - 1));
     if (!m.state) {

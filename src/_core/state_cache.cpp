@@ -126,6 +126,44 @@ uint64_t StateCache::budget() const {
     return ram_budget_;
 }
 
+std::string StateCache::identity() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return identity_;
+}
+
+void StateCache::bind(const std::string &identity) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (identity == identity_) return;
+    if (!identity_.empty())
+        throw InvalidArgument("this state cache holds states of " + identity_ + ", not of " + identity);
+    identity_ = identity;
+    if (!dir_.empty()) disk_index();
+}
+
+bool StateCache::enabled() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ram_budget_ > 0 || !dir_.empty();
+}
+
+bool StateCache::accepts(uint64_t bytes) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return accepts_locked(bytes);
+}
+
+bool StateCache::accepts_locked(uint64_t bytes) const {
+    return bytes <= ram_budget_ || (!dir_.empty() && bytes <= disk_budget_);
+}
+
+std::string StateCache::disk_dir() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return dir_;
+}
+
+uint64_t StateCache::disk_budget() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return disk_budget_;
+}
+
 void StateCache::evict_ram() {
     while (ram_bytes_ > ram_budget_ && !entries_.empty()) {
         ram_bytes_ -= entries_.back().state->data.size();
@@ -155,17 +193,34 @@ bool StateCache::covers(const std::vector<llama_token> &tokens, uint32_t min_pre
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto &e : entries_)
         if (is_prefix(tokens, e.state->tokens) && e.state->min_prefix <= min_prefix) return true;
+    for (const auto &e : disk_)
+        if (is_prefix(tokens, e.tokens) && e.min_prefix <= min_prefix) return true;
     return false;
 }
 
 bool StateCache::put(CachedState state) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (state.tokens.empty() || state.data.size() > ram_budget_) return false;
+    if (state.tokens.empty() || !accepts_locked(state.data.size())) return false;
     auto s = std::make_shared<const CachedState>(std::move(state));
     if (!dir_.empty()) disk_write(*s);
-    insert_ram(s);
+    if (s->data.size() <= ram_budget_) insert_ram(s);
     stats_.saves++;
     return true;
+}
+
+std::pair<size_t, std::vector<llama_token>> StateCache::peek(const std::vector<llama_token> &prompt,
+                                                             size_t limit) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::pair<size_t, std::vector<llama_token>> best{0, {}};
+    for (const auto &e : entries_) {
+        const size_t c = usable(e.state->tokens, e.state->min_prefix, prompt, limit);
+        if (c > best.first) best = {c, e.state->tokens};
+    }
+    for (const auto &e : disk_) {
+        const size_t c = usable(e.tokens, e.min_prefix, prompt, limit);
+        if (c > best.first) best = {c, e.tokens};
+    }
+    return best;
 }
 
 StateCache::Match StateCache::find(const std::vector<llama_token> &prompt, size_t limit, size_t at_least) {
@@ -255,14 +310,23 @@ void StateCache::set_disk(const std::string &dir, uint64_t disk_bytes) {
         if (access(dir.c_str(), W_OK) != 0)
             throw InvalidArgument("the state cache directory " + dir + " is not writable");
         dir_ = dir;
-        std::vector<std::pair<fs::file_time_type, std::string>> files;
-        for (const auto &f : fs::directory_iterator(dir, ec))
-            if (f.is_regular_file() && f.path().extension() == kSuffix)
-                files.emplace_back(f.last_write_time(ec), f.path().string());
-        std::sort(files.begin(), files.end());  // oldest first: their last use comes first
-        for (const auto &[t, path] : files) disk_index_file(path);
-        disk_evict();
+        if (!identity_.empty()) disk_index();  // unbound: bind() indexes them
     }
+    stats_.disk_entries = (int64_t)disk_.size();
+    stats_.disk_bytes = (int64_t)disk_bytes_;
+}
+
+void StateCache::disk_index() {
+    disk_.clear();
+    disk_bytes_ = 0;
+    std::error_code ec;
+    std::vector<std::pair<fs::file_time_type, std::string>> files;
+    for (const auto &f : fs::directory_iterator(dir_, ec))
+        if (f.is_regular_file() && f.path().extension() == kSuffix)
+            files.emplace_back(f.last_write_time(ec), f.path().string());
+    std::sort(files.begin(), files.end());  // oldest first: their last use comes first
+    for (const auto &[t, path] : files) disk_index_file(path);
+    disk_evict();
     stats_.disk_entries = (int64_t)disk_.size();
     stats_.disk_bytes = (int64_t)disk_bytes_;
 }

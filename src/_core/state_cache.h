@@ -12,7 +12,8 @@
 // serves prefixes whose window it still holds (see Engine::stash).
 //
 // Budget: LRU by last use, up to `ram_bytes` of state data (0: nothing is
-// kept). The disk tier (set_disk) writes every entry through to one file,
+// kept in RAM; with a disk tier, states live on disk only, as
+// LlamaDiskCache keeps them). The disk tier (set_disk) writes every entry through to one file,
 // atomically (a temporary file renamed into place), with a format version,
 // the model's identity and a checksum; files that are damaged, of another
 // format or of another model are ignored with a warning (take_warnings) and
@@ -56,18 +57,28 @@ struct StateCacheStats {
 class StateCache {
   public:
     // `identity` names the model and cache layout the states belong to (the
-    // disk tier refuses files of another identity).
+    // disk tier refuses files of another identity). Empty: not bound yet (a
+    // LlamaRAMCache/LlamaDiskCache made before any model); bind() sets it.
     StateCache(uint64_t ram_bytes, std::string identity);
 
     void set_budget(uint64_t ram_bytes);  // evicts down to it at once
     uint64_t budget() const;
-    const std::string &identity() const { return identity_; }
+    std::string identity() const;
+    // Binds an unbound cache to `identity` (and indexes its disk files, which
+    // set_disk leaves for then); a no-op for the same identity; InvalidArgument
+    // for another (its states would not fit this model).
+    void bind(const std::string &identity);
+    // Whether it keeps anything (a RAM budget or a disk tier), and whether a
+    // state of `bytes` fits (in RAM, or on disk).
+    bool enabled() const;
+    bool accepts(uint64_t bytes) const;
 
     // Disk tier in `dir` (created if missing) holding up to `disk_bytes`; the
     // files already there are indexed (headers only; data is checked on load).
     // An empty dir turns the tier off.
     void set_disk(const std::string &dir, uint64_t disk_bytes);
-    const std::string &disk_dir() const { return dir_; }
+    std::string disk_dir() const;
+    uint64_t disk_budget() const;
 
     struct Match {
         size_t n = 0;                             // prompt tokens it gives (0: none)
@@ -77,11 +88,14 @@ class StateCache {
     // and at least `at_least + 1` (a match that is no better than what the
     // caller has is no match). A disk entry is loaded and checked here.
     Match find(const std::vector<llama_token> &prompt, size_t limit, size_t at_least);
+    // What find(prompt, limit, 0) would give (prefix length, the entry's tokens;
+    // 0 and none when nothing), without using, loading or counting anything.
+    std::pair<size_t, std::vector<llama_token>> peek(const std::vector<llama_token> &prompt, size_t limit) const;
     // True when a stored entry already serves every prefix a state of `tokens`
     // with `min_prefix` would (saving it again would add nothing).
     bool covers(const std::vector<llama_token> &tokens, uint32_t min_prefix) const;
-    // Stores a state; entries it covers are dropped. False when it is larger
-    // than the whole budget.
+    // Stores a state; entries it covers are dropped. False when it fits
+    // neither the RAM budget nor the disk tier's.
     bool put(CachedState state);
     void clear();  // RAM only: the disk tier's files stay
 
@@ -102,6 +116,8 @@ class StateCache {
         uint64_t last_used = 0;
     };
 
+    bool accepts_locked(uint64_t bytes) const;
+    void disk_index();
     void evict_ram();
     void insert_ram(std::shared_ptr<const CachedState> s);
     void disk_write(const CachedState &s);

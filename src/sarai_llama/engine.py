@@ -30,6 +30,7 @@ from typing import Any
 
 from . import _core, responses
 from .context_config import ContextConfig
+from .llama_speculative import Speculation, check_draft_limits
 from .sampling import RANDOM_SEED, SamplingParams
 from .stops import StopMatcher
 
@@ -53,6 +54,8 @@ class Request:
     where this request's text starts in ``logprobs.text_offset``.
     ``preserved_tokens``: special tokens whose text the answer keeps (a chat
     format's tool-call markers); other special tokens add no text.
+    ``draft_max`` / ``draft_min``: this request's speculation limits (None: the
+    engine's; see :class:`~sarai_llama.llama_speculative.Speculation`).
     """
 
     prompt: list[int]
@@ -65,6 +68,8 @@ class Request:
     stopping_criteria: Callable[[Any, Any], bool] | None = None
     text_offset: int = 0
     preserved_tokens: list[int] = field(default_factory=list)
+    draft_max: int | None = None
+    draft_min: int | None = None
 
 
 @dataclass
@@ -130,6 +135,10 @@ class Handle:
         self.n_reused = 0
         self.finish_reason: str | None = None
         self.error: str | None = None
+        #: Draft tokens verified / accepted so far, and at the end why the request did not
+        #: speculate ("" when it could; see ``Engine.speculation``).
+        self.drafted = self.draft_accepted = 0
+        self.speculation = ""
         self._stops = StopMatcher(request.stop)
         self._pieces: collections.deque[Piece] = collections.deque()
         self._new_tokens: list[int] = []
@@ -205,14 +214,18 @@ class Engine:
 
     ``model`` is a ``_core.Model``; ``config`` its context (``n_seq_max`` = how
     many requests decode together; more wait in a FIFO queue); ``seed`` the
-    default sampling seed.
+    default sampling seed; ``speculation`` the requests' default n-gram
+    speculation (None: off unless a request sets ``draft_max``).
     """
 
-    def __init__(self, model: Any, config: ContextConfig, seed: int = RANDOM_SEED) -> None:
+    def __init__(self, model: Any, config: ContextConfig, seed: int = RANDOM_SEED,
+                 speculation: Speculation | None = None) -> None:
         self.model = model
         self.config = config
         self.seed = seed
+        self.speculation = speculation or Speculation()
         self._core = _core.Engine(model, config.to_core(), config.n_seq_max, config.step_budget_ms)
+        self._core.set_speculation(self.speculation.to_core())
         self._step_lock = threading.Lock()
         self._handles: dict[int, Handle] = {}
         self._handles_lock = threading.Lock()
@@ -245,6 +258,18 @@ class Engine:
     def state(self, seq: int = 0) -> tuple[list[int], bytes]:
         with self._step_lock:
             return list(self._core.cached(seq)), bytes(self._core.seq_state(seq))
+
+    def keep_states(self) -> None:
+        """Save every idle sequence's state to the state cache (a server's shutdown: its
+        conversations are in the disk tier for the next start); no cache: nothing."""
+        with self._step_lock:
+            self._core.keep_idle_states()
+
+    def serves_from(self, seq: int = 0) -> int:
+        """The shortest prefix of sequence ``seq``'s tokens its state can serve (1; more on
+        sliding-window or recurrent memories; 0: none)."""
+        with self._step_lock:
+            return int(self._core.seq_serves_from(seq))
 
     def set_state(self, data: bytes, tokens: list[int], seq: int = 0) -> None:
         with self._step_lock:
@@ -281,12 +306,14 @@ class Engine:
         max_tokens = -1 if request.max_tokens is None or request.max_tokens <= 0 else int(request.max_tokens)
         external = request.logits_processor is not None or request.stopping_criteria is not None
         n_probs = -1 if request.logprobs is None else int(request.logprobs)
+        check_draft_limits(request.draft_max, request.draft_min)
+        drafts = [-1 if v is None else int(v) for v in (request.draft_max, request.draft_min)]
         # The core's submit is safe from any thread and never waits for a step. The
         # handle is registered under the same lock that dispatch takes to look it up,
         # so a step that already decodes this request cannot hand out its events first.
         with self._handles_lock:
             rid = self._core.submit(list(request.prompt), sampler, max_tokens, request.ignore_eos, n_probs, external,
-                                    list(request.preserved_tokens))
+                                    list(request.preserved_tokens), *drafts)
             handle = Handle(self, request, rid)
             self._handles[rid] = handle
         with self._work:
@@ -370,12 +397,14 @@ class Engine:
         if kind == NEED_TOKEN:
             self._external(h, ev)
             return
+        h.drafted, h.draft_accepted = int(ev.n_drafted), int(ev.n_draft_accepted)
         if kind == TOKEN:
             h.n_reused = int(ev.n_reused)
             if not (ev.eog and not h.request.ignore_eos):
                 self._on_token(h, ev)
         elif kind == DONE:
             h.n_reused = int(ev.n_reused)
+            h.speculation = str(ev.speculation)
             self._close(h, str(ev.finish_reason), bytes(ev.text).decode("utf-8", errors="replace"))
         elif kind == ERROR:
             h.error = str(ev.error) or "llama.cpp failed"
@@ -436,7 +465,9 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         """Counters: steps, decode calls, batch and prompt tokens, time in step() and in llama_decode
         (ms), steps the step budget cut, and the engine's running cost estimates (ms per logits row,
-        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens; with a state
+        per prompt token) from which it turns ``step_budget_ms`` into prompt tokens; speculation's
+        draft tokens verified and accepted, steps that verified one, and the decode-step cost line
+        (``step_fixed_ms`` + ``step_row_ms`` per row) draft lengths are chosen with; with a state
         cache, its counters as ``state_cache_*`` (hits, misses, restored_tokens, bytes, ...)."""
         out = dict(self._core.stats())
         cache = self._core.state_cache

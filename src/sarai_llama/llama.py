@@ -27,7 +27,7 @@ from .errors import ModelLoadError
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .llama_cache import BaseLlamaCache, LlamaState
-from .llama_speculative import LlamaDraftModel, SpeculativeDecoder
+from .llama_speculative import LlamaDraftModel, Speculation
 from .llama_tokenizer import LlamaTokenizer
 from .loading import load_model
 from .logits import ManualLoop, logits_to_logprobs
@@ -74,8 +74,8 @@ class Llama(ManualLoop, PooledCalls):
         chat_format: a llama.cpp built-in template name overriding the GGUF's.
         job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         last_n_tokens_size: tokens the repetition penalties look back on (default 64).
-        draft_model: speculative decoding for completions, e.g. ``LlamaPromptLookupDecoding()``
-            (default None): one more single-sequence context; see ``llama_speculative.SpeculativeDecoder``.
+        draft_model: speculative decoding, ``LlamaPromptLookupDecoding(max_ngram_size, num_pred_tokens)``
+            (default None: off): the engine's n-gram drafts; see ``llama_speculative``.
         verbose: print llama.cpp's log (default True, as llama-cpp-python).
         trusted: skip the probe process that loads an untrusted file first, so that a
             file which would abort llama.cpp raises ``ModelLoadError`` instead (None =
@@ -97,7 +97,6 @@ class Llama(ManualLoop, PooledCalls):
         self._model: Any = None
         self._engine: Engine | None = None
         self._embedder: Embedder | Reranker | None = None  # embedding=True (Reranker: pooling_type="rank")
-        self._spec: SpeculativeDecoder | None = None  # draft_model's decoder
         self._runs = InlineRuns(n_seq_max)
         self.cache: BaseLlamaCache | None = None
         self.verbose = verbose
@@ -120,6 +119,7 @@ class Llama(ManualLoop, PooledCalls):
             n_threads_batch=n_threads_batch, f16_kv=f16_kv, type_k=type_k, type_v=type_v, flash_attn=flash_attn,
             embeddings=embedding, pooling_type=pooling_type, swa_full=swa_full, n_seq_max=n_seq_max,
             step_budget_ms=step_budget_ms)
+        speculation = Speculation.of(draft_model)
         self._model = load_model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
                                  use_extra_bufts=use_extra_bufts, trusted=trusted)
         self._tok = Vocab(self._model)
@@ -140,17 +140,15 @@ class Llama(ManualLoop, PooledCalls):
                 self._embedder = (Reranker if rank else Embedder)(self._model, self.context_config)
                 self._n_ctx = self._embedder.n_ctx
             else:
-                self._engine = Engine(self._model, self.context_config, seed)
+                self._engine = Engine(self._model, self.context_config, seed, speculation)
                 self._n_ctx = self._engine.n_ctx
-                if draft_model is not None:
-                    self._spec = SpeculativeDecoder(self._model, self.context_config, draft_model)
         except RuntimeError as exc:
             raise ModelLoadError(str(exc)) from exc
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Free the engine and the model now (also done by ``with`` and garbage collection)."""
-        self._engine = self._embedder = self._model = self._spec = None
+        self._engine = self._embedder = self._model = None
 
     def __enter__(self) -> Llama:
         return self
@@ -234,14 +232,13 @@ class Llama(ManualLoop, PooledCalls):
         self.seed = self.engine.seed = int(seed)
 
     def set_cache(self, cache: BaseLlamaCache | None) -> None:
-        """Keep prompt states in ``cache`` (``LlamaRAMCache``, ``LlamaDiskCache``) across completions."""
-        self.cache = cache
+        """Keep prompt states in ``cache`` across calls: ``LlamaRAMCache``/``LlamaDiskCache`` are
+        views on the engine's state cache (``llama_cache``); None: none kept."""
+        self.cache = llama_cache.attach(cache, self.engine, self.model_path, self.context_config.kv_layout)
 
     def cancel(self) -> None:
         """Stop this object's running requests at their next token (finish_reason "cancelled")."""
         self._runs.cancel()
-        if self._spec is not None:
-            self._spec.cancel()
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: prompt/eval tokens and milliseconds."""
@@ -261,9 +258,8 @@ class Llama(ManualLoop, PooledCalls):
         if logits_processor or stopping_criteria:
             _numpy()  # array APIs: a clear error where numpy cannot run (logprobs are computed in C++)
         tokens = self._vocab().prompt_tokens(prompt, self._n_ctx)
-        if use_cache and self.cache is not None:  # before the draw: a restored state brings its seed
-            state = llama_cache.restore(self.cache, self.engine.cached(), tokens)
-            if state is not None:
+        if use_cache and self.cache is not None:  # before the draw: a state saved by save_state brings its seed
+            if (state := llama_cache.restore(self.cache, self.engine.cached(), tokens)) is not None:
                 self.load_state(state)  # looked up on the object: llama-cpp-python's tests count the calls
         # Checked first, drawn last: a refused request does not advance the seed.
         params = dataclasses.replace(params, seed=self._call_seed(params.seed))
@@ -303,10 +299,7 @@ class Llama(ManualLoop, PooledCalls):
                                            stopping_criteria, use_cache=True, **sampling)
         cid, created, name = responses.completion_id(), responses.now(), model or self.model_path
         head = self._vocab().prompt_text(prompt, request.prompt) if echo else ""
-        drafted = self._spec.try_run(request, self.seed) if self._spec and self._spec.accepts(request) else None
-        pieces = drafted if drafted is not None else self.submit(request)
-        if self.cache is not None:
-            pieces = llama_cache.store_after(self.cache, request.prompt, pieces, self.save_state)
+        pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
         if stream:
             return text_completion.chunks(pieces, head, cid, created, name)
         return text_completion.collect(pieces, head, cid, created, name, logprobs is not None, len(request.prompt))
@@ -368,10 +361,10 @@ class Llama(ManualLoop, PooledCalls):
         stopping = kwargs.pop("stopping_criteria", None)
         request = self._completion_request(rendered.prompt, max_tokens, stop,
                                            (top_logprobs or 0) if logprobs else None, logits_processor, stopping,
-                                           temperature=temperature, grammar=grammar, **kwargs)
+                                           use_cache=True, temperature=temperature, grammar=grammar, **kwargs)
         chat_completion.apply(request, rendered)
         cid, created, name = responses.chat_id(), responses.now(), model or self.model_path
-        pieces = self.submit(request)
+        pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
         if stream:
             return chat_completion.chunks(pieces, rendered.output(), cid, created, name)
         return chat_completion.collect(pieces, rendered.output(), cid, created, name, bool(logprobs),

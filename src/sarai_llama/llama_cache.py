@@ -1,29 +1,46 @@
-"""Prompt caches: saved states of several prompts, kept across calls (RAM) or processes (disk).
+"""Prompt caches for ``Llama``: llama-cpp-python's ``LlamaRAMCache`` and ``LlamaDiskCache``
+as views on the engine's state cache (``_core.StateCache``, :mod:`state_cache`), the
+store ``sarai-llama serve --cache-ram/--cache-dir`` uses too.
 
-llama-cpp-python's names and behaviour: ``Llama.set_cache(cache)``; before a
-completion, the cached state whose tokens share the longest prefix with the
-prompt is loaded when it covers more of the prompt than the tokens already
-evaluated; after the completion, the state is stored under prompt + completion
-tokens. The engine's own prefix reuse stays the fast path for one
-conversation; a cache keeps several (system prompts, documents) at once.
+``Llama.set_cache(cache)`` sets the view's store on the engine: a sequence about to be
+taken by another request leaves its state there, and a request restores the longest
+cached prefix of its prompt (every call: completions, chat, ``create_completions``).
+On top, llama-cpp-python's behaviour: before a completion or chat completion, the
+cached state sharing the longest prefix with the prompt is loaded with
+``Llama.load_state`` when it covers more of the prompt than the tokens already
+evaluated; after it, ``Llama.save_state()`` is stored.
+
+Where this differs from llama-cpp-python, and why:
+
+- A state is kept under the tokens it holds. The key given to ``cache[key] = state``
+  must agree with them (one a prefix of the other), else ``ValueError``: a state
+  kept under other tokens would be loaded for a prompt it does not hold.
+- Seeds are not kept: a cache hit leaves the object's seed as it is, so what a
+  completion draws does not depend on whether the cache hit (llama-cpp-python
+  restores the writer's seed). ``save_state``/``load_state`` keep the seed.
+- A cache belongs to one model file and KV layout (``state_cache.identity``), bound
+  by the first ``set_cache``; ``set_cache`` on a ``Llama`` of another is a ``ValueError``.
+- ``LlamaDiskCache`` files are the state cache's (``serve --cache-dir``'s format:
+  version, model identity, checksum; no pickle, so a cache folder cannot run code):
+  a folder can be shared with the server; files of another model or damaged ones
+  are ignored with a warning. The folder is indexed when the cache is bound to a
+  model; files other processes write later are seen by the next cache on it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
+import logging
 from abc import ABC, abstractmethod
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .sampling import RANDOM_SEED
+from . import _core, state_cache
 
 __all__ = ["BaseLlamaCache", "LlamaCache", "LlamaDiskCache", "LlamaRAMCache", "LlamaState", "longest_token_prefix"]
+
+logger = logging.getLogger("sarai_llama")
 
 #: llama-cpp-python's default capacity: 2 GiB of llama.cpp state.
 DEFAULT_CAPACITY = 2 << 30
@@ -31,13 +48,17 @@ DEFAULT_CAPACITY = 2 << 30
 
 @dataclass(frozen=True)
 class LlamaState:
-    """A snapshot of sequence 0: its evaluated tokens, llama.cpp's serialized state and
-    the seed the next completion draws from (llama-cpp-python restores it too)."""
+    """A snapshot of sequence 0: its evaluated tokens, llama.cpp's serialized state, the
+    context size of the object that saved it (0: not known, a state from a cache), the
+    seed the next completion draws from (None: a cache's state, which keeps none) and
+    the shortest prefix of ``input_ids`` it can serve (more than 1 on sliding-window or
+    recurrent memories, whose old positions are gone or cannot be cut)."""
 
     input_ids: tuple[int, ...]
     llama_state: bytes
-    n_ctx: int
-    seed: int = RANDOM_SEED
+    n_ctx: int = 0
+    seed: int | None = None
+    min_prefix: int = 1
 
     @property
     def n_tokens(self) -> int:
@@ -59,38 +80,35 @@ def longest_token_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _longest_key(keys: Iterable[tuple[int, ...]], key: Sequence[int]) -> tuple[int, ...] | None:
-    best, best_len = None, 0
-    for k in keys:
-        n = longest_token_prefix(k, key)
-        if n > best_len:
-            best, best_len = k, n
-    return best
+def _check_capacity(capacity_bytes: Any) -> int:
+    if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes < 0:
+        raise ValueError(f"capacity_bytes must be a non-negative integer, not {capacity_bytes!r}")
+    return capacity_bytes
 
 
 class BaseLlamaCache(ABC):
-    """Token sequences -> :class:`~sarai_llama.llama.LlamaState`, looked up by longest shared prefix.
+    """Token sequences -> :class:`LlamaState`, looked up by longest shared prefix
+    (llama-cpp-python's interface; a subclass of the user's own works with ``Llama``
+    through it: loaded before and stored after each completion).
 
     ``capacity_bytes``: most bytes of llama.cpp state kept (default 2 GiB); the
     least recently used entries go first.
     """
 
+    #: the engine's store behind a view (``_core.StateCache``); None for other caches
+    store: Any = None
+
     def __init__(self, capacity_bytes: int = DEFAULT_CAPACITY) -> None:
-        if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) or capacity_bytes < 0:
-            raise ValueError(f"capacity_bytes must be a non-negative integer, not {capacity_bytes!r}")
-        self.capacity_bytes = capacity_bytes
+        self.capacity_bytes = _check_capacity(capacity_bytes)
 
     @property
     @abstractmethod
     def cache_size(self) -> int:
         """Bytes of state held now."""
 
-    @abstractmethod
-    def _keys(self) -> Iterable[tuple[int, ...]]: ...
-
     def _find_longest_prefix_key(self, key: Sequence[int]) -> tuple[int, ...] | None:
         """The stored key sharing the most leading tokens (at least one) with ``key``."""
-        return _longest_key(self._keys(), key)
+        return None
 
     def __contains__(self, key: Sequence[int]) -> bool:
         return self._find_longest_prefix_key(tuple(key)) is not None
@@ -103,132 +121,98 @@ class BaseLlamaCache(ABC):
     def __setitem__(self, key: Sequence[int], value: LlamaState) -> None: ...
 
 
-class LlamaRAMCache(BaseLlamaCache):
-    """States in this process's memory."""
+class StateCacheView(BaseLlamaCache):
+    """A :class:`BaseLlamaCache` on a ``_core.StateCache`` (``store``): the entries are its
+    states, keyed by the tokens they hold; a lookup gives the state serving the longest
+    prefix of the key."""
+
+    store: Any
+
+    def _find_longest_prefix_key(self, key: Sequence[int]) -> tuple[int, ...] | None:
+        n, tokens = self.store.peek([int(t) for t in key], len(key))
+        return tuple(tokens) if n else None
+
+    def __getitem__(self, key: Sequence[int]) -> LlamaState:
+        found = self.store.find([int(t) for t in key], len(key), 0)
+        if found is None:
+            raise KeyError("no cached state shares a prefix with these tokens")
+        _, tokens, data, min_prefix = found
+        return LlamaState(tuple(tokens), bytes(data), min_prefix=int(min_prefix))
+
+    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
+        key, tokens = [int(t) for t in key], [int(t) for t in value.input_ids]
+        n = min(len(key), len(tokens))
+        if not tokens or key[:n] != tokens[:n]:
+            raise ValueError("a state is kept under the tokens it holds: the key must agree with its input_ids "
+                             "(one a prefix of the other)")
+        self.store.put(tokens, value.llama_state, value.min_prefix)
+
+    def take_warnings(self) -> list[str]:
+        """What the store refused since the last call (damaged or foreign disk files, failed writes)."""
+        return list(self.store.take_warnings())
+
+
+class LlamaRAMCache(StateCacheView):
+    """States in this process's memory, up to ``capacity_bytes`` (least recently used go first)."""
 
     def __init__(self, capacity_bytes: int = DEFAULT_CAPACITY) -> None:
+        self.store = _core.StateCache(_check_capacity(capacity_bytes), "")
         super().__init__(capacity_bytes)
-        self.cache_state: OrderedDict[tuple[int, ...], LlamaState] = OrderedDict()
+
+    @property  # type: ignore[override]
+    def capacity_bytes(self) -> int:
+        return int(self.store.budget)
+
+    @capacity_bytes.setter
+    def capacity_bytes(self, value: int) -> None:
+        self.store.budget = _check_capacity(value)
 
     @property
     def cache_size(self) -> int:
-        return sum(state.llama_state_size for state in self.cache_state.values())
-
-    def _keys(self) -> Iterable[tuple[int, ...]]:
-        return list(self.cache_state)
-
-    def __getitem__(self, key: Sequence[int]) -> LlamaState:
-        found = self._find_longest_prefix_key(tuple(key))
-        if found is None:
-            raise KeyError("no cached state shares a prefix with these tokens")
-        self.cache_state.move_to_end(found)
-        return self.cache_state[found]
-
-    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
-        key = tuple(int(t) for t in key)
-        self.cache_state.pop(key, None)
-        self.cache_state[key] = value
-        while self.cache_state and self.cache_size > self.capacity_bytes:
-            self.cache_state.popitem(last=False)
+        return int(self.store.stats()["bytes"])
 
 
 #: llama-cpp-python's old name for the RAM cache.
 LlamaCache = LlamaRAMCache
 
 
-class LlamaDiskCache(BaseLlamaCache):
-    """States in files under ``cache_dir`` (default ``.cache/llama_cache``, as llama-cpp-python),
-    shared by every process that opens the same folder.
+class LlamaDiskCache(StateCacheView):
+    """States in files under ``cache_dir`` (default ``.cache/llama_cache``, as
+    llama-cpp-python), up to ``capacity_bytes`` of files (least recently used go first);
+    nothing is kept in RAM. One file per state, written to a temporary name and renamed,
+    so a reader never sees half of one (the format of ``serve --cache-dir``)."""
 
-    One file per entry: a JSON header line (key tokens, the state's tokens, n_ctx,
-    seed) and llama.cpp's state bytes. No pickle: a cache folder cannot run code.
-    Files are written to a temporary name and renamed, so a reader never sees half
-    of one; last use is the file's modification time.
-    """
-
-    SUFFIX = ".llamastate"
-
-    def __init__(self, cache_dir: str | os.PathLike[str] = ".cache/llama_cache",
-                 capacity_bytes: int = DEFAULT_CAPACITY) -> None:
-        super().__init__(capacity_bytes)
+    def __init__(self, cache_dir: str | Path = ".cache/llama_cache", capacity_bytes: int = DEFAULT_CAPACITY) -> None:
         self.cache_dir = Path(cache_dir)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.store = _core.StateCache(0, "")
+        super().__init__(capacity_bytes)
 
-    def _files(self) -> list[Path]:
-        return sorted(self.cache_dir.glob("*" + self.SUFFIX))
+    @property  # type: ignore[override]
+    def capacity_bytes(self) -> int:
+        return int(self.store.disk_budget)
 
-    @staticmethod
-    def _header(path: Path) -> dict[str, Any] | None:
-        try:
-            with open(path, "rb") as f:
-                return dict(json.loads(f.readline()))
-        except (OSError, ValueError):
-            return None  # removed by another process meanwhile, or not ours
-
-    def _index(self) -> dict[tuple[int, ...], Path]:
-        out = {}
-        for path in self._files():
-            head = self._header(path)
-            if head is not None and isinstance(head.get("key"), list):
-                out[tuple(head["key"])] = path
-        return out
-
-    def _keys(self) -> Iterable[tuple[int, ...]]:
-        return list(self._index())
+    @capacity_bytes.setter
+    def capacity_bytes(self, value: int) -> None:
+        self.store.set_disk(str(self.cache_dir), _check_capacity(value))
 
     @property
     def cache_size(self) -> int:
-        total = 0
-        for path in self._files():
-            try:
-                total += path.stat().st_size
-            except OSError:
-                pass
-        return total
-
-    def __getitem__(self, key: Sequence[int]) -> LlamaState:
-        index = self._index()
-        best = _longest_key(index, key)
-        if best is None:
-            raise KeyError("no cached state shares a prefix with these tokens")
-        path = index[best]
-        try:
-            with open(path, "rb") as f:
-                head = json.loads(f.readline())
-                data = f.read()
-            os.utime(path)  # most recently used
-        except (OSError, ValueError) as exc:
-            raise KeyError(f"cached state {path.name} could not be read: {exc}") from exc
-        return LlamaState(tuple(head["input_ids"]), data, int(head["n_ctx"]), int(head["seed"]))
-
-    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
-        key = [int(t) for t in key]
-        name = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32] + self.SUFFIX
-        head = {"key": key, "input_ids": list(value.input_ids), "n_ctx": value.n_ctx, "seed": value.seed}
-        fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(head).encode() + b"\n")
-                f.write(value.llama_state)
-            os.replace(tmp, self.cache_dir / name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        self._evict()
-
-    def _evict(self) -> None:
-        def mtime(p: Path) -> float:
-            try:
-                return p.stat().st_mtime
-            except OSError:
-                return 0.0
-
-        files = sorted(self._files(), key=mtime)
-        while files and self.cache_size > self.capacity_bytes:
-            files.pop(0).unlink(missing_ok=True)
+        return int(self.store.stats()["disk_bytes"])
 
 
 # ----------------------------------------------------------------- used by Llama
+def attach(cache: BaseLlamaCache | None, engine: Any, model_path: str, kv_layout: str) -> BaseLlamaCache | None:
+    """``Llama.set_cache``: bind a view's store to this model (``ValueError`` for a cache of
+    another) and set it on ``engine`` (None: the engine keeps no states)."""
+    store = cache.store if cache is not None else None
+    if store is not None:
+        store.bind(state_cache.identity(model_path, kv_layout))
+        for warning in store.take_warnings():
+            logger.warning("%s", warning)
+    engine.state_cache = store
+    return cache
+
+
 def restore(cache: BaseLlamaCache, evaluated: Sequence[int], prompt: Sequence[int]) -> LlamaState | None:
     """The cached state for ``prompt`` when it covers more of it than the tokens already
     ``evaluated``, else None."""
@@ -241,12 +225,21 @@ def restore(cache: BaseLlamaCache, evaluated: Sequence[int], prompt: Sequence[in
     return None
 
 
-def store_after(cache: BaseLlamaCache, prompt: Sequence[int], pieces: Iterator[Any],
+def store_after(cache: BaseLlamaCache | None, prompt: Sequence[int], pieces: Iterator[Any],
                 save: Callable[[], LlamaState]) -> Iterator[Any]:
     """Pass ``pieces`` through; once the completion has ended, store ``save()`` under
-    prompt + completion tokens (an abandoned stream stores nothing)."""
-    generated: list[int] = []
+    prompt + completion tokens when it holds a prefix of them (an abandoned stream stores
+    nothing). No cache: ``pieces``."""
+    if cache is None:
+        return pieces
+    return _store_after(cache, list(prompt), pieces, save)
+
+
+def _store_after(cache: BaseLlamaCache, key: list[int], pieces: Iterator[Any],
+                 save: Callable[[], LlamaState]) -> Iterator[Any]:
     for piece in pieces:
-        generated.extend(piece.tokens)
+        key.extend(piece.tokens)
         yield piece
-    cache[list(prompt) + generated] = save()
+    state = save()
+    if state.input_ids and longest_token_prefix(state.input_ids, key) == min(len(key), state.n_tokens):
+        cache[key] = state

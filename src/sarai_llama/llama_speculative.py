@@ -1,35 +1,147 @@
-"""Prompt-lookup drafts (llama-cpp-python's ``LlamaPromptLookupDecoding``).
+"""Speculative decoding's configuration: n-gram drafts verified by the engine.
 
-A draft model proposes the tokens that followed the latest occurrence of the
-last n-gram in the text so far: rewriting, editing code or quoting a document
-repeat long stretches of the prompt, which such a lookup finds for free.
+The engine (``_core.Engine``, C++) drafts and verifies: a generating sequence
+looks up its last ``ngram_size`` tokens in its own context (prompt and output),
+proposes what followed their most recent earlier occurrence, and verifies that
+draft in the same batch as every other sequence's token. Rewriting, editing
+code or quoting a document repeat long stretches of the prompt, which the
+lookup finds for free. Draft lengths follow each sequence's measured
+acceptance and the measured cost of a batch row, so text without repetition,
+or a full batch, is not slowed down.
+
+:class:`Speculation` is the one place these settings are checked; ``Llama``
+takes llama-cpp-python's ``draft_model=LlamaPromptLookupDecoding(...)`` and the
+server ``--spec-type`` / ``--draft-max`` / ``--draft-min`` /
+``--spec-ngram-size-n`` (and per request ``speculative.n_max`` / ``speculative.n_min``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import _core
 from ._numpy import numpy as _numpy
+from .errors import ParameterError
 
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["LlamaDraftModel", "LlamaPromptLookupDecoding", "SpeculativeDecoder"]
+__all__ = ["DEFAULT_DRAFT_MAX", "DEFAULT_NGRAM_SIZE", "MAX_DRAFT", "MAX_NGRAM_SIZE", "LlamaDraftModel", "LlamaPromptLookupDecoding",
+           "Speculation", "check_draft_limits"]
+
+#: The most draft tokens a step may carry for one sequence (the core's kMaxDraft).
+MAX_DRAFT = 256
+#: The longest n-gram looked up (the core's limit: a longer key is a copy found later anyway).
+MAX_NGRAM_SIZE = 64
+#: Draft limit when speculation is on and none is given: a middle value, not tuned yet
+#: (llama.cpp drafts at most 3 tokens with a draft model, 64 with ngram-mod). The engine
+#: shortens drafts whose measured acceptance and step cost do not pay, so the limit bounds
+#: the best case, not the usual one.
+DEFAULT_DRAFT_MAX = 16
+#: n-gram size looked up (reasoned, not tuned): 3 tokens re-find a copied passage three
+#: tokens after an edit, where llama-server's ngram-simple (12) waits 12 tokens; a wrong
+#: 3-token match costs only a rejected draft, which the acceptance record then shortens.
+DEFAULT_NGRAM_SIZE = 3
+
+
+#: Speculation types by llama-server's names (``--spec-type``): the n-gram lookup, and off.
+SPEC_TYPES = ("ngram-simple", "none")
+#: The server's default: on (llama-server's is off). Draft lengths follow measured acceptance
+#: and step costs so that text that does not repeat, and a full batch, keep plain decoding's
+#: speed: on a loaded machine bench_speculative.py gave 1.03x at C=8 and 1.59x on free text;
+#: to be confirmed on a quiet one (the closing note of issue 23).
+DEFAULT_SPEC_TYPE = "ngram-simple"
+
+
+def parse_spec_type(text: str) -> str:
+    """One of :data:`SPEC_TYPES` (ValueError naming the others llama-server has, which are not offered)."""
+    value = str(text).strip().lower()
+    if value not in SPEC_TYPES:
+        raise ValueError(f"speculative decoding type must be one of {', '.join(SPEC_TYPES)}, not {text!r} "
+                         "(llama-server's draft-model and other n-gram types are not offered)")
+    return value
+
+
+def _count(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ParameterError(f"{name} must be an integer in [{lo}, {hi}], not {value!r}", name)
+    return value
+
+
+def check_draft_limits(draft_max: int | None, draft_min: int | None,
+                       names: tuple[str, str] = ("draft_max", "draft_min")) -> None:
+    """A request's own limits: None (the engine's) or an integer in [0, :data:`MAX_DRAFT`]
+    (``ParameterError`` naming the field as ``names`` spell them)."""
+    for name, value in zip(names, (draft_max, draft_min)):
+        if value is not None:
+            _count(name, value, 0, MAX_DRAFT)
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """The engine's speculation defaults (a request may set its own limits).
+
+    ``draft_max``: the most draft tokens per step for one sequence (0: off, default).
+    ``draft_min``: tokens drafted whenever the lookup proposes that many, whatever the
+    measured costs say (0, default: acceptance and costs decide alone; ``draft_min =
+    draft_max`` drafts every proposal whole, as llama-server does). ``ngram_size``:
+    tokens looked up (default :data:`DEFAULT_NGRAM_SIZE`).
+    """
+
+    draft_max: int = 0
+    draft_min: int = 0
+    ngram_size: int = DEFAULT_NGRAM_SIZE
+
+    def __post_init__(self) -> None:
+        check_draft_limits(self.draft_max, self.draft_min)
+        _count("ngram_size", self.ngram_size, 1, MAX_NGRAM_SIZE)
+
+    @property
+    def enabled(self) -> bool:
+        return self.draft_max > 0
+
+    @classmethod
+    def of_type(cls, spec_type: str, draft_max: int, draft_min: int, ngram_size: int) -> Speculation:
+        """The server's ``--spec-type`` with its limits (``none``: off whatever the limits)."""
+        on = parse_spec_type(spec_type) != "none"
+        return cls(draft_max if on else 0, draft_min if on else 0, ngram_size)
+
+    @classmethod
+    def of(cls, draft_model: LlamaDraftModel | None) -> Speculation:
+        """``Llama(draft_model=...)``'s speculation: off for None; a
+        :class:`LlamaPromptLookupDecoding`'s n-gram size and draft length otherwise."""
+        if draft_model is None:
+            return cls()
+        if not isinstance(draft_model, LlamaPromptLookupDecoding):
+            raise TypeError("draft_model must be a LlamaPromptLookupDecoding: drafts are n-gram lookups made "
+                            f"and verified in the engine (C++), not {type(draft_model).__name__} calls per token")
+        return cls(draft_max=draft_model.num_pred_tokens, ngram_size=draft_model.max_ngram_size)
+
+    def to_core(self) -> Any:
+        c = _core.SpecConfig()
+        c.n_max, c.n_min, c.ngram_n = self.draft_max, self.draft_min, self.ngram_size
+        return c
 
 
 class LlamaDraftModel:
-    """A draft model: ``draft(input_ids) -> candidate next tokens`` (possibly none)."""
+    """llama-cpp-python's draft model base: ``draft(input_ids) -> candidate next tokens``.
+
+    Only :class:`LlamaPromptLookupDecoding` configures ``Llama(draft_model=...)``: the
+    engine drafts in C++ and cannot call Python for every token.
+    """
 
     def __call__(self, input_ids: np.ndarray, /, **kwargs: Any) -> np.ndarray:
         raise NotImplementedError
 
 
 class LlamaPromptLookupDecoding(LlamaDraftModel):
-    """Drafts by n-gram lookup in the tokens so far.
+    """Prompt lookup (llama-cpp-python's name): ``Llama(draft_model=LlamaPromptLookupDecoding(...))``.
 
-    ``max_ngram_size``: the longest suffix n-gram searched (default 2; longer
-    first). ``num_pred_tokens``: most tokens proposed (default 10).
+    ``max_ngram_size``: tokens looked up (default 2); ``num_pred_tokens``: most draft
+    tokens per step (default 10). The engine looks up exactly ``max_ngram_size`` tokens,
+    at their most recent earlier occurrence (llama-cpp-python tries every size down to 1,
+    earliest occurrence first); calling the object runs llama-cpp-python's lookup itself.
     """
 
     def __init__(self, max_ngram_size: int = 2, num_pred_tokens: int = 10) -> None:
@@ -42,7 +154,7 @@ class LlamaPromptLookupDecoding(LlamaDraftModel):
     def find_candidate_pred_tokens(input_ids: Any, max_ngram_size: int, num_pred_tokens: int) -> np.ndarray:
         """The up to ``num_pred_tokens`` tokens after the earliest occurrence of
         the longest suffix n-gram (``max_ngram_size`` down to 1) of ``input_ids``; an
-        empty array when no suffix n-gram occurred before."""
+        empty array when no suffix n-gram occurred before (llama-cpp-python's lookup)."""
         np = _numpy()
         ids = np.asarray(input_ids)
         n = len(ids)
@@ -59,117 +171,3 @@ class LlamaPromptLookupDecoding(LlamaDraftModel):
 
     def __call__(self, input_ids: np.ndarray, /, **kwargs: Any) -> np.ndarray:
         return self.find_candidate_pred_tokens(input_ids, self.max_ngram_size, self.num_pred_tokens)
-
-
-class SpeculativeDecoder:
-    """Completions with drafts (``Llama(draft_model=...)``): one sequence on its own context.
-
-    Each step decodes the last sampled token together with the draft in one batch
-    (logits for every position), samples position by position with the request's
-    own llama.cpp sampler chain, keeps the draft tokens up to the first one the
-    sampler did not choose and drops the rest from the KV cache. Every output token
-    is the one the chain samples after the accepted prefix, so the text is what
-    plain decoding would sample (exactly so when greedy); only the number of
-    decode calls changes.
-
-    ``model``: the ``_core.Model``; ``config``: the Llama's context (a copy with a
-    full sliding-window cache is made, so rejected tokens can be cut on models such
-    as Gemma 3); ``draft``: the draft model.
-    """
-
-    def __init__(self, model: Any, config: Any, draft: LlamaDraftModel) -> None:
-        import dataclasses
-        import threading
-
-        from . import _core
-
-        self.draft = draft
-        self.model = model
-        self._ctx = _core.Context(model, dataclasses.replace(config, swa_full=True, n_seq_max=1).to_core())
-        self._busy = threading.Lock()
-        #: Counters since creation: decode steps, draft tokens proposed and accepted.
-        self.stats = {"steps": 0, "drafted": 0, "accepted": 0}
-
-    def accepts(self, request: Any) -> bool:
-        """True when this path can serve ``request``: logprobs and Python hooks use the engine."""
-        return request.logprobs is None and request.logits_processor is None and request.stopping_criteria is None
-
-    def cancel(self) -> None:
-        self._ctx.cancel()
-
-    def try_run(self, request: Any, default_seed: int) -> Iterator[Any] | None:
-        """The request's pieces, or None when a speculative generation is already running
-        (the caller then uses the engine: a paused stream must not block another call)."""
-        if not self._busy.acquire(blocking=False):
-            return None
-        return self._run(request, default_seed)
-
-    def _run(self, request: Any, default_seed: int) -> Iterator[Any]:
-        from . import _core
-        from .engine import Piece
-        from .llama_cache import longest_token_prefix
-        from .responses import usage
-        from .stops import StopMatcher
-
-        np = _numpy()
-        ctx, prompt = self._ctx, list(request.prompt)
-        try:
-            ctx.reset_cancel()
-            sampler = _core.Sampler(self.model, request.sampling.to_core(default_seed))
-            keep = min(longest_token_prefix(ctx.tokens, prompt), len(prompt) - 1)  # the last one gives logits
-            if not ctx.truncate(keep):
-                keep = 0  # the cache could not be cut there and was cleared
-            room = ctx.n_ctx - len(prompt)
-            limit = room if request.max_tokens is None or request.max_tokens <= 0 else min(request.max_tokens, room)
-            stops, history, generated, finish = StopMatcher(request.stop), prompt, [], None
-
-            def emit(t: int) -> tuple[str, str | None]:
-                generated.append(t)
-                history.append(t)
-                ready, hit = stops.feed(ctx.push_text(t).decode("utf-8", errors="replace"))
-                return ready, "stop" if hit else "length" if len(generated) >= limit else None
-
-            try:
-                ctx.eval(prompt[keep:], False)
-                accepted: list[int] = []
-                tok, eog = ctx.sample(sampler)
-                while finish is None:
-                    for t, t_eog in [*((a, False) for a in accepted), (tok, eog)]:
-                        if t_eog and not request.ignore_eos:
-                            finish = "stop"
-                            break
-                        ready, finish = emit(t)
-                        yield Piece(ready, [t], None, None, usage(len(prompt), len(generated)))
-                        if finish is not None:
-                            break
-                    if finish is None:
-                        accepted, tok, eog = self._step(ctx, sampler, history, tok, limit - len(generated), np)
-            except _core.Cancelled:
-                finish = "cancelled"
-            tail = ctx.flush_text().decode("utf-8", errors="replace")
-            if not stops.stopped and tail:
-                stops.text += tail
-            yield Piece(stops.release_all(), [], None, finish, usage(len(prompt), len(generated)), 0, stops.matched)
-        finally:
-            self._busy.release()
-
-    def _step(self, ctx: Any, sampler: Any, history: list[int], tok: int, budget: int,
-              np: Any) -> tuple[list[int], int, bool]:
-        """Decode ``tok`` (the last of ``history``) with a draft of at most ``budget - 1``
-        tokens; return the accepted draft tokens and the next sampled token (not decoded)."""
-        draft = [int(t) for t in self.draft(np.array(history, dtype=np.intc))][: max(0, budget - 1)]
-        draft = draft[: max(0, ctx.n_ctx - len(ctx.tokens) - 2)]  # room for tok and the drafts
-        base = len(ctx.tokens)
-        ctx.eval([tok, *draft], bool(draft))
-        self.stats["steps"] += 1
-        self.stats["drafted"] += len(draft)
-        j = 0
-        while True:
-            nxt, eog = ctx.sample(sampler, ctx.logits(j) if draft else None)
-            if j < len(draft) and nxt == draft[j] and not eog:
-                j += 1
-                continue
-            break
-        self.stats["accepted"] += j
-        ctx.truncate(base + 1 + j)  # tok and the accepted drafts stay
-        return draft[:j], nxt, eog

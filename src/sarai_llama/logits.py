@@ -133,12 +133,16 @@ class ManualLoop:
         return np.array(list(self.eval_logits), dtype=np.single).reshape(-1, self.n_vocab())
 
     def save_state(self) -> LlamaState:
+        """Sequence 0's tokens and KV state, and this object's seed."""
         tokens, data = self.engine.state()
-        return LlamaState(tuple(tokens), data, self.n_ctx(), self.seed)
+        return LlamaState(tuple(tokens), data, self.n_ctx(), self.seed, self.engine.serves_from())
 
     def load_state(self, state: LlamaState) -> None:
+        """Make ``state`` sequence 0's; its seed becomes this object's (a cache's state
+        has none: the seed stays)."""
         self.engine.set_state(state.llama_state, list(state.input_ids))
-        self.set_seed(state.seed)
+        if state.seed is not None:
+            self.set_seed(state.seed)
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` after the ones cached in sequence 0; ``eval_logits[-1]`` then

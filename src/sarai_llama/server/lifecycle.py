@@ -75,7 +75,7 @@ class ServerState:
             _core.set_log_level(2 if s.log_level == "debug" else 4)
             # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
             model = load_model(s.model, use_extra_bufts=bool(threads.tuned["repack"]) if threads.tuned else True)
-            engine = Engine(model, config, s.seed)
+            engine = Engine(model, config, s.seed, s.speculation())
             meta = dict(model.metadata())
             arch = meta.get("general.architecture", "")
             arch = arch.decode(errors="replace") if isinstance(arch, bytes) else str(arch)

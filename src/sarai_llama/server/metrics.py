@@ -55,6 +55,10 @@ class _EngineCollector(Collector):
                                   value=stats.get("n_batch_tokens", 0))
         yield CounterMetricFamily("sarai:decode_seconds", "Time inside llama_decode.",
                                   value=stats.get("t_decode_ms", 0.0) / 1000.0)
+        yield CounterMetricFamily("sarai:draft_tokens", "Speculative draft tokens verified.",
+                                  value=stats.get("n_drafted", 0))
+        yield CounterMetricFamily("sarai:draft_tokens_accepted", "Speculative draft tokens accepted.",
+                                  value=stats.get("n_draft_accepted", 0))
         if "state_cache_hits" in stats:
             yield from _state_cache_metrics(stats)
 

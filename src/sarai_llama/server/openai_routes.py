@@ -80,7 +80,8 @@ def router(state: ServerState) -> APIRouter:
             raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
         prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
                            ignore_eos=bool(body.ignore_eos), echo=echo_text if body.echo else "",
-                           include_usage=include_usage(body), grammar=grammar)
+                           include_usage=include_usage(body), grammar=grammar, draft_max=body.speculative_n_max,
+                           draft_min=body.speculative_n_min)
         return await respond(body, prepared, http, responses.completion_id())
 
     async def chat(body: ChatBody, http: HTTPRequest) -> Response:
@@ -105,7 +106,8 @@ def router(state: ServerState) -> APIRouter:
             if not 0 <= n_probs <= 20:
                 raise bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
         prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
-                           ignore_eos=bool(body.ignore_eos), include_usage=include_usage(body), rendered=rendered)
+                           ignore_eos=bool(body.ignore_eos), include_usage=include_usage(body), rendered=rendered,
+                           draft_max=body.speculative_n_max, draft_min=body.speculative_n_min)
         return await respond(body, prepared, http, responses.chat_id())
 
     async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, cid: str) -> Response:

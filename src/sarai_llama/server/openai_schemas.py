@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Body", "ChatBody", "CompletionBody", "Generation", "Message", "StreamOptions"]
 
@@ -55,6 +55,9 @@ class Generation(Body):
     n_probs: int | None = None
     response_format: dict[str, Any] | None = None
     json_schema: dict[str, Any] | None = None
+    # llama-server's per-request speculation limits (None: the server's --draft-max / --draft-min)
+    speculative_n_max: int | None = Field(None, alias="speculative.n_max")
+    speculative_n_min: int | None = Field(None, alias="speculative.n_min")
 
 
 class CompletionBody(Generation):

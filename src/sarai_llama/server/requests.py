@@ -18,6 +18,7 @@ from .. import chat_completion
 from ..chat_template import ChatOutput, RenderedChat, json_schema_grammar, response_format_schema, response_grammar
 from ..engine import Request
 from ..errors import utf8
+from ..llama_speculative import check_draft_limits
 from ..sampling import SamplingParams
 from .errors import bad, invalid
 from .lifecycle import ServerState
@@ -185,14 +186,20 @@ async def render_chat(state: ServerState, messages: list[dict[str, Any]], param:
 
 def prepare(state: ServerState, sampling: Sampling, tokens: list[int], max_new: int | None, *,
             stop: list[str] | None = None, n_probs: int | None = None, ignore_eos: bool = False, echo: str = "",
-            include_usage: bool = False, grammar: str | None = None, rendered: RenderedChat | None = None
-            ) -> Prepared:
+            include_usage: bool = False, grammar: str | None = None, rendered: RenderedChat | None = None,
+            draft_max: int | None = None, draft_min: int | None = None) -> Prepared:
     """The engine request: ``grammar``, a completion's response_format GBNF; ``rendered``, a chat
-    request's constraints, stops and answer parser; ``stop``, checked stop strings (:func:`stops`)."""
+    request's constraints, stops and answer parser; ``stop``, checked stop strings (:func:`stops`);
+    ``draft_max`` / ``draft_min``, llama-server's ``speculative.n_max`` / ``n_min`` (None: the server's)."""
     params = sampling_from(sampling, state.n_vocab)
     if grammar is not None:
         params = dataclasses.replace(params, grammar=grammar)
-    request = Request(tokens, params, max_new, list(stop or []), n_probs, ignore_eos)
+    try:
+        check_draft_limits(draft_max, draft_min, ("speculative.n_max", "speculative.n_min"))
+    except ValueError as exc:
+        raise invalid(exc) from None
+    request = Request(tokens, params, max_new, list(stop or []), n_probs, ignore_eos, draft_max=draft_max,
+                      draft_min=draft_min)
     if rendered is not None:
         chat_completion.apply(request, rendered)
     return Prepared(request, len(tokens), echo, include_usage, rendered)

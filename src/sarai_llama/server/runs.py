@@ -133,9 +133,14 @@ class Run:
             self.log["cancelled"] = True
         self.scheduler.release()
         m = self.state.metrics
-        if self.job.handle is not None:  # it reached the engine: its prompt was (being) evaluated
+        h = self.job.handle
+        if h is not None:  # it reached the engine: its prompt was (being) evaluated
             m.prompt_tokens.inc(max(0, self.prepared.n_prompt - self.n_reused))
             m.reused_tokens.inc(self.n_reused)
+            if h.drafted:
+                self.log.update(drafted=h.drafted, draft_accepted=h.draft_accepted)
+            if h.speculation:  # why this request did not speculate
+                self.log["speculation"] = h.speculation
         m.duration.observe(time.monotonic() - self.job.t_submit)
         self.log.update(completion_tokens=self.usage["completion_tokens"], reused_tokens=self.n_reused)
 

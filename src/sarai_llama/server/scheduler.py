@@ -217,6 +217,9 @@ class Scheduler:
                         # a cancel of a request that is still queued inside the core is seen.
                         self._wake.wait(0.05)
                     self._gather_burst()
+        cache = self.engine.state_cache
+        if cache is not None and cache.disk_dir:  # the conversations still in sequences outlive the process
+            self.engine.keep_states()
 
     def _gather_burst(self) -> None:
         """With ``_wake`` held and the engine idle: let a burst of submissions finish arriving.

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from ..context_config import DEFAULT_STEP_BUDGET_MS
+from ..llama_speculative import (DEFAULT_DRAFT_MAX, DEFAULT_NGRAM_SIZE, DEFAULT_SPEC_TYPE, MAX_DRAFT, MAX_NGRAM_SIZE,
+                                 SPEC_TYPES, Speculation, parse_spec_type)
 from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
 
@@ -104,6 +106,20 @@ def parse_cache_ram(text: str) -> str | int:
     return n
 
 
+def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            n = int(str(text).strip())
+        except ValueError:
+            n = lo - 1
+        if not lo <= n <= hi:
+            raise ValueError(f"must be an integer in [{lo}, {hi}], not {text!r}")
+        return n
+
+    parse.__name__ = "int"
+    return parse
+
+
 def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         value = kind(text)
@@ -154,6 +170,17 @@ OPTIONS: tuple[Option, ...] = (
            "while streams generate, a step takes only as many prompt tokens as the engine's measured "
            "costs fit in this many ms, so a long prompt does not stall them (a lone prompt always gets "
            "the whole batch); 'off' or 0: prompts take the whole batch", metavar="MS|off"),
+    Option("spec_type", parse_spec_type, DEFAULT_SPEC_TYPE,
+           "speculative decoding: 'ngram-simple' drafts what followed the last tokens' earlier occurrence in "
+           "the request's own prompt and output, verified in the same batch (draft lengths follow measured "
+           "acceptance and step costs); 'none': off", metavar="|".join(SPEC_TYPES)),
+    Option("draft_max", _int_in(0, MAX_DRAFT), DEFAULT_DRAFT_MAX, "most draft tokens per step for one sequence (0: off); "
+           "a request's 'speculative.n_max' overrides it", ("--spec-draft-n-max",)),
+    Option("draft_min", _int_in(0, MAX_DRAFT), 0, "tokens drafted whenever the lookup proposes that many, whatever the "
+           "measured costs (0: acceptance and costs decide; = --draft-max: every proposal whole, as "
+           "llama-server); a request's 'speculative.n_min' overrides it", ("--spec-draft-n-min",)),
+    Option("spec_ngram_size_n", _int_in(1, MAX_NGRAM_SIZE), DEFAULT_NGRAM_SIZE, "n-gram size looked up for drafts",
+           ("--spec-ngram-simple-size-n",)),
     Option("cache_type_k", parse_kv_type, "f16", "KV-cache type of the keys (f32, f16, bf16, q8_0, q5_1, q5_0, "
            "q4_1, q4_0): q8_0 halves the cache's memory", ("-ctk",)),
     Option("cache_type_v", parse_kv_type, "f16", "KV-cache type of the values (as --cache-type-k); a quantized "
@@ -220,6 +247,10 @@ class Settings:
     batch_size: int
     ubatch_size: int | None
     step_budget_ms: float
+    spec_type: str
+    draft_max: int
+    draft_min: int
+    spec_ngram_size_n: int
     cache_type_k: str
     cache_type_v: str
     flash_attn: str
@@ -261,6 +292,10 @@ class Settings:
 
     def thread_choice(self) -> ThreadChoice:
         return resolve_threads(self.threads, self.job, self.model)
+
+    def speculation(self) -> Speculation:
+        """The engine's speculation defaults (off for ``--spec-type none``)."""
+        return Speculation.of_type(self.spec_type, self.draft_max, self.draft_min, self.spec_ngram_size_n)
 
 
 def resolve_threads(threads: str | int, job: str | None, model: str | None = None) -> ThreadChoice:
