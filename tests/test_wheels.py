@@ -95,15 +95,20 @@ def test_wheel_is_manylinux_2_28_and_ships_everything_it_loads(built: Path) -> N
 @pytest.mark.slow
 def test_every_variant_loads_from_the_repaired_wheel(built: Path, tmp_path: Path, gemma_path: Path) -> None:
     """Installed from the repaired wheel: the loader dlopens every shipped variant to score it, then
-    loads the best and generates; each variant this CPU can run also loads when forced."""
+    loads the best and generates, and a bad grammar is a ValueError with the parser's message; each
+    variant this CPU can run also loads when forced."""
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(built)],
                    check=True)
     code = ("import json, sys, sarai_llama as s\n"
             "llm = s.Llama(sys.argv[1], n_ctx=128, n_threads=1, verbose=False)\n"
             "out = llm('The Eiffel Tower is located in the city of', max_tokens=6, temperature=0)\n"
+            "try:\n"
+            "    s.LlamaGrammar.from_string('root ::= (((')\n"
+            "except ValueError as e:\n"
+            "    bad = str(e)\n"
             "print(json.dumps({'variant': s.system_info()['cpu_variant'], 'text': out['choices'][0]['text'],"
-            " 'file': s.__file__}))\n")
+            " 'file': s.__file__, 'bad_grammar': bad}))\n")
     env = dict(os.environ, PYTHONPATH=str(site))
     env.pop("SARAI_CPU_VARIANT", None)
     run = subprocess.run([sys.executable, "-c", code, str(gemma_path)], capture_output=True, text=True, env=env,
@@ -111,6 +116,8 @@ def test_every_variant_loads_from_the_repaired_wheel(built: Path, tmp_path: Path
     assert run.returncode == 0, run.stderr[-3000:]
     auto = json.loads(run.stdout.strip().splitlines()[-1])
     assert auto["file"].startswith(str(site)) and "Paris" in auto["text"], auto
+    # The parser's message, not "Caught an unknown exception!" (its exception stays in _core).
+    assert auto["bad_grammar"].startswith("grammar does not parse: expecting ')'"), auto
     for variant in ("x64", "sse42", "haswell"):
         run = subprocess.run([sys.executable, "-c", code, str(gemma_path)], capture_output=True, text=True,
                              env=dict(env, SARAI_CPU_VARIANT=variant), cwd=tmp_path)
@@ -144,3 +151,4 @@ def test_wheel_runs_on_debian_without_a_compiler(suite: str, gemma_path: Path) -
     assert f"debian {rel.debian} glibc {glibc}" in out, out[:500]
     assert "CPU backend: " in out and "highest score of 13 shipped variants" in out, out[-2000:]
     assert "Paris" in out.split("CPU backend: ", 1)[1], out[-2000:]
+    assert "bad grammar: ValueError: grammar does not parse: expecting ')'" in out, out[-2000:]

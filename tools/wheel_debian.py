@@ -6,8 +6,9 @@
 For each release: a minbase image with Debian's python3 (tools/debian_image.sh), the
 wheel for its Python (tools/wheels.py builds it), numpy and py-cpuinfo as wheels, and the
 model mounted read-only; then, with `--network none`, pip installs the wheel into a
-fresh venv, `sarai-llama info` names the CPU variant it picked and `sarai-llama run`
-generates text. tests/test_wheels.py runs this.
+fresh venv, `sarai-llama info` names the CPU variant it picked, `sarai-llama run`
+generates text and a grammar that does not parse is a ValueError with the parser's
+message. tests/test_wheels.py runs this.
 
 Debian 11's python3 is 3.9, older than the project supports (>=3.10), and no Debian
 package of a newer one runs on its glibc 2.31. So CPython 3.11 is built once inside a
@@ -34,6 +35,14 @@ CPYTHON = ("python3.11", "bookworm", "python3.11_3.11.2.orig.tar.gz",
            "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849")
 CPYTHON_PREFIX = "/opt/python3.11"
 PROMPT = "The Eiffel Tower is located in the city of"
+#: A grammar that does not parse must be a ValueError with the parser's message: the parser
+#: runs in _core, not libllama, whose copy of libc++ an exception could not cross.
+BAD_GRAMMAR = """from sarai_llama import LlamaGrammar
+try:
+    LlamaGrammar.from_string("root ::= (((")
+except ValueError as e:
+    print("bad grammar: ValueError:", e)
+"""
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,8 @@ def check_release(rel: Release, wheels: Path, model: Path) -> subprocess.Complet
         f" /tmp/venv/bin/python /deps/{pip.name}/pip install -q --no-index --no-cache-dir"
         " --disable-pip-version-check --find-links /wheels --find-links /deps sarai-llama;"
         " cd /tmp; /tmp/venv/bin/sarai-llama info;"
-        f" /tmp/venv/bin/sarai-llama run /models/model.gguf '{PROMPT}' --max-tokens 8 --temperature 0"
+        f" /tmp/venv/bin/sarai-llama run /models/model.gguf '{PROMPT}' --max-tokens 8 --temperature 0;"
+        f" /tmp/venv/bin/python -c '{BAD_GRAMMAR}'"
     )
     return subprocess.run(["podman", "run", "--rm", "--network", "none", *mounts, image("wheel-test", rel.suite, *packages),
                            "sh", "-c", script], capture_output=True, text=True, timeout=900)
