@@ -46,6 +46,15 @@ def test_texts_decoded_together_equal_each_alone(tmp_path: Path, seed: int, pool
     # a causal model's first position sees nothing after it
     assert len({tuple(v) for v in together}) == (1 if pooling == "cls" else len(TEXTS))
     assert n_tokens == sum(emb.embed([t])[1] for t in TEXTS)
+    # the same vectors through llama.cpp's one-sequence path (a plain Context)
+    config = ContextConfig.from_keywords(n_ctx=512, n_batch=512, embeddings=True, flash_attn=False,
+                                         pooling_type=pooling)
+    model = _core.Model(str(path))
+    ctx = _core.Context(model, config.to_core())
+    for t, v in zip(TEXTS, together):
+        ctx.clear()
+        ctx.eval(list(model.tokenize(t.encode(), True, True)))
+        assert [float(x) for x in ctx.embeddings()] == pytest.approx(v, rel=1e-4, abs=1e-5)
 
 
 def test_packing_follows_the_window_and_the_sequence_count(tmp_path: Path) -> None:

@@ -218,6 +218,9 @@ class Event:
     @property
     def speculation(self) -> str: ...  # DONE: why the request did not speculate ("" if it could)
 
+def choose_draft_lengths(steps: list[tuple[int, float]], candidates: list[tuple[float, int, int]], n_gen: int,
+                         max_rows: int, max_ms: float = 0.0) -> list[int]: ...  # draft tokens per candidate
+
 class SpecConfig:
     """Speculation defaults of an Engine (n-gram drafts from each sequence's own context)."""
 
