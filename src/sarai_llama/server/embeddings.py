@@ -1,8 +1,9 @@
 """OpenAI's embeddings API: ``/v1/embeddings`` (and ``/embeddings``).
 
-Embeddings run on a second, pooled context of the same file
-(:meth:`ServerState.embedder`), one request at a time, not through the
-generation scheduler.
+Embeddings run on a pooled context of their own on the served weights
+(:meth:`ServerState.embedder`), not through the generation scheduler: the
+texts of concurrent requests are decoded together, up to ``rerank.DEFAULT_SEQS``
+per ``llama_decode``, an input longer than ``rerank.DEFAULT_WINDOW`` tokens is a 400.
 """
 
 from __future__ import annotations
@@ -46,9 +47,9 @@ def router(state: ServerState) -> APIRouter:
             raise bad("input must hold 1 to 2048 strings", "input")
         if body.dimensions is not None and body.dimensions != state.model.n_embd:
             raise bad(f"this model's embeddings have {state.model.n_embd} dimensions", "dimensions")
-        llm = await run_in_threadpool(state.embedder)
+        embedder = await run_in_threadpool(state.embedder)
         try:
-            vectors, total = await run_in_threadpool(lambda: llm.embed(texts, True, False, True))
+            vectors, total = await run_in_threadpool(embedder.embed, texts, False, True)  # no cut; unit length
         except ValueError as exc:  # an input longer than the embedding context
             raise invalid(exc, "input") from None
         data: list[Any] = vectors

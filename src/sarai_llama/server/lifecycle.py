@@ -20,7 +20,7 @@ from .. import chat, responses
 from .errors import APIError
 from .metrics import Metrics
 from .scheduler import Scheduler
-from .settings import Settings
+from .settings import FLASH_ATTN_KEYWORD, Settings
 
 __all__ = ["ServerState"]
 
@@ -71,7 +71,7 @@ class ServerState:
             config = ContextConfig.from_keywords(
                 n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size, n_threads=n_threads,
                 n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms, type_k=s.cache_type_k,
-                type_v=s.cache_type_v, flash_attn={"on": True, "off": False}.get(s.flash_attn))
+                type_v=s.cache_type_v, flash_attn=FLASH_ATTN_KEYWORD[s.flash_attn])
             _core.set_log_level(2 if s.log_level == "debug" else 4)
             # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
             model = load_model(s.model, use_extra_bufts=bool(threads.tuned["repack"]) if threads.tuned else True)
@@ -135,15 +135,13 @@ class ServerState:
             self.scheduler.stop()
 
     def embedder(self) -> Any:
-        """The pooled embedding context, created on first use (a second context on the same
-        file: the weights are mmap-shared). Its own lock serialises embedding requests."""
+        """The pooled embedding context (``embedding.Embedder``), created on first use on the
+        served model's weights; concurrent requests share its decodes."""
         with self._embed_lock:
             if self._embedder is None:
-                from ..llama import Llama
+                from ..embedding import Embedder
 
-                s = self.settings
-                self._embedder = Llama(s.model, embedding=True, n_ctx=min(self.n_ctx_seq, 8192),
-                                       n_batch=min(self.n_ctx_seq, 8192), n_threads=self.n_threads, verbose=False)
+                self._embedder = Embedder(self.model, self._pooled_config("mean"))
             return self._embedder
 
     def reranker(self) -> Any:
@@ -151,19 +149,26 @@ class ServerState:
         the served model's weights; a ValueError saying why for a model without a classifier head."""
         with self._rerank_lock:
             if self._reranker is None and self._rerank_error is None:
-                from ..context_config import ContextConfig
-                from ..rerank import DEFAULT_WINDOW, Reranker
+                from ..rerank import Reranker
 
-                window = min(self.n_ctx_seq, DEFAULT_WINDOW)
-                config = ContextConfig.from_keywords(n_ctx=window, n_batch=window, n_threads=self.n_threads,
-                                                     embeddings=True, pooling_type="rank")
                 try:
-                    self._reranker = Reranker(self.model, config)
+                    self._reranker = Reranker(self.model, self._pooled_config("rank"))
                 except ValueError as exc:  # said once, then answered from here
                     self._rerank_error = str(exc)
             if self._reranker is None:
                 raise ValueError(self._rerank_error)
             return self._reranker
+
+    def _pooled_config(self, pooling: str) -> Any:
+        """A pooled context's configuration: the server's threads and flash attention, a
+        window of ``rerank.server_window`` tokens."""
+        from ..context_config import ContextConfig
+        from ..rerank import server_window
+
+        window = server_window(self.n_ctx_seq)
+        return ContextConfig.from_keywords(n_ctx=window, n_batch=window, n_threads=self.n_threads, embeddings=True,
+                                           pooling_type=pooling,
+                                           flash_attn=FLASH_ATTN_KEYWORD[self.settings.flash_attn])
 
     def _engine_failed(self, exc: BaseException) -> None:
         self.phase, self.failure = "failed", f"the engine failed: {exc}"

@@ -23,7 +23,7 @@ from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
 
 __all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_cache_ram",
-           "parse_flash_attn", "parse_kv_type", "resolve_threads"]
+           "FLASH_ATTN_KEYWORD", "parse_flash_attn", "parse_kv_type", "resolve_threads"]
 
 
 def parse_bool(text: str) -> bool:
@@ -72,11 +72,15 @@ def parse_kv_type(text: str) -> str:
     return value
 
 
+#: A ``--flash-attn`` value as ``ContextConfig.from_keywords``' ``flash_attn``.
+FLASH_ATTN_KEYWORD: dict[str, bool | None] = {"on": True, "off": False, "auto": None}
+
+
 def parse_flash_attn(text: str) -> str:
     """``on``, ``off`` or ``auto`` (llama.cpp decides per model and machine), as llama-server's ``-fa``."""
     value = str(text).strip().lower()
     value = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(value, value)
-    if value not in ("on", "off", "auto"):
+    if value not in FLASH_ATTN_KEYWORD:
         raise ValueError(f"flash attention must be on, off or auto, not {text!r}")
     return value
 
