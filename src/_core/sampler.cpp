@@ -180,22 +180,25 @@ struct Utf8Guard {
     static void free(llama_sampler *s) { delete (Utf8Guard *)s->ctx; }
 };
 
-llama_sampler_i *utf8_guard_iface() {
+// The llama_sampler_i of a sampler type with static name, accept, apply, reset,
+// clone and free: no backend sampling, so those entries stay null.
+template <typename T>
+llama_sampler_i *iface_of() {
     static llama_sampler_i iface = [] {
-        llama_sampler_i i{};  // no backend sampling: those entries stay null
-        i.name = Utf8Guard::name;
-        i.accept = Utf8Guard::accept;
-        i.apply = Utf8Guard::apply;
-        i.reset = Utf8Guard::reset;
-        i.clone = Utf8Guard::clone;
-        i.free = Utf8Guard::free;
+        llama_sampler_i i{};
+        i.name = T::name;
+        i.accept = T::accept;
+        i.apply = T::apply;
+        i.reset = T::reset;
+        i.clone = T::clone;
+        i.free = T::free;
         return i;
     }();
     return &iface;
 }
 
 llama_sampler *Utf8Guard::clone(const llama_sampler *s) {
-    return llama_sampler_init(utf8_guard_iface(), new Utf8Guard(*(const Utf8Guard *)s->ctx));
+    return llama_sampler_init(iface_of<Utf8Guard>(), new Utf8Guard(*(const Utf8Guard *)s->ctx));
 }
 
 // A GBNF grammar as a sampler, on llama.cpp's grammar matcher (llama-grammar.cpp),
@@ -252,25 +255,11 @@ struct GrammarSampler {
     }
 };
 
-llama_sampler_i *grammar_iface() {
-    static llama_sampler_i iface = [] {
-        llama_sampler_i i{};  // no backend sampling: those entries stay null
-        i.name = GrammarSampler::name;
-        i.accept = GrammarSampler::accept;
-        i.apply = GrammarSampler::apply;
-        i.reset = GrammarSampler::reset;
-        i.clone = GrammarSampler::clone;
-        i.free = GrammarSampler::free;
-        return i;
-    }();
-    return &iface;
-}
-
 llama_sampler *GrammarSampler::clone(const llama_sampler *s) {
     const auto *g = (const GrammarSampler *)s->ctx;
     auto copy = std::make_unique<GrammarSampler>(*g);
     copy->grammar = llama_grammar_clone_impl(*g->grammar);
-    return llama_sampler_init(grammar_iface(), copy.release());
+    return llama_sampler_init(iface_of<GrammarSampler>(), copy.release());
 }
 
 // The grammar sampler of `p`: plain, or lazy with its triggers, then advanced
@@ -293,7 +282,7 @@ llama_sampler *make_grammar(const Model &model, const SamplerParams &p) {
         throw InvalidArgument(std::string("invalid grammar trigger: ") + e.what());
     }
     if (!g->grammar) throw InvalidArgument(with_reason("invalid grammar"));
-    llama_sampler *s = llama_sampler_init(grammar_iface(), g.release());
+    llama_sampler *s = llama_sampler_init(iface_of<GrammarSampler>(), g.release());
     if (!p.grammar_lazy && !p.grammar_prefill.empty()) {
         try {
             // Tokens that read back as exactly the prefill text (Model::text_tokens).
@@ -327,7 +316,7 @@ Sampler::Sampler(const Model &model, const SamplerParams &p) {
                                              p.presence_penalty));
         }
         if (!p.grammar.empty()) {
-            if (model.has_byte_tokens()) add(llama_sampler_init(utf8_guard_iface(), new Utf8Guard{&model}));
+            if (model.has_byte_tokens()) add(llama_sampler_init(iface_of<Utf8Guard>(), new Utf8Guard{&model}));
             add(make_grammar(model, p));
         }
     } catch (...) {
