@@ -113,7 +113,8 @@ async def scenario(url: str, n_tokens: int, seed: int) -> dict[str, Any]:
                 steady.append(b - a)
             if any(a < end and b > start for start, end in windows):
                 during.append(b - a)
-    return {"prompt_tokens": n_alone, "steady_gap_s": statistics.median(steady), "max_gap_s": max(during),
+    return {"prompt_tokens": n_alone, "steady_gap_s": statistics.median(steady) if steady else float("nan"),
+            "max_gap_s": max(during) if during else float("nan"),
             "latency_s": latencies, "alone_s": alone, "wall_s": time.perf_counter() - t0}
 
 
