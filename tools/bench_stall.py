@@ -144,7 +144,7 @@ def main() -> int:
     # Room for the three streams' tokens (they run through both long prompts) and one long prompt.
     ap.add_argument("--ctx-size", type=int, default=16384)
     ap.add_argument("--prompt-tokens", default="2000,4000")
-    ap.add_argument("--budgets", default="200,off", help="our --step-budget-ms values, comma-separated")
+    ap.add_argument("--budgets", default="120,200,off", help="our --step-budget-ms values, comma-separated")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--llama-server")
     ap.add_argument("-o", "--output", choices=["md", "json"], default="md")
