@@ -335,5 +335,5 @@ def test_draft_policy_on_recorded_step_times():
     # whose proposals are mostly right explores with one row, so the line can learn again
     # (before this, a steep fit stopped drafting for good), while free text does not.
     stale = steep + [(1, 10.0)] * 80  # ~65 one-row steps decay the old rows below the variance floor
-    assert choose(stale, [(0.95, 16, 0), (0.3, 16, 0), (0.9, 0, 0)], 3, 64) == [1, 0, 0]
+    assert choose(stale, [(0.95, 16, 0), (0.5, 16, 0), (0.9, 0, 0)], 3, 64) == [1, 0, 0]  # 0.5: a new request's prior
     assert choose(stale, [(0.95, 16, 0)] * 3, 3, 4) == [1, 0, 0]  # within max_rows

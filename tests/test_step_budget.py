@@ -123,7 +123,9 @@ def test_a_prompt_alone_gets_full_batches(model):
 
 
 def test_budget_is_the_target_turned_into_prompt_tokens(model):
-    """prompt_budget = (target - logits_row_ms * rows) / prompt_token_ms, within [floor, room]."""
+    """prompt_budget = (target - logits_row_ms * rows) / prompt_token_ms, within [floor, room],
+    and never less than the rows' own time in prompt tokens: on a machine too busy for the
+    target, the prompt and the streams share each step instead of the prompt crawling."""
     engine = engine_with(model, TINY_TARGET_MS)
     floor = engine.prompt_budget(1)  # nothing measured yet: the first chunk is the floor
     stream_then_long_prompt(engine, model)
@@ -132,8 +134,11 @@ def test_budget_is_the_target_turned_into_prompt_tokens(model):
     for rows in (1, 3):
         for target in (row * rows + tok * 40.5, row * rows + tok * 1000, TINY_TARGET_MS):
             engine.step_budget_ms = target
-            want = min(N_BATCH - rows, max(floor, math.floor((target - row * rows) / tok)))
+            left = max(target - row * rows, row * rows)
+            want = min(N_BATCH - rows, max(floor, math.floor(left / tok)))
             assert engine.prompt_budget(rows) == want, (rows, target)
+    engine.step_budget_ms = row * 3 / 2  # the rows alone take more than the target
+    assert engine.prompt_budget(3) == min(N_BATCH - 3, max(floor, math.floor(row * 3 / tok)))
     assert engine.prompt_budget(0) == N_BATCH  # nothing generating: the whole batch
     engine.step_budget_ms = 0
     assert engine.prompt_budget(2) == N_BATCH - 2

@@ -113,7 +113,8 @@ async def scenario(url: str, n_tokens: int, seed: int) -> dict[str, Any]:
                 steady.append(b - a)
             if any(a < end and b > start for start, end in windows):
                 during.append(b - a)
-    return {"prompt_tokens": n_alone, "steady_gap_s": statistics.median(steady), "max_gap_s": max(during),
+    return {"prompt_tokens": n_alone, "steady_gap_s": statistics.median(steady) if steady else float("nan"),
+            "max_gap_s": max(during) if during else float("nan"),
             "latency_s": latencies, "alone_s": alone, "wall_s": time.perf_counter() - t0}
 
 
@@ -143,7 +144,7 @@ def main() -> int:
     # Room for the three streams' tokens (they run through both long prompts) and one long prompt.
     ap.add_argument("--ctx-size", type=int, default=16384)
     ap.add_argument("--prompt-tokens", default="2000,4000")
-    ap.add_argument("--budgets", default="200,off", help="our --step-budget-ms values, comma-separated")
+    ap.add_argument("--budgets", default="120,200,off", help="our --step-budget-ms values, comma-separated")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--llama-server")
     ap.add_argument("-o", "--output", choices=["md", "json"], default="md")

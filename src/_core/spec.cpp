@@ -27,8 +27,9 @@ constexpr double kMinRowVariance = 0.2;
 // than the average (which would mean a negative fixed cost).
 constexpr double kMinRowShare = 0.05, kMaxRowShare = 1.0;
 // A candidate explores the slope (spec.h) only while its proposals are right at
-// least this often: a sequence writing free text pays nothing for the line.
-constexpr double kExploreMinP = 0.5;
+// least this often: above the prior (0.5), so only after its own proposals (used
+// or not) were right more than wrong; a sequence writing free text pays nothing.
+constexpr double kExploreMinP = 0.7;
 
 void check_limit(const char *name, int32_t v, int32_t lo) {
     if (v < lo || v > kMaxDraft)

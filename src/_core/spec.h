@@ -111,8 +111,8 @@ struct DraftCandidate {
 // give for its cost, after each candidate's floor (n_min). `n_gen` sequences
 // each produce one token anyway; the step's rows may not pass `max_rows`, nor
 // (beyond the floors) its predicted time `max_ms` (<= 0: no limit).
-// While the cost line's slope is not current, a candidate whose proposals are
-// right more often than not drafts at least one token: otherwise a slope fitted
+// While the cost line's slope is not current, a candidate whose proposals have
+// been right clearly more often than not (p >= 0.7) drafts at least one token: otherwise a slope fitted
 // too steep (a noisy step) would stop all drafting, and with it the steps of
 // several rows that would correct it.
 void choose_draft_lengths(std::vector<DraftCandidate> &cands, const StepCostLine &cost, int32_t n_gen,

@@ -29,12 +29,14 @@ DEFAULT_UBATCH = 512
 #: The step time (ms) the engine aims at while sequences generate (``step_budget_ms``).
 #: Two limits meet here: a stream's gap between tokens (the step plus HTTP) should stay
 #: under 0.25 s, where a reader sees a stall, and each budgeted step also pays for the
-#: streams' rows, so the smaller the steps the longer a long prompt takes. At 200 ms
-#: Gemma 270M on 2 cores reads about 60 prompt tokens per step beside 3 streams, so a
-#: 2,000-token prompt costs ~30 steps' rows. Measured with ``tools/bench_stall.py`` (3
-#: streams, 2,000 / 4,000-token prompts): the largest gap fell from 1.1 / 1.5 s to 0.32 /
-#: 0.41 s, and the prompt took 1.7 / 1.5 times as long.
-DEFAULT_STEP_BUDGET_MS = 200.0
+#: streams' rows, so the smaller the steps the longer a long prompt takes. The largest gap
+#: lands above the target (a prompt token's cost grows with its position; the HTTP side
+#: adds its share). Measured with ``tools/bench_stall.py`` (Gemma 270M, 2 cores, 3
+#: streams, 2,000 / 4,000-token prompts): at 200 ms the largest gap was 0.35 / 0.31 s, at
+#: 120 ms 0.15 / 0.17 s (off: 1.4 / 1.5 s), and the long prompt took 1.6 / 1.5 times as
+#: long as without a budget at 200 ms, 1.7 / 1.8 times at 120 ms. 120 keeps streams under
+#: the stall limit; raise it (``--step-budget-ms``) to favour long prompts.
+DEFAULT_STEP_BUDGET_MS = 120.0
 
 
 #: Bytes per element of each KV type (a quantized block's bytes over its 32 elements).

@@ -30,7 +30,8 @@ class Embedder:
 
     def __init__(self, model: Any, config: ContextConfig, n_seq: int = DEFAULT_SEQS) -> None:
         self._vocab = Vocab(model)
-        window = min(config.n_batch, config.n_ctx or int(model.n_ctx_train))
+        self._n_ctx = config.n_ctx or int(model.n_ctx_train)
+        window = min(config.n_batch, self._n_ctx)
         pooling = POOLING["last"] if config.pooling == POOLING["none"] else config.pooling
         config = dataclasses.replace(config, n_ctx=window, n_batch=window, pooling=pooling)
         self._batch = _core.PooledBatch(model, config.to_core(), n_seq)
@@ -38,7 +39,8 @@ class Embedder:
 
     @property
     def n_ctx(self) -> int:
-        return self.window
+        """The configured context size (``Llama.n_ctx()``); inputs are read up to ``window`` tokens."""
+        return self._n_ctx
 
     @property
     def n_decodes(self) -> int:
