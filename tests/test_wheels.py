@@ -135,17 +135,23 @@ def containers_or_skip() -> None:
         pytest.skip("the Debian images are made with mmdebstrap as root: sudo make system-deps, then run as root")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("suite", list(wheel_debian.RELEASES))
-def test_wheel_runs_on_debian_without_a_compiler(suite: str, gemma_path: Path) -> None:
+@pytest.fixture(scope="module")
+def prepared() -> wheel_debian.Prepared:
     containers_or_skip()
     pytest.importorskip("ziglang", reason="python tools/deps.py wheel")
+    return wheel_debian.Prepared(list(wheel_debian.RELEASES))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", list(wheel_debian.RELEASES))
+def test_wheel_runs_on_debian_without_a_compiler(suite: str, prepared: wheel_debian.Prepared,
+                                                 gemma_path: Path) -> None:
     rel = wheel_debian.RELEASES[suite]
     try:
-        whl = wheel_debian.wheel_for(rel.python)
+        folder = prepared.wheels(suite)
     except LookupError as exc:
         pytest.skip(f"Debian {rel.debian} runs CPython {rel.python}: {exc}")
-    run = wheel_debian.check_release(rel, whl.parent, gemma_path.resolve())
+    run = wheel_debian.check_release(rel, folder, gemma_path.resolve())
     out = run.stdout
     assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
     glibc = {11: "2.31", 12: "2.36", 13: "2.41"}[rel.debian]

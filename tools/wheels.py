@@ -50,8 +50,10 @@ CONFIG = (f"cmake.define.CMAKE_SHARED_LINKER_FLAGS={BSYMBOLIC}", f"cmake.define.
 #: Libraries a wheel may take from the system: glibc's (every manylinux policy lists them).
 SYSTEM_LIBS = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "ld-linux-x86-64.so.2",
                "ld-linux-aarch64.so.1"}
-#: What goes into a wheel: the sources' hash names a built wheel, so an unchanged tree is not rebuilt.
-SOURCES = ("src", "cmake", "CMakeLists.txt", "_build_backend", "pyproject.toml", "README.md")
+#: What goes into a wheel, this file's build settings included: the hash of these names a built
+#: wheel, so an unchanged tree is not rebuilt.
+SOURCES = ("src", "cmake", "CMakeLists.txt", "_build_backend", "pyproject.toml", "README.md", "LICENSE",
+           "tools/wheels.py")
 
 
 def runtime_requirements() -> list[str]:
@@ -128,6 +130,22 @@ def zig_wrappers() -> dict[str, str]:
     return env
 
 
+def llvm_license() -> str:
+    """The CMake setting that ships LLVM's license (Apache-2.0 WITH LLVM-exception) in the wheel:
+    it covers zig's libc++, linked into each library, and the OpenMP runtime auditwheel copies
+    in. The cmeel-libomp package carries no license file; the ziglang package has the text."""
+    import ziglang  # noqa: PLC0415
+
+    text = Path(ziglang.__file__).with_name("lib") / "libcxx" / "LICENSE.TXT"
+    if "Apache License" not in text.read_text(errors="replace"):
+        raise FileNotFoundError(f"{text}: not LLVM's license")
+    return f"cmake.define.SARAI_EXTRA_LICENSES=LLVM-LICENSE.txt={text}"
+
+
+#: What dist-info/licenses/ of every zero-compile wheel holds (CMakeLists.txt "licenses").
+LICENSES = ("LICENSE", "llama.cpp-LICENSE", "nlohmann-json-LICENSE", "LLVM-LICENSE.txt")
+
+
 def openmp() -> tuple[list[str], Path]:
     """CMake settings that point FindOpenMP at LLVM's OpenMP runtime from the ``cmeel-libomp``
     package (zig's clang speaks OpenMP but ships no runtime), and the runtime's folder.
@@ -171,7 +189,8 @@ def build_one(python: str, out: Path) -> Path:
         shutil.rmtree(raw, ignore_errors=True)
         env = dict(os.environ, **zig_wrappers(), CCACHE_BASEDIR=str(ROOT))
         omp_settings, omp_dir = openmp()
-        settings = [f"--config-settings={c}" for c in (*CONFIG, *omp_settings, "build-dir=build/{wheel_tag}-manylinux")]
+        settings = [f"--config-settings={c}"
+                    for c in (*CONFIG, *omp_settings, llvm_license(), "build-dir=build/{wheel_tag}-manylinux")]
         log(f"{tag}: building with zig for {ZIG_TARGET}")
         subprocess.run([exe, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir", *settings,
                         "-w", str(raw), str(ROOT)], check=True, env=env)
@@ -220,6 +239,9 @@ def check(wheel: Path) -> list[str]:
         problems.append("built without OpenMP (ggml's spinning thread pool): CMake did not find the OpenMP runtime")
     if not any(re.search(r"\.libs/libomp[-.]", n) for n in names):
         problems.append("LLVM's OpenMP runtime (libomp) is not in the wheel")
+    shipped = {n.rsplit("/", 1)[1] for n in names if ".dist-info/licenses/" in n}
+    if missing := [name for name in LICENSES if name not in shipped]:
+        problems.append(f"license files missing from dist-info/licenses/: {', '.join(missing)}")
     variants = sorted(n.split("libggml-cpu-")[1][:-3] for n in names if "/lib/libggml-cpu-" in n)
     if variants != sorted(info["cpu_variants"]):
         problems.append(f"variant libraries {variants} are not build_info's {info['cpu_variants']}")
