@@ -107,3 +107,6 @@ podman build --network none --format docker --quiet -f deploy/Containerfile --bu
   --build-arg FLAVOR="$flavor" --build-arg VERSION="$version" \
   -t "$TAG" -t "localhost/sarai-llama:$version-$flavor" "$ctx" >/dev/null
 echo "[image] $TAG built in $((SECONDS - t0)) s: $(podman image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')"
+# The install stage's image and the image this build replaced keep no tag: remove such
+# leftovers of ours (each build of an image would otherwise leave 300 to 600 MB on the disk).
+podman image prune -f --filter "label=org.opencontainers.image.title=sarai-llama" >/dev/null
