@@ -7,12 +7,18 @@ MODEL ?=
 PROMPT ?= The Eiffel Tower is located in the city of
 THREADS ?= 1,2
 FUZZ_SECONDS ?= 60
+# make install-fast: where to look for a zero-compile wheel (make wheel writes dist/), or an index.
+WHEELHOUSE ?= dist
+INDEX_URL ?=
+# make wheel: the CPythons to build for (X.Y or paths); empty: every supported one this machine has.
+PYTHONS ?=
 # ccache keys on paths relative to the checkout, so an sdist build elsewhere hits the same cache.
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/ccache
 export CCACHE_MAXSIZE ?= 5G
 
-.PHONY: help build-deps deps build-tools system-deps vendor clean-vendor install install-fast install-optimized show-llama-build \
+.PHONY: help build-deps deps build-tools system-deps vendor clean-vendor install install-fast install-source install-optimized \
+        wheel show-llama-build \
         clean-llama-build demo test test-fast lcp-suite fuzz bench-llama-native sdist clean \
         image image-native k8s-validate
 
@@ -22,6 +28,8 @@ help:
 	@echo "make fuzz               run every fuzz harness for FUZZ_SECONDS each [60]"
 	@echo "make lcp-suite          run llama-cpp-python's own tests against the installed sarai_llama"
 	@echo "make install            = install-fast: the portable build (runs on any x86-64 CPU)"
+	@echo "make install-fast       zero-compile: a wheel from WHEELHOUSE [dist] or INDEX_URL, else builds from source"
+	@echo "make wheel              the manylinux wheels, one per CPython here [PYTHONS=3.11 ...], into dist/"
 	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
 	@echo "make show-llama-build   print the installed build's metadata"
 	@echo "make clean-llama-build  remove the native build and reinstall the portable one"
@@ -41,7 +49,7 @@ build-deps:
 	@$(PYTHON) tools/deps.py build
 
 deps:
-	@$(PYTHON) tools/deps.py build test deploy fuzz
+	@$(PYTHON) tools/deps.py build test deploy fuzz wheel
 
 # Debian packages: installed as root (or with sudo), else the command is printed and the
 # tests that need them skip. build-tools: the compiler and ccache, before the first build,
@@ -63,8 +71,27 @@ clean-vendor:
 
 install: install-fast
 
-install-fast: build-deps vendor
+# Zero-compile: the wheel from INDEX_URL, or the one in WHEELHOUSE that this Python can install
+# (seconds); the portable build from source only when there is none (minutes, needs g++).
+install-fast:
+	@if [ -n "$(INDEX_URL)" ]; then \
+	  echo "zero-compile: sarai-llama's wheel from $(INDEX_URL)"; \
+	  $(PIP) install --only-binary=sarai-llama --index-url "$(INDEX_URL)" sarai-llama; \
+	elif whl=$$($(PYTHON) tools/wheels.py find "$(WHEELHOUSE)"); then \
+	  echo "zero-compile: installing $$whl"; \
+	  $(PIP) uninstall -q -y sarai-llama 2>/dev/null; $(PIP) install --no-cache-dir "$$whl"; \
+	else \
+	  echo "no wheel in $(WHEELHOUSE)/ fits this Python: building from source instead (minutes, needs g++; make wheel makes the wheels)"; \
+	  $(MAKE) --no-print-directory install-source; \
+	fi
+
+install-source: build-deps vendor
 	$(PIP) install --no-build-isolation --no-cache-dir -v .
+
+# The zero-compile wheels (tools/wheels.py: zig for glibc 2.28, auditwheel repair, the checks).
+wheel: vendor
+	@$(PYTHON) tools/deps.py build wheel
+	$(PYTHON) tools/wheels.py build $(foreach p,$(PYTHONS),--python $(p))
 
 install-optimized: build-deps vendor
 	$(PIP) install --no-build-isolation --no-cache-dir -v --config-settings=native=true --config-settings=blas=$(BLAS) .

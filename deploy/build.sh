@@ -5,9 +5,10 @@
 #   1. podman set up (tools/podman_setup.sh);
 #   2. the base image localhost/sarai-llama-base:<suite>, a Debian minbase made by
 #      mmdebstrap from Debian packages and `podman import`ed (no registry needed);
-#   3. the sarai-llama wheel, built on the host with $PYTHON into
-#      build/deploy/wheels/<flavor>-<source hash>/ and reused while the sources are
-#      unchanged (the portable build takes minutes on a small machine);
+#   3. the sarai-llama wheel for $PYTHON's version: zero-compile takes the manylinux wheel
+#      that `make wheel` makes and users install (tools/wheels.py); native-blas builds one on
+#      the host into build/deploy/wheels/native-blas-<source hash>/; both are reused while
+#      the sources are unchanged (a build takes minutes on a small machine);
 #   4. its dependencies as wheels for the image's Python (pip download on the host:
 #      containers here may have no working network or TLS);
 #   5. podman build --network none.
@@ -36,17 +37,8 @@ TAG=${TAG:-localhost/sarai-llama:$flavor}
 bash tools/podman_setup.sh >/dev/null
 
 # ---- 2. base image: Debian's python3 is the image's Python; the wheel must match it.
-base_pkgs=(python3 tini libgomp1 libstdc++6 passwd)  # passwd: useradd
-base_tag="localhost/sarai-llama-base:$SUITE-$(printf '%s\n' "${base_pkgs[@]}" | sha256sum | cut -c1-8)"
-if ! podman image exists "$base_tag"; then
-  echo "[image] base $base_tag: mmdebstrap --variant=minbase $SUITE"
-  t0=$SECONDS
-  mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${base_pkgs[*]}")" \
-    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
-    "$SUITE" - | podman import --quiet - "$base_tag" >/dev/null
-  echo "[image] base built in $((SECONDS - t0)) s"
-fi
+# libgomp1: the native-blas build uses OpenMP (the zero-compile wheel needs nothing but glibc).
+base_tag=$(bash tools/debian_image.sh base "$SUITE" python3 tini libgomp1 libstdc++6 passwd)  # passwd: useradd
 image_py=$(podman run --rm --network none "$base_tag" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 if [ "$image_py" != "$host_py" ]; then
   echo "the image's Python is $image_py (Debian $SUITE) but PYTHON=$PYTHON is $host_py:" \
@@ -63,20 +55,24 @@ if [ -n "$stray" ]; then
   echo "$stray" >&2
   exit 1
 fi
-src_hash=$( { git ls-files -co --exclude-standard -- src cmake CMakeLists.txt _build_backend pyproject.toml README.md \
-                | grep -v '/build_info.json$' | sort | xargs sha256sum
-              cat vendor/llama.cpp/.sarai-vendor.json vendor/OpenBLAS/.sarai-vendor.json 2>/dev/null
-              echo "$flavor $host_py ${settings[*]-}"; } | sha256sum | cut -c1-16)
-wheels=build/deploy/wheels/$flavor-$src_hash
-if ! ls "$wheels"/sarai_llama-*.whl >/dev/null 2>&1; then
-  echo "[image] building the $flavor wheel into $wheels (sources changed or first build)"
-  t0=$SECONDS
-  $PYTHON tools/deps.py build
+if [ "$flavor" = zero-compile ]; then
+  wheels=build/deploy/wheels/$flavor
+  $PYTHON tools/deps.py build wheel
   $PYTHON tools/vendor.py
-  rm -rf "$wheels.tmp" && mkdir -p "$wheels.tmp"
-  $PYTHON -m pip wheel --no-build-isolation --no-deps --no-cache-dir ${settings[@]+"${settings[@]}"} -w "$wheels.tmp" .
-  rm -rf "$wheels" && mv "$wheels.tmp" "$wheels"
-  echo "[image] wheel built in $((SECONDS - t0)) s"
+  rm -rf "$wheels" && mkdir -p "$wheels"
+  $PYTHON tools/wheels.py build --python "$PYTHON" --out "$wheels"
+else
+  wheels=build/deploy/wheels/$flavor-$($PYTHON tools/wheels.py hash "$flavor ${settings[*]-}")
+  if ! ls "$wheels"/sarai_llama-*.whl >/dev/null 2>&1; then
+    echo "[image] building the $flavor wheel into $wheels (sources changed or first build)"
+    t0=$SECONDS
+    $PYTHON tools/deps.py build
+    $PYTHON tools/vendor.py
+    rm -rf "$wheels.tmp" && mkdir -p "$wheels.tmp"
+    $PYTHON -m pip wheel --no-build-isolation --no-deps --no-cache-dir ${settings[@]+"${settings[@]}"} -w "$wheels.tmp" .
+    rm -rf "$wheels" && mv "$wheels.tmp" "$wheels"
+    echo "[image] wheel built in $((SECONDS - t0)) s"
+  fi
 fi
 
 # ---- 4. dependencies for the image's Python, as binary wheels only.
@@ -111,3 +107,6 @@ podman build --network none --format docker --quiet -f deploy/Containerfile --bu
   --build-arg FLAVOR="$flavor" --build-arg VERSION="$version" \
   -t "$TAG" -t "localhost/sarai-llama:$version-$flavor" "$ctx" >/dev/null
 echo "[image] $TAG built in $((SECONDS - t0)) s: $(podman image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')"
+# The install stage's image and the image this build replaced keep no tag: remove such
+# leftovers of ours (each build of an image would otherwise leave 300 to 600 MB on the disk).
+podman image prune -f --filter "label=org.opencontainers.image.title=sarai-llama" >/dev/null

@@ -83,7 +83,7 @@ PINS = {
 
 DEBIAN_SRC_LINE = (
     "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
-    "http://deb.debian.org/debian bookworm main\n"
+    "http://deb.debian.org/debian {suite} main\n"
 )
 CACHE = Path(os.environ.get("SARAI_VENDOR_CACHE", Path.home() / ".cache" / "sarai-llama" / "vendor"))
 
@@ -162,22 +162,18 @@ def try_submodule(pin: Pin) -> bool:
 
 def download(pin: Pin) -> Path:
     """Return a verified copy of the pin's offline archive, from the cache or the network."""
+    if pin.offline_kind == "debian-source":
+        return debian_source("openblas", "bookworm", pin.offline_file, pin.sha256)
     CACHE.mkdir(parents=True, exist_ok=True)
     target = CACHE / pin.offline_file
     if target.exists() and sha256_of(target) == pin.sha256:
         log(f"{pin.name}: using cached {target.name}")
         return target
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        tmpdir = Path(tmp)
-        if pin.offline_kind == "pypi-sdist":
-            log(f"{pin.name}: downloading {pin.offline_url}")
-            with urllib.request.urlopen(pin.offline_url, timeout=120) as resp, (tmpdir / pin.offline_file).open("wb") as out:
-                shutil.copyfileobj(resp, out)
-        else:
-            apt_source_download(tmpdir)
-        got = tmpdir / pin.offline_file
-        if not got.exists():
-            raise VendorError(f"{pin.name}: {pin.offline_file} was not downloaded")
+        got = Path(tmp) / pin.offline_file
+        log(f"{pin.name}: downloading {pin.offline_url}")
+        with urllib.request.urlopen(pin.offline_url, timeout=120) as resp, got.open("wb") as out:
+            shutil.copyfileobj(resp, out)
         actual = sha256_of(got)
         if actual != pin.sha256:
             raise VendorError(f"{pin.name}: sha256 mismatch for {pin.offline_file}: expected {pin.sha256}, got {actual}")
@@ -185,8 +181,8 @@ def download(pin: Pin) -> Path:
     return target
 
 
-def apt_source_download(workdir: Path) -> None:
-    """``apt-get source --download-only openblas`` from bookworm, named explicitly.
+def apt_source_download(workdir: Path, package: str, suite: str) -> None:
+    """``apt-get source --download-only PACKAGE/SUITE`` into ``workdir``.
 
     A private sources list and state directory make this independent of the
     machine's own apt configuration and release (Debian 12 or 13).
@@ -194,7 +190,7 @@ def apt_source_download(workdir: Path) -> None:
     state = workdir / "apt"
     (state / "lists" / "partial").mkdir(parents=True)
     (state / "cache" / "archives" / "partial").mkdir(parents=True)
-    (state / "sources.list").write_text(DEBIAN_SRC_LINE)
+    (state / "sources.list").write_text(DEBIAN_SRC_LINE.format(suite=suite))
     opts = [
         "-q", "-o", f"Dir::Etc::SourceList={state / 'sources.list'}",
         "-o", "Dir::Etc::SourceParts=/dev/null",
@@ -202,15 +198,34 @@ def apt_source_download(workdir: Path) -> None:
         "-o", f"Dir::Cache={state / 'cache'}",
         "-o", "APT::Sandbox::User=root",
     ]
-    log("OpenBLAS: apt-get source openblas (bookworm)")
+    log(f"apt-get source {package} ({suite})")
     try:
         subprocess.run(["apt-get", *opts, "update"], check=True, capture_output=True, timeout=300)
-        subprocess.run(["apt-get", *opts, "source", "--download-only", "openblas/bookworm"],
-                       check=True, cwd=workdir, capture_output=True, timeout=300)
+        subprocess.run(["apt-get", *opts, "source", "--download-only", f"{package}/{suite}"],
+                       check=True, cwd=workdir, capture_output=True, timeout=600)
     except FileNotFoundError as exc:
-        raise VendorError("apt-get is needed to fetch OpenBLAS offline (Debian's source package)") from exc
+        raise VendorError(f"apt-get is needed to fetch {package} offline (Debian's source package)") from exc
     except subprocess.CalledProcessError as exc:
         raise VendorError(f"apt-get failed: {exc.stderr.decode(errors='replace')[-2000:]}") from exc
+
+
+def debian_source(package: str, suite: str, file: str, sha256: str) -> Path:
+    """A verified copy of ``file`` (an upstream tarball) from Debian's source package
+    ``package`` in ``suite``, kept in the download cache: tools/wheel.py's CPython source."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    target = CACHE / file
+    if target.exists() and sha256_of(target) == sha256:
+        return target
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        apt_source_download(Path(tmp), package, suite)
+        got = Path(tmp) / file
+        if not got.exists():
+            raise VendorError(f"{package}: {file} was not downloaded")
+        actual = sha256_of(got)
+        if actual != sha256:
+            raise VendorError(f"{package}: sha256 mismatch for {file}: expected {sha256}, got {actual}")
+        os.replace(got, target)
+    return target
 
 
 def safe_members(tar: tarfile.TarFile, prefix: str) -> list[tarfile.TarInfo]:

@@ -25,6 +25,8 @@ auto as_invalid_argument(const char *what, F &&f) -> decltype(f()) {
         throw;
     } catch (const std::exception &e) {
         throw InvalidArgument(std::string(what) + ": " + e.what());
+    } catch (...) {  // thrown in libllama's own C++ runtime (the wheels: module.cpp), message unreadable
+        throw InvalidArgument(std::string(what) + ": llama.cpp failed on it");
     }
 }
 

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "errors.h"
-#include "llama-grammar.h"  // llama.cpp's internal parser: the public API hides its messages
+#include "llama-grammar.h"  // llama.cpp's parser, compiled into _core (CMakeLists.txt): its messages
 
 namespace sarai {
 namespace {

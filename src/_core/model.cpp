@@ -39,12 +39,23 @@ void Model::check_token(llama_token t) const {
 
 std::vector<llama_token> Model::tokenize(const std::string &text, bool add_special, bool parse_special) const {
     std::vector<llama_token> out(text.size() + 2);
-    int32_t n = llama_tokenize(vocab_, text.data(), (int32_t)text.size(), out.data(), (int32_t)out.size(),
-                               add_special, parse_special);
+    // llama_tokenize throws (std::out_of_range) when the vocabulary lacks a token its
+    // tokenizer looks up, such as a byte-fallback token. In the manylinux wheels that
+    // exception comes from libllama's own libc++ and matches no std::exception here
+    // (sampler.cpp, GrammarSampler), so catch (...) gives the message.
+    auto call = [&] {
+        try {
+            return llama_tokenize(vocab_, text.data(), (int32_t)text.size(), out.data(), (int32_t)out.size(),
+                                  add_special, parse_special);
+        } catch (...) {
+            throw InvalidArgument("the model's tokenizer cannot encode this text: its vocabulary lacks a token "
+                                  "the tokenizer looks up (a byte-fallback token?)");
+        }
+    };
+    int32_t n = call();
     if (n < 0) {
         out.resize((size_t)-n);
-        n = llama_tokenize(vocab_, text.data(), (int32_t)text.size(), out.data(), (int32_t)out.size(), add_special,
-                           parse_special);
+        n = call();
     }
     if (n < 0) throw std::runtime_error("tokenization failed");
     out.resize((size_t)n);

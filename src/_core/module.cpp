@@ -60,6 +60,12 @@ PYBIND11_MODULE(_core, m) {
             set(PyExc_ValueError, e.what());
         } catch (const std::exception &e) {
             set(PyExc_RuntimeError, e.what());
+        } catch (...) {
+            // In the manylinux wheels each shared library links its own libc++, so an
+            // exception thrown in libllama or ggml is of a type this module cannot
+            // match or read. _core keeps the throwing code it knows of in this module
+            // (CMakeLists.txt: llama-grammar.cpp); this is the last resort.
+            set(PyExc_RuntimeError, "llama.cpp failed with a C++ exception of a type this module cannot read");
         }
     });
 

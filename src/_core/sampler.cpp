@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
 
 #include "errors.h"
 #include "grammar_check.h"
+#include "llama-grammar.h"  // the matcher, compiled into this module (CMakeLists.txt)
 #include "log.h"
 
 namespace sarai {
@@ -178,60 +180,119 @@ struct Utf8Guard {
     static void free(llama_sampler *s) { delete (Utf8Guard *)s->ctx; }
 };
 
-llama_sampler_i *utf8_guard_iface() {
+// The llama_sampler_i of a sampler type with static name, accept, apply, reset,
+// clone and free: no backend sampling, so those entries stay null.
+template <typename T>
+llama_sampler_i *iface_of() {
     static llama_sampler_i iface = [] {
-        llama_sampler_i i{};  // no backend sampling: those entries stay null
-        i.name = Utf8Guard::name;
-        i.accept = Utf8Guard::accept;
-        i.apply = Utf8Guard::apply;
-        i.reset = Utf8Guard::reset;
-        i.clone = Utf8Guard::clone;
-        i.free = Utf8Guard::free;
+        llama_sampler_i i{};
+        i.name = T::name;
+        i.accept = T::accept;
+        i.apply = T::apply;
+        i.reset = T::reset;
+        i.clone = T::clone;
+        i.free = T::free;
         return i;
     }();
     return &iface;
 }
 
 llama_sampler *Utf8Guard::clone(const llama_sampler *s) {
-    return llama_sampler_init(utf8_guard_iface(), new Utf8Guard(*(const Utf8Guard *)s->ctx));
+    return llama_sampler_init(iface_of<Utf8Guard>(), new Utf8Guard(*(const Utf8Guard *)s->ctx));
+}
+
+// A GBNF grammar as a sampler, on llama.cpp's grammar matcher (llama-grammar.cpp),
+// which CMakeLists.txt compiles into this module rather than calling libllama's
+// llama_sampler_init_grammar. The matcher reports a token or a prefill it rejects, and
+// a trigger regex that does not compile, by throwing; thrown here, that exception
+// meets this module's catches. In the manylinux wheels every shared library links its
+// own copy of libc++ (tools/wheels.py), and an exception thrown in libllama's copy
+// matches no `catch (const std::exception &)` in this module.
+struct GrammarSampler {
+    const llama_vocab *vocab;
+    std::string text, root;
+    bool lazy;
+    std::vector<std::string> patterns;
+    std::vector<llama_token> trigger_tokens;
+    llama_grammar *grammar = nullptr;
+
+    // A fresh matcher in its start state; null when the text does not parse
+    // (check_grammar has given the reason before) or has no `root` rule.
+    llama_grammar *start() const {
+        std::vector<const char *> c_patterns;
+        for (const auto &pat : patterns) c_patterns.push_back(pat.c_str());
+        return llama_grammar_init_impl(vocab, text.c_str(), root.c_str(), lazy, c_patterns.data(), c_patterns.size(),
+                                       trigger_tokens.data(), trigger_tokens.size());
+    }
+
+    static const char *name(const llama_sampler *) { return "sarai-grammar"; }
+    static void accept(llama_sampler *s, llama_token t) {
+        auto *g = (GrammarSampler *)s->ctx;
+        // llama.cpp aborts the process on an end-of-generation token that no
+        // alternative of the grammar allows yet; here it is a rejected token.
+        if (!g->grammar->awaiting_trigger && llama_vocab_is_eog(g->vocab, t)) {
+            const auto &stacks = g->grammar->stacks;
+            if (std::none_of(stacks.begin(), stacks.end(), [](const auto &st) { return st.empty(); }))
+                throw std::runtime_error("the grammar does not allow the end of generation here");
+        }
+        llama_grammar_accept_impl(*g->grammar, t);
+    }
+    static void apply(llama_sampler *s, llama_token_data_array *cur) {
+        llama_grammar_apply_impl(*((GrammarSampler *)s->ctx)->grammar, cur);
+    }
+    static void reset(llama_sampler *s) {
+        auto *g = (GrammarSampler *)s->ctx;
+        if (llama_grammar *fresh = g->start()) {
+            llama_grammar_free_impl(g->grammar);
+            g->grammar = fresh;
+        }
+    }
+    static llama_sampler *clone(const llama_sampler *s);
+    static void free(llama_sampler *s) {
+        auto *g = (GrammarSampler *)s->ctx;
+        llama_grammar_free_impl(g->grammar);
+        delete g;
+    }
+};
+
+llama_sampler *GrammarSampler::clone(const llama_sampler *s) {
+    const auto *g = (const GrammarSampler *)s->ctx;
+    auto copy = std::make_unique<GrammarSampler>(*g);
+    copy->grammar = llama_grammar_clone_impl(*g->grammar);
+    return llama_sampler_init(iface_of<GrammarSampler>(), copy.release());
 }
 
 // The grammar sampler of `p`: plain, or lazy with its triggers, then advanced
-// over the prefill text. llama.cpp reports a grammar that does not parse by
-// returning null (reason in its log) and a trigger regex or prefill the
-// grammar rejects by throwing; both are the caller's input.
+// over the prefill text. A grammar that does not parse is refused by
+// check_grammar with the parser's message; a trigger regex or prefill the
+// grammar rejects throws from the matcher; all are the caller's input.
 llama_sampler *make_grammar(const Model &model, const SamplerParams &p) {
     check_grammar(p.grammar, p.grammar_root, model.vocab());  // the parser's message; no stack overflow
+    auto g = std::make_unique<GrammarSampler>(GrammarSampler{model.vocab(), p.grammar, p.grammar_root, p.grammar_lazy,
+                                                             {}, {}});
+    if (p.grammar_lazy) {
+        g->patterns = p.grammar_trigger_patterns;
+        for (int32_t t : p.grammar_trigger_tokens) model.check_token(t);
+        g->trigger_tokens.assign(p.grammar_trigger_tokens.begin(), p.grammar_trigger_tokens.end());
+    }
     clear_last_error();
-    llama_sampler *g = nullptr;
     try {
-        if (p.grammar_lazy) {
-            std::vector<const char *> patterns;
-            for (const auto &pat : p.grammar_trigger_patterns) patterns.push_back(pat.c_str());
-            for (int32_t t : p.grammar_trigger_tokens) model.check_token(t);
-            g = llama_sampler_init_grammar_lazy_patterns(model.vocab(), p.grammar.c_str(), p.grammar_root.c_str(),
-                                                         patterns.data(), patterns.size(),
-                                                         p.grammar_trigger_tokens.data(),
-                                                         p.grammar_trigger_tokens.size());
-        } else {
-            g = llama_sampler_init_grammar(model.vocab(), p.grammar.c_str(), p.grammar_root.c_str());
-        }
-    } catch (const InvalidArgument &) {
-        throw;
+        g->grammar = g->start();
     } catch (const std::exception &e) {
         throw InvalidArgument(std::string("invalid grammar trigger: ") + e.what());
     }
-    if (!g) throw InvalidArgument(with_reason("invalid grammar"));
+    if (!g->grammar) throw InvalidArgument(with_reason("invalid grammar"));
+    llama_sampler *s = llama_sampler_init(iface_of<GrammarSampler>(), g.release());
     if (!p.grammar_lazy && !p.grammar_prefill.empty()) {
         try {
             // Tokens that read back as exactly the prefill text (Model::text_tokens).
-            for (llama_token t : model.text_tokens(p.grammar_prefill)) llama_sampler_accept(g, t);
+            for (llama_token t : model.text_tokens(p.grammar_prefill)) llama_sampler_accept(s, t);
         } catch (const std::exception &e) {
-            llama_sampler_free(g);
+            llama_sampler_free(s);
             throw InvalidArgument(std::string("the grammar rejects the generation prompt: ") + e.what());
         }
     }
-    return g;
+    return s;
 }
 
 }  // namespace
@@ -255,7 +316,7 @@ Sampler::Sampler(const Model &model, const SamplerParams &p) {
                                              p.presence_penalty));
         }
         if (!p.grammar.empty()) {
-            if (model.has_byte_tokens()) add(llama_sampler_init(utf8_guard_iface(), new Utf8Guard{&model}));
+            if (model.has_byte_tokens()) add(llama_sampler_init(iface_of<Utf8Guard>(), new Utf8Guard{&model}));
             add(make_grammar(model, p));
         }
     } catch (...) {

@@ -1,0 +1,163 @@
+"""The zero-compile wheels: `make wheel` (tools/wheels.py), `make install-fast`'s choice of
+wheel, the release workflow kept to the same command, and the wheels run on Debian 11, 12
+and 13 in containers with no compiler and no network (tools/wheel_debian.py).
+
+The container tests are slow on a fresh machine: the first builds the wheel for this Python
+(22 min with an empty ccache on a 2-core VM at load average 5; nothing once build/wheel/ holds it for
+these sources, which `make image` shares), and the Debian checks build the cp313 wheel (2 to 4
+min from ccache), four Debian images (3 to 5 min each, once per machine) and, for Debian 11,
+CPython 3.11 (about 10 to 15 min, once per machine); wheel_debian.Prepared runs the images
+beside the builds. A whole cold CI run with them took 49 min.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import wheel_debian  # noqa: E402
+import wheels  # noqa: E402
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    from pip._vendor import tomli as tomllib  # type: ignore[no-redef]
+
+THIS_PYTHON = "%d.%d" % sys.version_info[:2]
+
+
+# ------------------------------------------------------------------------------ fast
+def test_release_workflow_is_make_wheel() -> None:
+    """The release workflow builds with `make wheel` for exactly the supported CPythons, runs the
+    Debian checks and re-checks before publishing with tools/wheels.py; it repairs nothing
+    itself, and no second wheel configuration (cibuildwheel's) exists to drift from it."""
+    yaml = pytest.importorskip("yaml", reason="python tools/deps.py deploy")
+    text = (ROOT / ".github/workflows/wheels.yml").read_text()
+    jobs = yaml.safe_load(text)["jobs"]
+    steps = jobs["wheels"]["steps"]
+    runs = [s.get("run", "") for s in steps]
+    assert any(r.split()[:2] == ["make", "wheel"] for r in runs), runs
+    assert any("pytest" in r and "tests/test_wheels.py" in r for r in runs), runs
+    (setup,) = [s for s in steps if s.get("uses", "").startswith("actions/setup-python")]
+    assert tuple(str(setup["with"]["python-version"]).split()) == wheels.SUPPORTED
+    assert any("tools/wheels.py check" in s.get("run", "") for s in jobs["check"]["steps"])
+    assert jobs["publish"]["needs"] == ["sdist", "check"]
+    commands = " ".join(s.get("run", "") + s.get("uses", "") for job in jobs.values() for s in job["steps"])
+    for word in ("auditwheel", "cibuildwheel", "pip wheel"):
+        assert word not in commands, f"{word} in wheels.yml: the build, repair and checks belong to tools/wheels.py"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "cibuildwheel" not in project.get("tool", {})
+    assert project["project"]["requires-python"] == f">={wheels.SUPPORTED[0]}"
+    assert "\t$(PYTHON) tools/wheels.py build " in (ROOT / "Makefile").read_text()
+
+
+def test_install_fast_finds_only_a_wheel_this_python_can_install(tmp_path: Path) -> None:
+    cp = "cp%d%d" % sys.version_info[:2]
+    other = "cp%d%d" % (sys.version_info[0], sys.version_info[1] + 1)
+    names = {
+        "manylinux": f"sarai_llama-0.1.0-{cp}-{cp}-{wheels.PLATFORM}.whl",
+        "native": f"sarai_llama-0.1.0-1native-{cp}-{cp}-linux_x86_64.whl",
+        "other": f"sarai_llama-0.1.0-{other}-{other}-{wheels.PLATFORM}.whl",
+    }
+    for key in ("native", "other"):
+        (tmp_path / names[key]).touch()
+    assert wheels.find(tmp_path) is None  # a native wheel and another Python's: build from source
+    (tmp_path / names["manylinux"]).touch()
+    assert wheels.find(tmp_path) == tmp_path / names["manylinux"]
+    run = subprocess.run([sys.executable, str(ROOT / "tools/wheels.py"), "find", str(tmp_path / "none")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and not run.stdout
+
+
+# ------------------------------------------------------------------------------ built wheels
+@pytest.fixture(scope="module")
+def built() -> Path:
+    pytest.importorskip("ziglang", reason="python tools/deps.py wheel")
+    pytest.importorskip("auditwheel", reason="python tools/deps.py wheel")
+    return wheel_debian.wheel_for(THIS_PYTHON)
+
+
+@pytest.mark.slow
+def test_wheel_is_manylinux_2_28_and_ships_everything_it_loads(built: Path) -> None:
+    assert built.name.endswith(f"-{wheels.PLATFORM}.whl")
+    assert wheels.check(built) == []
+    show = subprocess.run([sys.executable, "-m", "auditwheel", "show", str(built)], capture_output=True, text=True,
+                          check=True).stdout
+    assert "is consistent with the following platform tag" in " ".join(show.split()), show  # <= 2_28: check()
+    assert "libgomp" not in show and "libstdc++" not in show, show
+
+
+@pytest.mark.slow
+def test_every_variant_loads_from_the_repaired_wheel(built: Path, tmp_path: Path, gemma_path: Path) -> None:
+    """Installed from the repaired wheel: the loader dlopens every shipped variant to score it, then
+    loads the best and generates, and a bad grammar is a ValueError with the parser's message; each
+    variant this CPU can run also loads when forced."""
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(built)],
+                   check=True)
+    code = ("import json, sys, sarai_llama as s\n"
+            "llm = s.Llama(sys.argv[1], n_ctx=128, n_threads=1, verbose=False)\n"
+            "out = llm('The Eiffel Tower is located in the city of', max_tokens=6, temperature=0)\n"
+            "try:\n"
+            "    s.LlamaGrammar.from_string('root ::= (((')\n"
+            "except ValueError as e:\n"
+            "    bad = str(e)\n"
+            "print(json.dumps({'variant': s.system_info()['cpu_variant'], 'text': out['choices'][0]['text'],"
+            " 'file': s.__file__, 'bad_grammar': bad}))\n")
+    env = dict(os.environ, PYTHONPATH=str(site))
+    env.pop("SARAI_CPU_VARIANT", None)
+    run = subprocess.run([sys.executable, "-c", code, str(gemma_path)], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    auto = json.loads(run.stdout.strip().splitlines()[-1])
+    assert auto["file"].startswith(str(site)) and "Paris" in auto["text"], auto
+    # The parser's message, not "Caught an unknown exception!" (its exception stays in _core).
+    assert auto["bad_grammar"].startswith("grammar does not parse: expecting ')'"), auto
+    for variant in ("x64", "sse42", "haswell"):
+        run = subprocess.run([sys.executable, "-c", code, str(gemma_path)], capture_output=True, text=True,
+                             env=dict(env, SARAI_CPU_VARIANT=variant), cwd=tmp_path)
+        if "lacks the instructions" in run.stderr:
+            continue
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert json.loads(run.stdout.strip().splitlines()[-1])["variant"] == variant
+
+
+def containers_or_skip() -> None:
+    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
+        pytest.skip("podman and mmdebstrap are not installed: sudo bash tools/podman_setup.sh")
+    if os.geteuid() != 0:
+        pytest.skip("the Debian images are made with mmdebstrap as root: sudo make system-deps, then run as root")
+
+
+@pytest.fixture(scope="module")
+def prepared() -> wheel_debian.Prepared:
+    containers_or_skip()
+    pytest.importorskip("ziglang", reason="python tools/deps.py wheel")
+    return wheel_debian.Prepared(list(wheel_debian.RELEASES))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suite", list(wheel_debian.RELEASES))
+def test_wheel_runs_on_debian_without_a_compiler(suite: str, prepared: wheel_debian.Prepared,
+                                                 gemma_path: Path) -> None:
+    rel = wheel_debian.RELEASES[suite]
+    try:
+        folder = prepared.wheels(suite)
+    except LookupError as exc:
+        pytest.skip(f"Debian {rel.debian} runs CPython {rel.python}: {exc}")
+    run = wheel_debian.check_release(rel, folder, gemma_path.resolve())
+    out = run.stdout
+    assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
+    glibc = {11: "2.31", 12: "2.36", 13: "2.41"}[rel.debian]
+    assert f"debian {rel.debian} glibc {glibc}" in out, out[:500]
+    assert "CPU backend: " in out and "highest score of 13 shipped variants" in out, out[-2000:]
+    assert "Paris" in out.split("CPU backend: ", 1)[1], out[-2000:]
+    assert "bad grammar: ValueError: grammar does not parse: expecting ')'" in out, out[-2000:]
