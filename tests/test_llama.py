@@ -338,8 +338,11 @@ def test_keyboard_interrupt_leaves_object_usable(tiny):
 
     t = threading.Thread(target=interrupt_soon)
     t.start()
+    # Streams until the interrupt arrives (each call takes milliseconds); an interrupt that
+    # got lost fails within a minute instead of after 100,000 calls (once: 12 minutes).
+    deadline = time.monotonic() + 60
     with pytest.raises(KeyboardInterrupt):
-        for _ in range(100000):
+        while time.monotonic() < deadline:
             for _chunk in tiny("the", max_tokens=120, temperature=0.8, stream=True):
                 pass
     t.join()
