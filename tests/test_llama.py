@@ -331,6 +331,11 @@ def test_cancel_from_another_thread(gemma):
 
 def test_keyboard_interrupt_leaves_object_usable(tiny):
     import _thread
+    import signal
+
+    # interrupt_main() does nothing unless Python's own SIGINT handler is installed.
+    handler = signal.getsignal(signal.SIGINT)
+    assert handler is signal.default_int_handler, f"an earlier test left SIGINT's handler as {handler!r}"
 
     def interrupt_soon() -> None:
         time.sleep(0.05)
