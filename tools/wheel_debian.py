@@ -14,7 +14,7 @@ Debian 11's python3 is 3.9, older than the project supports (>=3.10), and no Deb
 package of a newer one runs on its glibc 2.31. So CPython 3.11 is built once inside a
 Debian 11 image (gcc 10, glibc 2.31) from Debian 12's source package of it (the upstream
 3.11.2 tarball, fetched and sha256-checked by tools/vendor.py) into
-build/wheel/cpython-3.11-bullseye, and mounted into the Debian 11 container.
+~/.cache/sarai-llama/cpython-3.11-bullseye-<hash>, and mounted into the Debian 11 container.
 """
 
 from __future__ import annotations
