@@ -172,7 +172,7 @@ def test_sequence_count_gives_way_to_the_window(tmp_path: Path, pooling: str) ->
 
 
 def test_server_window() -> None:
-    from sarai_llama.rerank import DEFAULT_SEQS, DEFAULT_WINDOW, server_window
+    from sarai_llama.pooled import DEFAULT_SEQS, DEFAULT_WINDOW, server_window
 
     assert server_window(16384) == DEFAULT_WINDOW
     assert server_window(1000) == 992 and 992 % DEFAULT_SEQS == 0

@@ -12,7 +12,8 @@ from typing import Any
 from . import _core, responses
 from .context_config import POOLING, ContextConfig
 from .errors import utf8
-from .rerank import DEFAULT_SEQS, Reranker
+from .pooled import DEFAULT_SEQS
+from .rerank import Reranker
 from .vocab import Vocab
 
 __all__ = ["Embedder", "PooledCalls"]

@@ -26,25 +26,12 @@ from typing import Any
 from . import _core
 from .context_config import POOLING, ContextConfig
 from .errors import ParameterError, utf8
+from .pooled import DEFAULT_SEQS
 
-__all__ = ["CLASSIFIER_TENSORS", "DEFAULT_SEQS", "DEFAULT_WINDOW", "Reranker", "server_window", "why_not_reranker"]
+__all__ = ["CLASSIFIER_TENSORS", "Reranker", "why_not_reranker"]
 
 #: The tensors of a classifier head (llama.cpp's LLM_TENSOR_CLS and LLM_TENSOR_CLS_OUT).
 CLASSIFIER_TENSORS = ("cls.weight", "cls.output.weight")
-#: The longest input (query + document; text to embed), in tokens, of the server's pooled
-#: contexts: llama-server's default batch; pairs and passages are rarely longer, and each
-#: decode's buffers grow with it (llama.cpp keeps n_vocab logits per token read, even
-#: for embeddings: 2 GiB at 2048 tokens for Gemma 3's 262k vocabulary).
-DEFAULT_WINDOW = 2048
-#: Inputs decoded together in one llama_decode (while their tokens fit the window).
-DEFAULT_SEQS = 16
-def server_window(n_ctx_seq: int) -> int:
-    """The window of the server's pooled contexts for sequences of ``n_ctx_seq`` tokens:
-    :data:`DEFAULT_WINDOW` at most, a multiple of :data:`DEFAULT_SEQS` (else fewer
-    inputs share a decode: ``_core.PooledBatch`` needs its sequence count to divide it)."""
-    window = min(n_ctx_seq, DEFAULT_WINDOW)
-    return window - window % DEFAULT_SEQS if window >= DEFAULT_SEQS else window
-
 
 _PLACEHOLDER = re.compile(r"\{query\}|\{document\}")
 

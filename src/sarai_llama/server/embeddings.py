@@ -2,8 +2,8 @@
 
 Embeddings run on a pooled context of their own on the served weights
 (:meth:`ServerState.embedder`), not through the generation scheduler: the
-texts of concurrent requests are decoded together, up to ``rerank.DEFAULT_SEQS``
-per ``llama_decode``, an input longer than ``rerank.DEFAULT_WINDOW`` tokens is a 400.
+texts of concurrent requests are decoded together, up to ``pooled.DEFAULT_SEQS``
+per ``llama_decode``, an input longer than ``pooled.DEFAULT_WINDOW`` tokens is a 400.
 """
 
 from __future__ import annotations

@@ -161,9 +161,9 @@ class ServerState:
 
     def _pooled_config(self, pooling: str) -> Any:
         """A pooled context's configuration: the server's threads and flash attention, a
-        window of ``rerank.server_window`` tokens."""
+        window of ``pooled.server_window`` tokens."""
         from ..context_config import ContextConfig
-        from ..rerank import server_window
+        from ..pooled import server_window
 
         window = server_window(self.n_ctx_seq)
         return ContextConfig.from_keywords(n_ctx=window, n_batch=window, n_threads=self.n_threads, embeddings=True,
