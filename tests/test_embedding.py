@@ -135,7 +135,7 @@ def test_server_embeddings_of_concurrent_requests(tmp_path: Path) -> None:
 
     import httpx
 
-    from test_server import Server
+    from helpers import Server
 
     path = write_tiny_llama(tmp_path / "m.gguf", seed=7)
     s = Server(path, "--parallel", "1", "--ctx-size", "512", "--flash-attn", "off")

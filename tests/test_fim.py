@@ -170,7 +170,7 @@ def test_llama_create_completion_suffix(fim_path: Path, tiny_model_path: Path) -
 def server(fim_path: Path) -> Iterator[Any]:
     pytest.importorskip("openai")
     pytest.importorskip("fastapi")
-    from test_server import Server
+    from helpers import Server
 
     s = Server(fim_path, "--parallel", "2", "--ctx-size", "1024", "--seed", "1")
     yield s

@@ -102,7 +102,7 @@ def test_llama_keeps_content_by_default_and_splits_on_request(r1_model: Path) ->
 def test_server_splits_by_default_and_per_request(r1_model: Path) -> None:
     openai = pytest.importorskip("openai")
     pytest.importorskip("fastapi")
-    from test_server import Server
+    from helpers import Server
 
     server = Server(r1_model, "--parallel", "2", "--ctx-size", "2048")
     try:
@@ -130,7 +130,7 @@ def test_anthropic_and_responses_get_the_thinking_as_their_own_blocks(r1_model: 
     ``thinking_delta`` events), Responses' ``reasoning`` items; none of it in the text."""
     anthropic = pytest.importorskip("anthropic")
     pytest.importorskip("fastapi")
-    from test_server import Server
+    from helpers import Server
 
     server = Server(r1_model, "--parallel", "2", "--ctx-size", "2048")
     try:

@@ -124,7 +124,7 @@ def test_llama_rerank(models: dict[str, Path], reranker: Reranker) -> None:
 def server(models: dict[str, Path]) -> Iterator[Any]:
     pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    from test_server import Server
+    from helpers import Server
 
     s = Server(models["template"], "--parallel", "1", "--ctx-size", "1024")
     yield s

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -25,65 +24,9 @@ openai = pytest.importorskip("openai", reason="pip install sarai-llama[test]")
 httpx = pytest.importorskip("httpx", reason="pip install sarai-llama[test]")
 pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
 pytest.importorskip("prometheus_client", reason="pip install sarai-llama[server]")
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from conftest import free_port, write_tiny_llama  # noqa: E402
-
-STARTUP_S = 60.0
-
-
-class Server:
-    """One ``sarai-llama serve`` process; ``stop()`` ends it (SIGKILL if it will not go)."""
-
-    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"sarai-serve-{self.port}.log", "w+b")
-        cmd = [sys.executable, "-m", "sarai_llama", "serve", str(model), "--port", str(self.port),
-               "--threads", "2", *args]
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = STARTUP_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited with {self.proc.returncode}:\n{self.output()}"
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready after {timeout} s:\n{self.output()}")
-
-    def client(self, key: str = "none") -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, timeout=60)
-
-    def model_id(self) -> str:
-        return self.client().models.list().data[0].id
-
-    def metrics(self) -> dict[str, float]:
-        text = httpx.get(self.url + "/metrics", timeout=10).text
-        out: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if not sample.labels:
-                    out[sample.name] = sample.value
-        return out
-
-    def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read().decode("utf-8", "replace")[-6000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.log.close()
-
+from helpers import STARTUP_S, Server  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
 jsonschema = pytest.importorskip("jsonschema", reason="pip install sarai-llama[test]")
 
 from test_chat_template import ASCII, SCHEMA  # noqa: E402
-from test_server import Server  # noqa: E402
+from helpers import Server  # noqa: E402
 
 CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
         "required": ["city"], "additionalProperties": False}

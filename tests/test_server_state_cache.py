@@ -17,7 +17,7 @@ pytest.importorskip("fastapi", reason="pip install sarai-llama[server]")
 pytest.importorskip("prometheus_client", reason="pip install sarai-llama[server]")
 
 from conftest import write_tiny_llama  # noqa: E402
-from test_server import Server  # noqa: E402
+from helpers import Server  # noqa: E402
 
 CONVERSATIONS, PARALLEL = 5, 2
 # Flash attention and the step budget off: see tests/test_llama_cache.py's new_llama for why.

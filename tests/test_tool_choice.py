@@ -18,43 +18,12 @@ from typing import Any
 import pytest
 
 from conftest import write_tiny_llama
+from helpers import ASK, FAMILIES, SCHEMAS, SPECIALS, TEMPLATES, TOOLS
 from sarai_llama import Llama, LlamaGrammar, _core
-from sarai_llama.chat_template import calls_only
+from sarai_llama.gbnf import calls_only
 
 jsonschema = pytest.importorskip("jsonschema", reason="pip install sarai-llama[test]")
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "vendor" / "llama.cpp" / "models" / "templates"
-#: The families whose tool calls the README lists (one template each where several share a format).
-FAMILIES = {
-    "qwen2.5": "Qwen-Qwen2.5-7B-Instruct.jinja",
-    "qwen3": "Qwen-Qwen3-0.6B.jinja",
-    "hermes3": "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
-    "llama3.1": "meta-llama-Llama-3.1-8B-Instruct.jinja",
-    "llama3.3": "meta-llama-Llama-3.3-70B-Instruct.jinja",
-    "mistral-nemo": "mistralai-Mistral-Nemo-Instruct-2407.jinja",
-    "ministral3": "mistralai-Ministral-3-14B-Reasoning-2512.jinja",
-    "functionary3.1": "meetkai-functionary-medium-v3.1.jinja",
-    "firefunction2": "fireworks-ai-llama-3-firefunction-v2.jinja",
-    "granite4": "ibm-granite-granite-4.0.jinja",
-    "kimi-k2": "moonshotai-Kimi-K2.jinja",
-}
-#: The family's special tokens, for the second vocabulary.
-SPECIALS = {
-    "qwen2.5": ("<|im_start|>", "<|im_end|>", "<tool_call>", "</tool_call>"),
-    "llama3.1": ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>",
-                 "<|eom_id|>"),
-    "mistral-nemo": ("[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"),
-}
-CITY = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}},
-        "required": ["city"], "additionalProperties": False}
-UNITS = {"type": "object", "properties": {"unit": {"type": "string", "enum": ["C", "F"]},
-                                          "days": {"type": "integer", "minimum": 1, "maximum": 7}},
-         "required": ["unit", "days"], "additionalProperties": False}
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
-                                           "parameters": CITY}},
-         {"type": "function", "function": {"name": "forecast", "parameters": UNITS}}]
-SCHEMAS = {"get_weather": CITY, "forecast": UNITS}
-ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
 CHOICES = ["required", {"type": "function", "function": {"name": "forecast"}}]
 
 

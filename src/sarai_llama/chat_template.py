@@ -14,13 +14,13 @@ Messages, tools and schemas are OpenAI's shapes; they cross into C++ as JSON.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import _core
 from .errors import ParameterError, utf8
+from .gbnf import call_or, calls_only
 
 __all__ = ["REASONING_FORMATS", "ChatOutput", "ChatTemplate", "RenderedChat", "check_reasoning_format",
            "json_schema_grammar", "response_format_schema", "response_grammar", "tool_choice_and_tools"]
@@ -145,83 +145,6 @@ def tool_choice_and_tools(tools: Sequence[Mapping[str, Any]] | None, tool_choice
         return chosen, "required"
     raise ParameterError("tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"function\": "
                          "{\"name\": ...}}", "tool_choice")
-
-
-#: The free-text rule llama.cpp's grammars put before (and after) a family's tool calls.
-_FREE_TEXT = re.compile(r"until-\d+[?*]?")
-
-
-def _top_level_items(body: str) -> list[str]:
-    """A GBNF rule body split at the spaces outside strings, character classes and groups."""
-    items, cur, depth, i = [], "", 0, 0
-    while i < len(body):
-        c = body[i]
-        if c in "\"[":  # a string or a class, with its backslash escapes
-            close = "\"" if c == "\"" else "]"
-            j = i + 1
-            while j < len(body) and body[j] != close:
-                j += 2 if body[j] == "\\" else 1
-            cur += body[i:j + 1]
-            i = j + 1
-            continue
-        depth += (c == "(") - (c == ")")
-        if c.isspace() and depth == 0:
-            if cur:
-                items.append(cur)
-            cur = ""
-        else:
-            cur += c
-        i += 1
-    return items + ([cur] if cur else [])
-
-
-def _literal(item: str) -> str | None:
-    """The text of a plain GBNF string item (``"..."``, no repetition suffix), else None."""
-    if len(item) < 2 or item[0] != '"' or item[-1] != '"':
-        return None
-    try:
-        return json.loads(item)  # GBNF's escapes in generated grammars (\n, \", \\, \t, \uXXXX) are JSON's
-    except ValueError:
-        return None
-
-
-#: A rule that repeats a call: ``tool-calls ::= (tool-call space)+``.
-_REPEATED_CALL = re.compile(r"(?P<name>[\w-]+) ::= \((?P<call>[\w-]+) space\)\+")
-
-
-def calls_only(grammar: str, generation_prompt: str = "", parallel: bool = False) -> str:
-    """``grammar`` with the free text before and after the tool calls taken out of its root rule.
-
-    llama.cpp's grammar for ``tool_choice="required"`` lets the model write any text
-    (an ``until-N`` rule) up to the family's call marker, so a model that never writes
-    the marker never calls. OpenAI's contract for "required" and a named function is
-    a call, always: with this root the answer starts at the call (after the generation
-    prompt and whitespace), whatever the weights. Free text inside a group (a thinking
-    block) is kept, and so is the whole grammar when the generation prompt goes on past
-    the root's leading text (a template that opens a reasoning block there, which the
-    free text is what closes). Without ``parallel`` a call list in the root holds one
-    call, so the answer ends after it (``parallel_tool_calls`` false: at most one call).
-    """
-    lines = grammar.split("\n")
-    for i, line in enumerate(lines):
-        if not line.startswith("root ::= "):
-            continue
-        items = _top_level_items(line[len("root ::= "):])
-        lead = ""
-        for item in items:
-            text = _literal(item)
-            if text is None and item != "space":
-                break
-            lead += text or ""
-        if generation_prompt and generation_prompt.strip() != lead.strip():
-            return grammar
-        lines[i] = "root ::= " + " ".join(it for it in items if not _FREE_TEXT.fullmatch(it))
-        if not parallel:
-            for j, rule in enumerate(lines):
-                m = _REPEATED_CALL.fullmatch(rule)
-                if m and m["name"] in items:
-                    lines[j] = f"{m['name']} ::= {m['call']} space"
-    return "\n".join(lines)
 
 
 @dataclass
@@ -375,7 +298,10 @@ class ChatTemplate:
         inputs.tool_choice = choice if tools else "auto"
         inputs.parallel_tool_calls = bool(parallel_tool_calls)
         schema = response_format_schema(response_format, json_schema)
-        if schema is not None:
+        # With tools the model may call, the format is the text answer's (OpenAI's reading), built
+        # here: llama.cpp's renderers would let the format replace the tools.
+        beside_tools = schema is not None and bool(tools) and choice != "none"
+        if schema is not None and not beside_tools:
             inputs.json_schema = _dumps(schema, "the JSON schema", "response_format")
         inputs.add_generation_prompt = bool(add_generation_prompt)
         inputs.reasoning_format = check_reasoning_format(reasoning_format)
@@ -383,12 +309,44 @@ class ChatTemplate:
             inputs.template_kwargs_json = _dumps(dict(chat_template_kwargs), "chat_template_kwargs",
                                                  "chat_template_kwargs")
         r = self._tmpl.apply(inputs)
-        grammar = r.grammar or None
-        if grammar and tools and choice == "required" and not r.grammar_lazy:
+        grammar, lazy = r.grammar or None, r.grammar_lazy
+        if grammar and tools and choice == "required" and not lazy:
             grammar = calls_only(grammar, r.generation_prompt, bool(parallel_tool_calls))
+        if beside_tools:
+            grammar, lazy = self._calls_or_json(inputs, r, grammar if choice == "required" else None,
+                                                schema, bool(parallel_tool_calls))
         return RenderedChat(
-            prompt=r.prompt, grammar=grammar, grammar_lazy=r.grammar_lazy,
-            trigger_patterns=list(r.trigger_patterns), trigger_tokens=list(r.trigger_tokens),
+            prompt=r.prompt, grammar=grammar, grammar_lazy=lazy,
+            trigger_patterns=list(r.trigger_patterns) if lazy else [],
+            trigger_tokens=list(r.trigger_tokens) if lazy else [],
             grammar_prefill=r.generation_prompt, preserved_tokens=list(r.preserved_tokens),
             stops=list(r.additional_stops), format=r.format, parses_tool_calls=r.parse_tool_calls,
             why=self.why, _core_render=r)
+
+    def _calls_or_json(self, inputs: Any, r: Any, required: str | None, schema: dict[str, Any],
+                       parallel: bool) -> tuple[str, bool]:
+        """(grammar, lazy) for tools the model may call beside a JSON format: a forced choice
+        (``required``, its call grammar) is the call alone, and OpenAI applies the format to the
+        final text answer only; with "auto" the answer is a call or JSON under ``schema``, from its
+        first token on. A 400 naming both fields where the template has no call syntax for it."""
+        both = "tools (with tool_choice " + inputs.tool_choice + ") and a JSON response_format"
+        if required is None:
+            inputs.tool_choice = "required"
+            forced = self._tmpl.apply(inputs)
+            inputs.tool_choice = "auto"
+            if forced.grammar and not forced.grammar_lazy and forced.generation_prompt == r.generation_prompt:
+                required = calls_only(forced.grammar, forced.generation_prompt, parallel)
+        if not required:
+            raise ParameterError(f"{both} cannot be combined with this chat template ({self.why}): it has no "
+                                 "tool-call grammar to set beside the format; send one of the two",
+                                 "response_format")
+        if inputs.tool_choice == "required":
+            return required, False
+        try:
+            return call_or(required, json_schema_grammar(schema)), False
+        except ParameterError:
+            raise
+        except ValueError as exc:
+            raise ParameterError(f"{both} cannot be combined with this chat template ({self.why}): {exc}",
+                                 "response_format") from None
+

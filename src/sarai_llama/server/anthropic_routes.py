@@ -51,7 +51,7 @@ def router(state: ServerState) -> APIRouter:
                             seed=body.seed, logit_bias=body.logit_bias)
         prepared = prepare(state, sampling, tokens, max_new, stop=user_stops, rendered=rendered)
         mid = new_id("msg_")
-        (run,) = start(state, prepared, 1, http, mid, bool(body.stream))
+        (run,) = start(state, [prepared], 1, http, mid, bool(body.stream))
         if body.stream:
             await run.submitted()
             return EventStream(write([events(run, mid, model_id, user_stops)], ping=PING,

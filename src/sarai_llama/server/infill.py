@@ -69,7 +69,7 @@ def router(state: ServerState) -> APIRouter:
         max_new = max_tokens(state, requested, len(tokens), "n_predict", "input_prefix")
         prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop),
                            ignore_eos=bool(body.ignore_eos))
-        (run,) = start(state, prepared, 1, http, responses.completion_id(), bool(body.stream))
+        (run,) = start(state, [prepared], 1, http, responses.completion_id(), bool(body.stream))
         if body.stream:
             try:
                 await run.submitted()

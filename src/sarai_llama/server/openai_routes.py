@@ -51,38 +51,44 @@ def router(state: ServerState) -> APIRouter:
         state.check_model(body.model)
         check_n(body)
         grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
-        prompt = body.prompt
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-            if len(prompt) != 1:
-                raise bad("one prompt per request is supported (got a list of several)", "prompt")
-            prompt = prompt[0]  # type: ignore[assignment]
+        prompts = prompt_list(body.prompt)
+        wanted, capacity = len(prompts) * (body.n or 1), state.require_ready().capacity
+        if wanted > capacity:
+            raise bad(f"this request asks for {wanted} completions ({len(prompts)} prompts x n={body.n or 1}); "
+                      f"this server takes at most {capacity} at once (--parallel + --max-queue)", "prompt")
+        n_probs = body.logprobs if body.logprobs is not None else body.n_probs
+        if n_probs is not None and not 0 <= n_probs <= 20:
+            raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
+        prepared = [await one_completion(body, p, grammar, n_probs, "prompt" if len(prompts) == 1 else f"prompt[{i}]")
+                    for i, p in enumerate(prompts)]
+        return await respond(body, prepared, http, responses.completion_id())
+
+    async def one_completion(body: CompletionBody, prompt: str | list[int], grammar: str | None,
+                             n_probs: int | None, param: str) -> Prepared:
+        """One prompt of a completions request, ready for the engine (``param``: its field, for 400s)."""
         try:
             fill = fim.fills(state.model, body.suffix, bool(body.echo))
             if fill:  # the prompt is the prefix (the FIM prompt as /infill builds it)
                 tokens = await run_in_threadpool(lambda: fim.fim_prompt(state.model, prompt, body.suffix or "",
                                                                         spm=settings.spm_infill))
         except ValueError as exc:  # a model without FIM tokens, echo with a suffix, text without UTF-8
-            raise invalid(exc) from None
+            raise invalid(exc, param) from None
         if fill:
             echo_text = ""
         elif isinstance(prompt, str):
-            tokens = await run_in_threadpool(tokenize_prompt, state, prompt, "prompt")
+            tokens = await run_in_threadpool(tokenize_prompt, state, prompt, param)
             echo_text = prompt
         else:
-            tokens = [int(t) for t in prompt]  # type: ignore[union-attr]
+            tokens = list(prompt)
             echo_text = ""
-        check_tokens(state, tokens, "prompt")
+        check_tokens(state, tokens, param)
         if body.echo and not isinstance(prompt, str):
             echo_text = (await run_in_threadpool(state.model.detokenize, tokens, False)).decode("utf-8", "replace")
-        max_new = max_tokens(state, budget(body, body.max_tokens, 16), len(tokens))
-        n_probs = body.logprobs if body.logprobs is not None else body.n_probs
-        if n_probs is not None and not 0 <= n_probs <= 20:
-            raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
-        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
-                           ignore_eos=bool(body.ignore_eos), echo=echo_text if body.echo else "",
-                           include_usage=include_usage(body), grammar=grammar, draft_max=body.speculative_n_max,
-                           draft_min=body.speculative_n_min)
-        return await respond(body, prepared, http, responses.completion_id())
+        max_new = max_tokens(state, budget(body, body.max_tokens, 16), len(tokens), prompt_param=param)
+        return prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
+                       ignore_eos=bool(body.ignore_eos), echo=echo_text if body.echo else "",
+                       include_usage=include_usage(body), grammar=grammar, draft_max=body.speculative_n_max,
+                       draft_min=body.speculative_n_min)
 
     async def chat(body: ChatBody, http: HTTPRequest) -> Response:
         state.require_ready()
@@ -108,11 +114,13 @@ def router(state: ServerState) -> APIRouter:
         prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
                            ignore_eos=bool(body.ignore_eos), include_usage=include_usage(body), rendered=rendered,
                            draft_max=body.speculative_n_max, draft_min=body.speculative_n_min)
-        return await respond(body, prepared, http, responses.chat_id())
+        return await respond(body, [prepared], http, responses.chat_id())
 
-    async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, cid: str) -> Response:
-        """Run the body's ``n`` choices of ``prepared``: one JSON answer, or one SSE stream."""
-        choices = Choices(start(state, prepared, body.n or 1, http, cid, bool(body.stream)), cid, model_id)
+    async def respond(body: Generation, prepared: list[Prepared], http: HTTPRequest, cid: str) -> Response:
+        """Run the body's ``n`` choices of each prompt's ``prepared``: one JSON answer, or one SSE stream
+        (choice ``p * n + j`` is the ``j``-th of prompt ``p``, as OpenAI numbers them)."""
+        choices = Choices(start(state, prepared, body.n or 1, http, cid, bool(body.stream)), cid, model_id,
+                          sum(p.n_prompt for p in prepared))
         if body.stream:
             await choices.submitted()
             return EventStream(write(choices.sources(), choices.last), choices.close)
@@ -153,11 +161,24 @@ def check_n(body: Generation) -> None:
         raise bad(f"n must be in [1, 16], not {body.n}", "n")
 
 
-class Choices:
-    """The ``n`` runs of one completions or chat request, answered together."""
+def prompt_list(prompt: str | list[int] | list[str] | list[list[int]]) -> list[str | list[int]]:
+    """A completions ``prompt`` as its prompts: a string, a list of token ids, or a list of either
+    (OpenAI's four shapes); an empty list is a 400."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise bad("prompt is an empty list", "prompt")
+    if all(isinstance(p, int) for p in prompt):
+        return [[int(t) for t in prompt]]  # type: ignore[arg-type]
+    return [p if isinstance(p, str) else [int(t) for t in p] for p in prompt]  # type: ignore[union-attr]
 
-    def __init__(self, runs: list[Run], cid: str, model_id: str) -> None:
-        self.runs, self.cid, self.model_id = runs, cid, model_id
+
+class Choices:
+    """The runs of one completions or chat request (``n`` per prompt), answered together;
+    ``n_prompt``: the prompt tokens of all its prompts, counted once each."""
+
+    def __init__(self, runs: list[Run], cid: str, model_id: str, n_prompt: int) -> None:
+        self.runs, self.cid, self.model_id, self.n_prompt = runs, cid, model_id, n_prompt
         self.created = responses.now()
         self.chat = runs[0].prepared.rendered is not None
 
@@ -166,7 +187,7 @@ class Choices:
             run.close()
 
     def usage(self) -> responses.Usage:
-        return responses.usage(self.runs[0].prepared.n_prompt, sum(r.usage["completion_tokens"] for r in self.runs))
+        return responses.usage(self.n_prompt, sum(r.usage["completion_tokens"] for r in self.runs))
 
     async def submitted(self) -> None:
         """Every run accepted by the engine (a 400 before the stream's 200 otherwise)."""

@@ -62,7 +62,7 @@ def router(state: ServerState) -> APIRouter:
                             seed=body.seed, logit_bias=body.logit_bias)
         prepared = prepare(state, sampling, tokens, max_new, rendered=rendered)
         answer = Answer(new_id("resp_"), oai.now(), model_id, body)
-        (run,) = start(state, prepared, 1, http, answer.rid, bool(body.stream))
+        (run,) = start(state, [prepared], 1, http, answer.rid, bool(body.stream))
         if body.stream:
             await run.submitted()
             return EventStream(write([answer.events(run)], error=answer.error), run.close)

@@ -153,22 +153,27 @@ class Run:
                 return
 
 
-def start(state: ServerState, prepared: Prepared, n: int, http: HTTPRequest, cid: str, stream: bool) -> list[Run]:
-    """Admit ``n`` runs of one prepared request (all or none). A fixed seed is offset per choice,
-    so ``n`` choices differ like OpenAI's do."""
+def start(state: ServerState, prepared: list[Prepared], n: int, http: HTTPRequest, cid: str,
+          stream: bool) -> list[Run]:
+    """Admit ``n`` runs of each prepared request (all or none), prompt by prompt: run ``p * n + j``
+    is choice ``j`` of ``prepared[p]``. A fixed seed is offset per choice, so ``n`` choices differ
+    like OpenAI's do."""
     runs: list[Run] = []
     try:
-        for i in range(n):
-            request = prepared.request
-            if i and request.sampling.seed is not None:
-                request = dataclasses.replace(
-                    request, sampling=dataclasses.replace(request.sampling, seed=request.sampling.seed + i))
-            runs.append(Run(state, dataclasses.replace(prepared, request=request), http))
+        for one in prepared:
+            for i in range(n):
+                request = one.request
+                if i and request.sampling.seed is not None:
+                    request = dataclasses.replace(
+                        request, sampling=dataclasses.replace(request.sampling, seed=request.sampling.seed + i))
+                runs.append(Run(state, dataclasses.replace(one, request=request), http))
     except BaseException:
         for r in runs:
             r.close()
         raise
     runs[0].log.update(id=cid, stream=stream, n=n)
+    if len(prepared) > 1:
+        runs[0].log.update(prompts=len(prepared), prompt_tokens=sum(p.n_prompt for p in prepared))
     return runs
 
 

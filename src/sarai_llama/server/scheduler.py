@@ -103,8 +103,13 @@ class Scheduler:
         """Admitted requests not decoding yet (the admission queue's length)."""
         return max(0, self.admitted - self.n_seq)
 
+    @property
+    def capacity(self) -> int:
+        """The most requests admitted at once: the sequences plus ``max_queue``."""
+        return self.n_seq + self.max_queue
+
     def admit(self) -> None:
-        if self.admitted >= self.n_seq + self.max_queue:
+        if self.admitted >= self.capacity:
             raise Full(f"{self.admitted - self.n_seq} requests already wait for one of {self.n_seq} sequences")
         self.admitted += 1
 
