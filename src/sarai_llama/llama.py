@@ -1,10 +1,13 @@
 """``Llama``: llama-cpp-python's names and shapes, a thin face on the engine.
 
-keywords -> :class:`~sarai_llama.sampling.SamplingParams` and an
-:class:`~sarai_llama.engine.Request` -> :class:`~sarai_llama.engine.Engine`
-(driven in the caller's thread) -> :mod:`~sarai_llama.responses` builders.
-Everything per token happens in C++ (``_core.Engine``); this module owns
-only llama-cpp-python's call shapes.
+The model and its engine come from one :class:`~sarai_llama.runtime.Runtime`;
+a call's keywords -> :class:`~sarai_llama.sampling.SamplingParams` and an
+:class:`~sarai_llama.engine.Request` -> the engine (driven in the caller's
+thread) -> :mod:`~sarai_llama.responses` builders. Per token, decoding,
+sampling, stop strings and speculation run in C++ (``_core.Engine``); Python
+runs per token only for a caller's logits processors and stopping criteria
+(:mod:`~sarai_llama.logits`) and to build each streamed chunk. This module owns
+llama-cpp-python's call shapes.
 """
 
 from __future__ import annotations
@@ -13,28 +16,25 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from . import _core, chat, chat_completion, fim, llama_cache, responses, text_completion
+from . import chat, chat_completion, fim, llama_cache, responses, text_completion
 from ._numpy import numpy as _numpy
 from .chat_template import response_grammar
-from .context_config import DEFAULT_STEP_BUDGET_MS, POOLING, ContextConfig
+from .context_config import DEFAULT_STEP_BUDGET_MS
 from .embedding import Embedder, PooledCalls
 from .engine import Engine, Request, run_all
 from .inline import InlineRuns
-from .errors import ModelLoadError
 from .grammar import LlamaGrammar
 from .hooks import LogitsProcessorList, StoppingCriteriaList
 from .llama_cache import BaseLlamaCache, LlamaState
 from .llama_speculative import LlamaDraftModel, Speculation
 from .llama_tokenizer import LlamaTokenizer
-from .loading import load_model
 from .logits import ManualLoop, logits_to_logprobs
 from .rerank import Reranker
+from .runtime import Runtime
 from .sampling import RANDOM_SEED, SamplingParams, next_call_seed
 from .stops import normalize_stops
-from .threads import choose_threads
 from .vocab import Vocab
 
 __all__ = ["LLAMA_DEFAULT_SEED", "Llama", "LlamaState"]
@@ -62,7 +62,7 @@ class Llama(ManualLoop, PooledCalls):
         n_seq_max: requests decoded together in one batch (default 1): threads calling this object
             at once, or :meth:`create_completions`, share the batches and the ``n_ctx`` KV cells.
         step_budget_ms: while some of those requests generate, a step takes only as many prompt
-            tokens as fit in this many ms (default 200; 0: off); see ``ContextConfig``.
+            tokens as fit in this many ms (default 120; 0: off); see ``ContextConfig``.
         seed: default sampling seed (``LLAMA_DEFAULT_SEED`` = random).
         f16_kv, type_k, type_v: KV-cache types ("f16", "q8_0", ...).
         use_mmap, use_mlock: how weights are loaded.
@@ -70,7 +70,8 @@ class Llama(ManualLoop, PooledCalls):
         embedding: create the context for embeddings (pooled, one vector per input).
         pooling_type: "mean" (default for embeddings), "cls", "last", "none", "unspecified", "rank" (:meth:`rerank`).
         flash_attn: True, False or None/"auto" (default: llama.cpp decides).
-        use_extra_bufts: let llama.cpp repack weights for faster CPU kernels (default True).
+        use_extra_bufts: let llama.cpp repack weights for faster CPU kernels (None, the default:
+            the tuned record's choice under ``n_threads="tuned"``, else True; an explicit value wins).
         chat_format: a llama.cpp built-in template name overriding the GGUF's.
         job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         last_n_tokens_size: tokens the repetition penalties look back on (default 64).
@@ -89,66 +90,42 @@ class Llama(ManualLoop, PooledCalls):
                  type_k: str | int | None = None, type_v: str | int | None = None, use_mmap: bool = True,
                  use_mlock: bool = False, vocab_only: bool = False, embedding: bool = False,
                  pooling_type: str | int = "unspecified", flash_attn: bool | str | None = None,
-                 use_extra_bufts: bool = True, swa_full: bool = False, chat_format: str | None = None,
+                 use_extra_bufts: bool | None = None, swa_full: bool = False, chat_format: str | None = None,
                  job: str | None = None, logits_all: bool = False, last_n_tokens_size: int = 64,
                  draft_model: LlamaDraftModel | None = None, verbose: bool = True, trusted: bool | None = None,
                  **ignored: Any) -> None:
         super().__init__()
-        self._model: Any = None
-        self._engine: Engine | None = None
-        self._embedder: Embedder | Reranker | None = None  # embedding=True (Reranker: pooling_type="rank")
+        self._rt: Runtime | None = None
         self._runs = InlineRuns(n_seq_max)
         self.cache: BaseLlamaCache | None = None
         self.verbose = verbose
-        _core.set_log_level(2 if verbose else 4)
         for key in ignored:
             if key not in GPU_KEYWORDS:
                 raise TypeError(f"Llama() got an unexpected keyword argument {key!r}")
-        path = Path(model_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"model file not found: {path}")
-        self.model_path = str(path)
-        self.threads = choose_threads(n_threads, job, path)
-        self.tuned = self.threads.tuned
-        if self.tuned:
-            use_extra_bufts = bool(self.tuned["repack"])
-            logger.info("using tuned settings: %s", self.tuned)
-        # Checked before the (slow) model load: every bad value fails fast, naming itself.
-        self.context_config = ContextConfig.from_keywords(
-            n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads=self.threads.n_threads,
-            n_threads_batch=n_threads_batch, f16_kv=f16_kv, type_k=type_k, type_v=type_v, flash_attn=flash_attn,
-            embeddings=embedding, pooling_type=pooling_type, swa_full=swa_full, n_seq_max=n_seq_max,
-            step_budget_ms=step_budget_ms)
-        speculation = Speculation.of(draft_model)
-        self._model = load_model(self.model_path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
-                                 use_extra_bufts=use_extra_bufts, trusted=trusted)
-        self._tok = Vocab(self._model)
-        self.n_threads, self.n_threads_batch = self.threads.n_threads, self.context_config.n_threads_batch
+        rt = Runtime(model_path, threads=n_threads, job=job, vocab_only=vocab_only, use_mmap=use_mmap,
+                     use_mlock=use_mlock, use_extra_bufts=use_extra_bufts, trusted=trusted, seed=seed,
+                     speculation=Speculation.of(draft_model), chat_format=chat_format, verbose=verbose,
+                     n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads_batch=n_threads_batch,
+                     f16_kv=f16_kv, type_k=type_k, type_v=type_v, flash_attn=flash_attn, embeddings=embedding,
+                     pooling_type=pooling_type, swa_full=swa_full, n_seq_max=n_seq_max,
+                     step_budget_ms=step_budget_ms)
+        self._rt, self.model_path, self.threads, self.context_config = rt, rt.path, rt.threads, rt.config
+        self.tuned = rt.threads.tuned
+        self._tok = Vocab(rt.model)
+        self.n_threads, self.n_threads_batch = rt.threads.n_threads, rt.config.n_threads_batch
         self.seed, self.embedding, self.logits_all = seed, embedding, logits_all
         # Private in llama-cpp-python too; its own tests read them.
-        self._is_recurrent, self._is_hybrid = bool(self._model.is_recurrent), bool(self._model.is_hybrid)
+        self._is_recurrent, self._is_hybrid = bool(rt.model.is_recurrent), bool(rt.model.is_hybrid)
         self.last_n_tokens_size, self.chat_format, self.vocab_only = last_n_tokens_size, chat_format, vocab_only
-        self.metadata: dict[str, str] = dict(self._model.metadata())
-        self._architecture = self.metadata.get("general.architecture", "")
-        self._chat_format: chat.ChatFormat | None = None
-        self._n_ctx = n_ctx or self._model.n_ctx_train
-        if vocab_only:
-            return
-        try:
-            if embedding:
-                rank = self.context_config.pooling == POOLING["rank"]
-                self._embedder = (Reranker if rank else Embedder)(self._model, self.context_config)
-                self._n_ctx = self._embedder.n_ctx
-            else:
-                self._engine = Engine(self._model, self.context_config, seed, speculation)
-                self._n_ctx = self._engine.n_ctx
-        except RuntimeError as exc:
-            raise ModelLoadError(str(exc)) from exc
+        self.metadata: dict[str, str] = rt.metadata
+        self._n_ctx = rt.n_ctx
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Free the engine and the model now (also done by ``with`` and garbage collection)."""
-        self._engine = self._embedder = self._model = None
+        if self._rt is not None:
+            self._rt.close()
+            self._rt = None
 
     def __enter__(self) -> Llama:
         return self
@@ -156,19 +133,28 @@ class Llama(ManualLoop, PooledCalls):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _vocab(self) -> Vocab:
-        if self._model is None:
+    def _runtime(self) -> Runtime:
+        if self._rt is None:
             raise RuntimeError("this Llama is closed")
+        return self._rt
+
+    def _vocab(self) -> Vocab:
+        self._runtime()
         return self._tok
+
+    @property
+    def runtime(self) -> Runtime:
+        """The loaded model and what runs it (``sarai_llama.runtime``): the unit a server serves."""
+        return self._runtime()
 
     @property
     def engine(self) -> Engine:
         """The engine this object drives (a ``RuntimeError`` for embedding and vocab-only objects)."""
-        if self._engine is None:
-            self._vocab()
+        engine = self._runtime().engine
+        if engine is None:
             why = "embedding=True: it computes embeddings" if self.embedding else "vocab_only=True: it can only tokenize"
             raise RuntimeError(f"this Llama was loaded with {why}")
-        return self._engine
+        return engine
 
     # ------------------------------------------------------------- model facts
     def n_ctx(self) -> int:
@@ -242,7 +228,8 @@ class Llama(ManualLoop, PooledCalls):
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: prompt/eval tokens and milliseconds."""
-        return self._embedder.perf() if self._embedder is not None else dict(self.engine.perf())
+        pooled = self.pooled
+        return pooled.perf() if pooled is not None else dict(self.engine.perf())
 
     # ------------------------------------------------------------- requests
     def submit(self, request: Request) -> Iterator[Any]:
@@ -324,9 +311,7 @@ class Llama(ManualLoop, PooledCalls):
     # ------------------------------------------------------------- chat
     def chat_handler(self) -> chat.ChatFormat:
         """How :meth:`create_chat_completion` renders chats for this model (``.why`` says why)."""
-        if self._chat_format is None:
-            self._chat_format = chat.resolve_chat_format(self._model, self._architecture, self.chat_format)
-        return self._chat_format
+        return self._runtime().chat_format()
 
     def chat_template(self) -> tuple[str, str]:
         """(template name or Jinja source, why) used by :meth:`create_chat_completion`."""
@@ -379,5 +364,4 @@ class Llama(ManualLoop, PooledCalls):
     @property
     def pooled(self) -> Embedder | Reranker | None:
         """The pooled context (``embedding=True``; a ``Reranker`` under rank pooling), else None."""
-        self._vocab()
-        return self._embedder
+        return self._runtime().pooled

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,56 +47,45 @@ class ServerState:
         self.on_exit: Callable[[int], None] = lambda code: None
         self.exit_code = 0
         self._drain_task: asyncio.Task[None] | None = None
-        self._embedder: Any = None
-        self._embed_lock = threading.Lock()
-        self._reranker: Any = None
-        self._rerank_error: str | None = None
-        self._rerank_lock = threading.Lock()
+        self.runtime: Any = None  # the served model (sarai_llama.runtime.Runtime), once loaded
 
     # -------------------------------------------------------------- loading
     def load(self) -> None:
-        """Load the model and start the scheduler (in a thread: the HTTP server is already up)."""
-        from .. import _core
-        from ..context_config import ContextConfig, kv_cache_bytes
-        from ..engine import Engine
-        from ..loading import load_model
+        """Load the model (one :class:`~sarai_llama.runtime.Runtime`) and start the scheduler, in a
+        thread: the HTTP server is already up."""
+        from ..runtime import Runtime
 
         s = self.settings
         try:
             if s.debug_load_delay:
                 time.sleep(s.debug_load_delay)
-            threads = s.thread_choice()
-            n_threads = threads.n_threads
-            config = ContextConfig.from_keywords(
-                n_ctx=s.ctx_size, n_batch=s.batch_size, n_ubatch=s.ubatch_size, n_threads=n_threads,
-                n_seq_max=s.parallel, step_budget_ms=s.step_budget_ms, type_k=s.cache_type_k,
-                type_v=s.cache_type_v, flash_attn=FLASH_ATTN_KEYWORD[s.flash_attn])
-            _core.set_log_level(2 if s.log_level == "debug" else 4)
             # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
-            model = load_model(s.model, use_extra_bufts=bool(threads.tuned["repack"]) if threads.tuned else True)
-            engine = Engine(model, config, s.seed, s.speculation())
-            meta = dict(model.metadata())
-            arch = meta.get("general.architecture", "")
-            arch = arch.decode(errors="replace") if isinstance(arch, bytes) else str(arch)
+            rt = Runtime(s.model, threads=s.thread_choice(), seed=s.seed, speculation=s.speculation(),
+                         chat_format=s.chat_format, verbose=s.log_level == "debug", n_ctx=s.ctx_size,
+                         n_batch=s.batch_size, n_ubatch=s.ubatch_size, n_seq_max=s.parallel,
+                         step_budget_ms=s.step_budget_ms, type_k=s.cache_type_k, type_v=s.cache_type_v,
+                         flash_attn=FLASH_ATTN_KEYWORD[s.flash_attn])
+            engine = rt.engine
+            assert engine is not None  # a generating runtime
             try:
-                self.template = chat.resolve_chat_format(model, arch, s.chat_format)
+                self.template = rt.chat_format()
                 logger.info("chat template: %s", self.template.why)
             except ValueError as exc:  # completions still work; chat answers why not
                 self.template_error = str(exc)
-            self.model, self.engine = model, engine
-            self.n_ctx_seq, self.n_threads = engine.n_ctx_seq, n_threads
-            self.n_vocab = int(model.n_vocab)
+            self.runtime, self.model, self.engine = rt, rt.model, engine
+            self.n_ctx_seq, self.n_threads = engine.n_ctx_seq, rt.threads.n_threads
+            self.n_vocab = int(rt.model.n_vocab)
             scheduler = Scheduler(engine, s.max_queue, on_step_error=self._engine_failed)
             self.metrics.bind(self._load_facts, engine.stats)
             scheduler.start()
             self.scheduler = scheduler
             logger.info("model loaded: %s (%d threads, %d sequences, %d context cells, %d per sequence)",
-                        s.model, n_threads, s.parallel, engine.n_ctx, self.n_ctx_seq)
-            kv = kv_cache_bytes(meta, engine.n_ctx, s.cache_type_k, s.cache_type_v)
+                        s.model, self.n_threads, s.parallel, engine.n_ctx, self.n_ctx_seq)
+            kv = rt.kv_bytes()
             logger.info("KV cache: %s (K %s, V %s, flash attention %s)",
                         f"at most {kv / 2**20:.0f} MiB" if kv else "size unknown for this architecture",
                         s.cache_type_k, s.cache_type_v, s.flash_attn)
-            self._start_state_cache(engine, config, kv)
+            self._start_state_cache(rt)
             if self.phase == "loading":
                 self.phase = "ready"
         except Exception as exc:
@@ -106,25 +94,16 @@ class ServerState:
             self.exit_code = 1
             self.on_exit(1)
 
-    def _start_state_cache(self, engine: Any, config: Any, kv_bytes: int) -> None:
+    def _start_state_cache(self, rt: Any) -> None:
         """Give the engine its state cache, sized by --cache-ram or by the pod (logged with the reason)."""
-        from .. import state_cache
-        from ..memory import explain_cache_budget
-
         s = self.settings
-        if s.cache_ram == "auto":
-            budget, why = explain_cache_budget(Path(s.model).stat().st_size, kv_bytes)
-        elif s.cache_ram == -1:
-            budget, why = 1 << 62, "--cache-ram -1: no limit (the pod's memory limit is not respected)"
-        else:
-            budget, why = int(s.cache_ram) << 20, f"--cache-ram {s.cache_ram}"
+        budget, why = rt.start_state_cache(s.cache_ram, s.cache_dir, s.cache_disk)
+        if s.cache_ram != "auto":
+            why = f"--cache-ram {s.cache_ram}" + (f": {why}" if s.cache_ram == -1 else "")
         if budget == 0:
             logger.info("state cache: off (%s)", why)
             return
-        cache = state_cache.create(s.model, config.kv_layout, budget, s.cache_dir, s.cache_disk << 20)
-        for warning in cache.take_warnings():
-            logger.warning("%s", warning)
-        engine.state_cache = cache
+        cache = rt.engine.state_cache
         logger.info("state cache: %s RAM (%s)%s", "no limit" if s.cache_ram == -1 else f"{budget >> 20} MiB", why,
                     f", disk {s.cache_dir} up to {s.cache_disk} MiB ({cache.stats()['disk_entries']} states there)"
                     if s.cache_dir else "")
@@ -135,40 +114,14 @@ class ServerState:
             self.scheduler.stop()
 
     def embedder(self) -> Any:
-        """The pooled embedding context (``embedding.Embedder``), created on first use on the
-        served model's weights; concurrent requests share its decodes."""
-        with self._embed_lock:
-            if self._embedder is None:
-                from ..embedding import Embedder
-
-                self._embedder = Embedder(self.model, self._pooled_config("mean"))
-            return self._embedder
+        """The pooled embedding context (``embedding.Embedder``) beside the engine, created on first
+        use on the served model's weights; concurrent requests share its decodes."""
+        return self.runtime.embedder()
 
     def reranker(self) -> Any:
         """The rank-pooled context of ``/v1/rerank`` (``rerank.Reranker``), created on first use on
         the served model's weights; a ValueError saying why for a model without a classifier head."""
-        with self._rerank_lock:
-            if self._reranker is None and self._rerank_error is None:
-                from ..rerank import Reranker
-
-                try:
-                    self._reranker = Reranker(self.model, self._pooled_config("rank"))
-                except ValueError as exc:  # said once, then answered from here
-                    self._rerank_error = str(exc)
-            if self._reranker is None:
-                raise ValueError(self._rerank_error)
-            return self._reranker
-
-    def _pooled_config(self, pooling: str) -> Any:
-        """A pooled context's configuration: the server's threads and flash attention, a
-        window of ``pooled.server_window`` tokens."""
-        from ..context_config import ContextConfig
-        from ..pooled import server_window
-
-        window = server_window(self.n_ctx_seq)
-        return ContextConfig.from_keywords(n_ctx=window, n_batch=window, n_threads=self.n_threads, embeddings=True,
-                                           pooling_type=pooling,
-                                           flash_attn=FLASH_ATTN_KEYWORD[self.settings.flash_attn])
+        return self.runtime.reranker()
 
     def _engine_failed(self, exc: BaseException) -> None:
         self.phase, self.failure = "failed", f"the engine failed: {exc}"

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from .. import chat_completion, fim, responses
-from .errors import APIError, bad, invalid
+from .errors import bad, invalid
 from .lifecycle import ServerState
 from .openai_schemas import ChatBody, CompletionBody, Generation
 from .requests import (Prepared, Sampling, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops,
