@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,13 @@ def test_bench_refuses_hostile_model_without_dying(tmp_path):
     run = subprocess.run([sys.executable, "-m", "sarai_llama", "bench", str(dup), "-p", "8", "-n", "2", "-r", "1"],
                          capture_output=True, text=True, cwd="/")
     assert run.returncode == 2 and "duplicate" in run.stderr
+
+
+TOOLS = sorted((Path(__file__).resolve().parent.parent / "tools").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", [*TOOLS, TOOLS[0].parent / "compare_servers.py"], ids=lambda p: p.name)
+def test_every_benchmark_tool_answers_help(script: Path) -> None:
+    """A benchmark that nobody runs in CI must still import and parse its arguments (none may rot)."""
+    got = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0 and got.stdout.startswith("usage:"), got.stderr[-2000:]

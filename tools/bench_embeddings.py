@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from bench_serve import free_port, interleaved, parse_server_arguments, percentile, run_against, server_arguments  # tools/ is this script's sys.path[0]
+from serving_lib import free_port, interleaved, parse_server_arguments, percentile, run_against, server_arguments  # tools/ is this script's sys.path[0]
 
 SUBJECTS = ["the giant panda", "a steam engine", "the French revolution", "photosynthesis", "a jazz quartet",
             "the Pacific Ocean", "quantum computers", "a medieval castle", "honey bees", "the stock market",

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_serve import free_port, percentile, stop_process, wait_ready  # tools/ is sys.path[0]
+from serving_lib import free_port, percentile, stop_process, wait_ready  # tools/ is sys.path[0]
 
 LOAD_BEFORE = ""
 WORDS = ("river stone light morning garden window paper engine market winter silver forest music harbor "

@@ -7,7 +7,7 @@
 Creates a cgroup with a CFS quota of ``--cpus`` CPUs (cgroup v2 ``cpu.max`` or
 v1 ``cpu.cfs_quota_us``, whichever the host mounts), starts each server inside
 it (the load generator stays outside, unlimited), measures it with
-``tools/bench_serve.py`` and removes the cgroup. What a pod with
+``tools/serving_lib.py`` and removes the cgroup. What a pod with
 ``resources.limits.cpu`` sees, without a container runtime. llama-server gets no
 ``-t``: its default comes from the host's cores, not the quota. Needs root.
 
@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_serve import free_port, measure_process  # tools/ is this script's sys.path[0]
+from serving_lib import free_port, measure_process  # tools/ is this script's sys.path[0]
 
 PERIOD_US = 100_000
 

@@ -38,7 +38,7 @@ import sys
 import time
 from typing import Any
 
-from bench_serve import free_port, interleaved, parse_server_arguments, run_against, server_arguments  # tools/ is this script's sys.path[0]
+from serving_lib import free_port, interleaved, parse_server_arguments, run_against, server_arguments  # tools/ is this script's sys.path[0]
 
 PARAGRAPH = (
     "The old lighthouse stood at the edge of the cliff, its white paint peeling in long strips. "

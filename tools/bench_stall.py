@@ -37,7 +37,7 @@ import sys
 import time
 from typing import Any
 
-from bench_serve import RawClient, free_port, run_against  # tools/ is this script's sys.path[0]
+from serving_lib import RawClient, free_port, run_against  # tools/ is this script's sys.path[0]
 
 STREAMS = 3
 #: Tokens each stream asks for: more than it can generate during the test at 2 threads

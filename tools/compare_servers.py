@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 
-from bench_serve import free_port, measure_process  # tools/ is this script's sys.path[0]
+from serving_lib import free_port, measure_process  # tools/ is this script's sys.path[0]
 
 PROMPT_TOKENS = 20  # bench_serve's prompts are 19 tokens with Gemma's tokenizer, plus BOS
 
