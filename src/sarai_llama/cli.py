@@ -28,7 +28,8 @@ def _colour(text: str, code: str, stream: Any = sys.stdout) -> str:
 
 def _info_report() -> dict[str, Any]:
     info = build_info()
-    n, why = threads.explain_threads("max")
+    choice = threads.choose_threads(None)
+    n, why = choice.n_threads, choice.why
     missing = _build_info.missing_features(info)
     system = _system.system_info()
     return {
@@ -121,7 +122,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for p in problems:
             print(_colour("problem: ", "31") + p)
         if not problems:
-            print(_colour("ok", "32") + f": {info['build_type']} build fits this CPU; threads {threads.explain_threads('max')[1]}")
+            print(_colour("ok", "32") + f": {info['build_type']} build fits this CPU; threads {threads.choose_threads(None).why}")
     return 1 if problems else 0
 
 
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             args.prompt = DEFAULT_PROMPT
     if getattr(args, "command", None) == "bench" and args.threads is None:
-        args.threads = [threads.optimal_threads("max")]
+        args.threads = [threads.choose_threads(None).n_threads]
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

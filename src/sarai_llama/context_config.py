@@ -94,19 +94,17 @@ def pooling_id(value: str | int) -> int:
 
 
 def _warn_oversubscribed(n_threads: int) -> None:
-    """Warn when more threads are asked for than CPUs may run this process at once
-    (affinity mask, cgroup quota): ggml's threads then wait for each other each step."""
+    """Warn when more threads are asked for than the CPUs this process may use, counted as the
+    thread policy counts them (``cpu.usable_cpus``: physical cores in the affinity mask, the
+    cgroup CPU quota): ggml's threads then wait for each other, or for a sibling, each step."""
     from . import cpu
 
     try:
-        available = len(cpu.affinity())
-        quota = cpu.cgroup_cpu_quota("/")
+        usable, why = cpu.usable_cpus()
     except OSError:  # no facts to judge by: say nothing
         return
-    if quota is not None:
-        available = min(available, max(1, math.ceil(quota)))
-    if n_threads > available:
-        warnings.warn(f"{n_threads} threads but this process may run on {available} CPU(s) at once: "
+    if n_threads > usable:
+        warnings.warn(f"{n_threads} threads but this process may run on {usable} CPU(s) at full speed ({why}): "
                       "the threads will wait for each other (slower, not faster)", RuntimeWarning, stacklevel=4)
 
 

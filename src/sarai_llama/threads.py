@@ -1,4 +1,9 @@
-"""How many threads llama.cpp should use here: ``optimal_threads`` and the design's env policy."""
+"""How many threads llama.cpp should use here: one policy, :func:`choose_threads`.
+
+``optimal_threads`` / ``get_optimal_threads`` (the design's names) and the CLI's
+``info``, ``doctor`` and ``bench`` give the same count as ``choose_threads`` does
+for ``Llama`` and ``serve``: by default every usable physical core (mode "max").
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import cpu
+from .tune_store import load_saved
 
-__all__ = ["MODES", "ThreadChoice", "choose_threads", "explain_job_threads", "explain_threads",
+__all__ = ["DEFAULT_MODE", "MODES", "ThreadChoice", "choose_threads", "explain_job_threads", "explain_threads",
            "get_optimal_threads", "optimal_threads"]
 
 #: share of the usable cores each mode takes
@@ -26,25 +32,30 @@ def _scaled(usable: int, mode: str) -> int:
     return max(1, math.floor(usable * MODES[mode]))
 
 
-def explain_threads(mode: str = "balanced") -> tuple[int, str]:
+#: The mode when ``SARAI_THREAD_MODE`` names none: every usable physical core. On a
+#: dedicated machine or a pod's CPU quota, idle cores buy nothing.
+DEFAULT_MODE = "max"
+
+
+def explain_threads(mode: str = DEFAULT_MODE) -> tuple[int, str]:
     """(threads, reason) for ``mode`` on the CPUs this process may use right now."""
     usable, why = cpu.usable_cpus()
     n = _scaled(usable, mode)
     return n, f"{n} of {usable} ({mode}): {why}"
 
 
-def optimal_threads(mode: str = "balanced") -> int:
+def optimal_threads(mode: str = DEFAULT_MODE) -> int:
     """Threads for llama.cpp on this machine, now.
 
     The usable CPUs are min(physical P-cores in the affinity mask, floor(cgroup
-    CPU quota)), at least 1. ``mode`` takes a share of them: ``max`` (100%),
-    ``balanced`` (75%, the production default; 4 cores give 3), ``low`` (50%),
-    ``single`` (1).
+    CPU quota)), at least 1. ``mode`` takes a share of them: ``max`` (100%, the
+    default, as :func:`choose_threads`), ``balanced`` (75%; 4 cores give 3, to
+    leave room for other work), ``low`` (50%), ``single`` (1).
     """
     return explain_threads(mode)[0]
 
 
-def explain_job_threads(job_type: str | None = None, default_mode: str = "balanced") -> tuple[int, str, list[str]]:
+def explain_job_threads(job_type: str | None = None, default_mode: str = DEFAULT_MODE) -> tuple[int, str, list[str]]:
     """(threads, reason, cuts) for a job under the environment's policy.
 
     ``cuts`` names each requested count that was lowered to what this process may
@@ -77,7 +88,7 @@ def explain_job_threads(job_type: str | None = None, default_mode: str = "balanc
     return n, reason, cuts
 
 
-def get_optimal_threads(job_type: str | None = None, default_mode: str = "balanced") -> int:
+def get_optimal_threads(job_type: str | None = None, default_mode: str = DEFAULT_MODE) -> int:
     """The design's entry point: threads for a job, honouring the environment.
 
     ``SARAI_THREAD_MODE`` picks the mode (``max``, ``balanced``, ``low``,
@@ -110,7 +121,7 @@ def choose_threads(value: int | str | None, job: str | None = None,
     ``serve`` and the CLI.
 
     - an integer: that many;
-    - None or ``"auto"``: the thread policy, ``threads.explain_job_threads(job, "max")``
+    - None or ``"auto"``: the thread policy, :func:`explain_job_threads` (``job``)
       (every usable physical core, following affinity and the cgroup CPU quota, unless
       ``SARAI_THREAD_MODE`` / ``<JOB>_THREADS`` say otherwise);
     - ``"tuned"``: the result ``sarai-llama tune`` saved for this model file, build, CPU
@@ -126,12 +137,10 @@ def choose_threads(value: int | str | None, job: str | None = None,
     if value == "tuned":
         if model_path is None:
             raise ValueError("n_threads='tuned' needs the model file (tune results are saved per model)")
-        from .tune import load_saved
-
         record = load_saved(model_path, job or "default")
         if record:
             return ThreadChoice(int(record["n_threads"]), f"saved tune result for job {job or 'default'!r}", record)
-    n, why, cuts = explain_job_threads(job, default_mode="max")
+    n, why, cuts = explain_job_threads(job)
     if value == "tuned":
         why = f"no saved tune result for this model and job; {why}"
     return ThreadChoice(n, why, None, tuple(cuts))

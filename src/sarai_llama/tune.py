@@ -11,16 +11,15 @@ thread policy (``threads.choose_threads``).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from . import cpu
+# The store's names, here too: tune's users save and read results through this module.
+from .tune_store import config_path, load_saved, save, tune_key  # noqa: F401
 
 #: How much prompt processing and generation count for each workload.
 WORKLOADS = {"balanced": (0.5, 0.5), "prompt": (0.9, 0.1), "generate": (0.1, 0.9)}
@@ -39,72 +38,6 @@ class Trial:
         w_pp, w_tg = WORKLOADS[workload]
         # Weighted harmonic mean: time per token is what adds up in a job.
         return 1.0 / (w_pp / self.pp_ts + w_tg / self.tg_ts)
-
-
-def config_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "sarai-llama" / "tune.json"
-
-
-def tune_key(model_path: str | os.PathLike[str]) -> str:
-    """Identity of (model file, installed build, CPU): a saved result applies only to all three."""
-    import sarai_llama
-
-    st = os.stat(model_path)
-    info = sarai_llama.build_info()
-    return "|".join([
-        os.path.abspath(model_path), str(st.st_size), str(int(st.st_mtime)),
-        info["build_type"], info["date"], sarai_llama.system_info()["cpu_variant"], cpu.model_name(),
-    ])
-
-
-def load_saved(model_path: str | os.PathLike[str], job: str = "default") -> dict[str, Any] | None:
-    """The saved winner for this model, build, CPU and job, or None.
-
-    tune.json is a file anyone may edit: a record that is unreadable or not of the
-    shape :func:`result_record` writes (thread count 1..512, repack a bool) is
-    ignored with a warning, never passed on to llama.cpp.
-    """
-    from .context_config import MAX_THREADS
-
-    path = config_path()
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
-        warnings.warn(f"ignoring {path}: {exc}", RuntimeWarning, stacklevel=2)
-        return None
-    jobs = data.get(tune_key(model_path), {}) if isinstance(data, dict) else None
-    record = jobs.get(job) if isinstance(jobs, dict) else "damaged"
-    if record is None:
-        return None
-    threads, repack = (record.get("n_threads"), record.get("repack")) if isinstance(record, dict) else (None, None)
-    if not (isinstance(threads, int) and not isinstance(threads, bool) and 1 <= threads <= MAX_THREADS
-            and isinstance(repack, bool)):
-        warnings.warn(f"ignoring the saved tune result in {path} for job {job!r}: not a valid record",
-                      RuntimeWarning, stacklevel=2)
-        return None
-    return record
-
-
-def save(model_path: str | os.PathLike[str], job: str, result: dict[str, Any]) -> Path:
-    path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    if not isinstance(data, dict):  # a damaged file is replaced, not crashed on
-        data = {}
-    key = tune_key(model_path)
-    if not isinstance(data.get(key), dict):
-        data[key] = {}
-    data[key][job] = result
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)  # never a half-written file
-    return path
 
 
 def _measure(model_path: str, trial: Trial, n_prompt: int, n_gen: int, models: dict[bool, Any]) -> Trial:
