@@ -114,8 +114,8 @@ void bind_engine(py::module_ &m) {
 
     py::class_<Engine>(m, "Engine",
                        "Continuous batching of n_seq sequences over one llama_context. One thread drives it "
-                       "(step, submit, release, provide_token, sample_with, logits, clear); cancel() may come "
-                       "from any thread.")
+                       "(step, release, provide_token, sample_with, logits, clear); submit() and cancel() may "
+                       "come from any thread (they queue or flag under the engine's lock).")
         .def(py::init([](std::shared_ptr<sarai::Model> model, const sarai::ContextParams &p, int32_t n_seq,
                          double step_budget_ms) {
                  py::gil_scoped_release release;

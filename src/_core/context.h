@@ -1,5 +1,6 @@
-// One sequence on one llama_context: embeddings (a pooled context), bench and
-// tune. Text generation runs on the engine (engine.h), many sequences per context.
+// One sequence on one llama_context: the load probe, bench and tune. Text
+// generation runs on the engine (engine.h), many sequences per context;
+// embeddings and rerank on PooledBatch (pooled.h).
 #pragma once
 
 #include <atomic>

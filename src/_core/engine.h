@@ -27,10 +27,12 @@
 // of steps changes.
 // Draft lengths follow the measured acceptance and step costs (spec.h).
 //
-// Thread rule: ONE thread drives the engine (step, submit, release,
-// provide_token, sample_with, logits, clear, set_threads) at a time; cancel()
-// may come from any thread at any moment, including during a step. The
-// accessors idle/n_active/n_queued/stats are safe from any thread.
+// Thread rule: ONE thread drives the engine (step, release, provide_token,
+// sample_with, logits, clear, set_threads) at a time. submit() and cancel()
+// may come from any thread at any moment, including during a step: both only
+// touch the queue and the slots' cancel flags under the engine's mutex (a
+// submitted request starts at the next step). The accessors
+// idle/n_active/n_queued/stats are safe from any thread.
 #pragma once
 
 #include <atomic>

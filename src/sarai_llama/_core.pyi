@@ -253,8 +253,9 @@ class StateCache:
 class Engine:
     """Continuous batching of ``n_seq`` sequences over one llama_context with a unified KV cache.
 
-    One thread drives it (step, submit, release, provide_token, sample_with,
-    logits, clear, set_threads); ``cancel`` may come from any thread.
+    One thread drives it (step, release, provide_token, sample_with, logits,
+    clear, set_threads); ``submit`` and ``cancel`` may come from any thread
+    (they queue or flag under the engine's lock; a request starts at the next step).
     """
 
     def __init__(self, model: Model, params: ContextParams, n_seq: int = 1, step_budget_ms: float = 0.0) -> None: ...

@@ -53,12 +53,11 @@ def kv_cache_bytes(meta: Mapping[str, Any], n_ctx: int, type_k: str, type_v: str
     def value(key: str) -> int | None:
         v = meta.get(key)
         try:
-            return int(v.decode() if isinstance(v, bytes) else v)  # type: ignore[arg-type]
+            return int(v)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return None
 
-    arch = meta.get("general.architecture", b"")
-    arch = arch.decode(errors="replace") if isinstance(arch, bytes) else str(arch)
+    arch = str(meta.get("general.architecture", ""))  # the metadata's strings are str (bytes escaped)
     n_layer, n_embd = value(f"{arch}.block_count"), value(f"{arch}.embedding_length")
     n_head = value(f"{arch}.attention.head_count")
     if not (n_layer and n_embd and n_head):
@@ -216,6 +215,4 @@ class ContextConfig:
         p.embeddings = self.embeddings
         p.pooling_type = self.pooling
         p.swa_full = self.swa_full
-        if hasattr(p, "n_seq_max"):
-            p.n_seq_max = self.n_seq_max
         return p
