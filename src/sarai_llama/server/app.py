@@ -21,10 +21,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
-from . import anthropic_routes, embeddings, infill, llama_extras, openai_routes, rerank, responses_routes
+from . import (anthropic_routes, embeddings, infill, llama_extras, llama_server_routes, ollama_routes, openai_routes,
+               rerank, responses_routes)
 from .anthropic_schemas import error_reply
+from .ollama_schemas import error_reply as ollama_error
 from .errors import Shapes, install_handlers
 from .gate import Gate
 from .lifecycle import ServerState
@@ -33,6 +36,9 @@ from .settings import Settings
 __all__ = ["create_app", "serve"]
 
 logger = logging.getLogger("sarai_llama.server")
+
+#: The ``/v1`` routes llama-server also serves without the prefix.
+BARE = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/responses")
 
 
 def create_app(settings: Settings) -> tuple[Gate, ServerState]:
@@ -52,11 +58,27 @@ def create_app(settings: Settings) -> tuple[Gate, ServerState]:
         state.close()
 
     app = FastAPI(title="sarai-llama", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    shapes = Shapes({anthropic_routes.PREFIX: error_reply})  # every other path answers in OpenAI's shape
+    # Anthropic's and Ollama's paths answer in their shapes; every other path in OpenAI's.
+    shapes = Shapes({anthropic_routes.PREFIX: error_reply, "/": ollama_error,
+                     **{p: ollama_error for p in ollama_routes.PREFIXES}})
     install_handlers(app, shapes)
-    for module in (llama_extras, openai_routes, responses_routes, anthropic_routes, embeddings, infill, rerank):
-        app.include_router(module.router(state))
+    routers = [module.router(state) for module in (llama_extras, llama_server_routes, openai_routes, responses_routes,
+                                                   anthropic_routes, embeddings, infill, rerank, ollama_routes)]
+    alias_bare_routes(routers)
+    for api in routers:
+        app.include_router(api)
     return Gate(app, state, shapes), state
+
+
+def alias_bare_routes(routers: list[APIRouter]) -> None:
+    """llama-server serves its OpenAI routes without ``/v1`` too: add the bare path of each of
+    :data:`BARE` that has none (``/responses``; ``/models`` and the completions have theirs)."""
+    have = {r.path for api in routers for r in api.routes if isinstance(r, APIRoute)}
+    for api in routers:
+        for r in list(api.routes):
+            bare = r.path.removeprefix("/v1") if isinstance(r, APIRoute) else ""
+            if isinstance(r, APIRoute) and r.path in BARE and bare not in have:
+                api.add_api_route(bare, r.endpoint, methods=list(r.methods))
 
 
 def serve(settings: Settings) -> int:

@@ -1,0 +1,365 @@
+"""Ollama's generation API: ``/api/chat``, ``/api/generate``, ``/api/embed``, ``/api/embeddings``.
+
+A chat becomes OpenAI-shaped messages (an assistant's ``tool_calls`` with their
+arguments as JSON text and ids of their own, each ``tool`` message the answer to
+the earlier call of its ``tool_name``), goes through the model's chat template and
+the shared request path (:mod:`.requests`, :mod:`.runs`), and comes back as
+Ollama's NDJSON stream (``stream`` defaults to true) or one object; the last one
+has ``done: true``, ``done_reason`` and the counts and durations (nanoseconds).
+``think`` is the reasoning split (``message.thinking``), ``format`` the
+``response_format`` path, ``options`` the sampling. The model list and
+description are :mod:`.ollama_models`; registry operations (pull, push, create,
+copy, delete) are a 501 that says what to do instead. Errors are Ollama's
+``{"error": "..."}`` (:func:`.ollama_schemas.error_reply`, registered for these paths).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request as HTTPRequest
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from .. import fim, responses
+from ..chat_completion import ChatDeltas
+from .errors import APIError, bad, internal, invalid
+from .lifecycle import ServerState
+from .ollama_models import Description, check_name, router as models_router
+from .ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, Generation, Options, error_reply, now
+from .requests import (Prepared, Sampling, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops,
+                       tokenize_prompt)
+from .runs import Run, collect, start, stream
+
+__all__ = ["PREFIXES", "router"]
+
+#: The paths under which errors take Ollama's shape ("/" itself is Ollama's "is it running" probe).
+PREFIXES = ("/api",)
+#: What each registry operation does here instead.
+REGISTRY = {
+    "pull": "this server serves the one GGUF file it was started with; download models yourself and start "
+            "`sarai-llama serve model.gguf`",
+    "push": "this server has no registry to push to",
+    "create": "models are not created here: serve a GGUF file (`sarai-llama serve model.gguf --chat-template ...`)",
+    "copy": "this server serves one model under one name: choose it with `--alias`",
+    "delete": "this server does not delete model files; stop it and remove the file",
+}
+NO_IMAGES = "this model takes no images: this server serves text models only (no vision projector)"
+
+
+def router(state: ServerState) -> APIRouter:
+    """The routes, bound to ``state``."""
+    api = APIRouter()
+    about = Description(state)
+    api.include_router(models_router(state, about))
+
+    async def chat(body: ChatBody, http: HTTPRequest) -> Response:
+        t0 = time.monotonic()
+        state.require_ready()
+        check_name(state, body.model_name)
+        if any(m.images for m in body.messages):
+            raise bad(NO_IMAGES, "messages.images")
+        if not body.messages:  # Ollama's way to load a model: nothing to say yet
+            return loaded(body, {"message": {"role": "assistant", "content": ""}})
+        think = thinking(body, about)
+        rendered, tokens = await render_chat(
+            state, chat_messages(body), tools=body.tools or None, response_format=response_format(body.format),
+            chat_template_kwargs=think[0], reasoning_format=think[1])
+        prepared = prepare(state, sampling(body.options), tokens, budget(state, body.options, len(tokens)),
+                           stop=stops(options(body).stop, "options.stop"), rendered=rendered)
+        return await respond(body, prepared, http, t0, "message")
+
+    async def generate(body: GenerateBody, http: HTTPRequest) -> Response:
+        t0 = time.monotonic()
+        state.require_ready()
+        check_name(state, body.model_name)
+        if body.images:
+            raise bad(NO_IMAGES, "images")
+        if body.template:
+            raise bad("template overrides (Go templates) are not supported: this server renders the model's own "
+                      "chat template; send raw: true with the prompt written out instead", "template")
+        if not body.prompt and not body.suffix:
+            return loaded(body, {"response": ""})
+        opts = options(body)
+        user_stops = stops(opts.stop, "options.stop")
+        if body.suffix is not None or body.raw:
+            tokens = await raw_prompt(body)
+            prepared = prepare(state, sampling(body.options), tokens, budget(state, body.options, len(tokens)),
+                               stop=user_stops, grammar=json_grammar(response_format(body.format), None, None))
+        else:
+            messages = ([{"role": "system", "content": body.system}] if body.system else []) + \
+                [{"role": "user", "content": body.prompt or ""}]
+            kwargs, reasoning = thinking(body, about)
+            rendered, tokens = await render_chat(state, messages, "prompt", response_format=response_format(body.format),
+                                                 chat_template_kwargs=kwargs, reasoning_format=reasoning)
+            prepared = prepare(state, sampling(body.options), tokens, budget(state, body.options, len(tokens)),
+                               stop=user_stops, rendered=rendered)
+        return await respond(body, prepared, http, t0, "response")
+
+    async def raw_prompt(body: GenerateBody) -> list[int]:
+        """The prompt as written (``raw``), or the FIM prompt of ``prompt`` + ``suffix``."""
+        try:
+            if fim.fills(state.model, body.suffix):
+                return await run_in_threadpool(lambda: fim.fim_prompt(state.model, body.prompt or "", body.suffix or "",
+                                                                      spm=state.settings.spm_infill))
+        except ValueError as exc:  # a model without FIM tokens: Ollama's "does not support insert"
+            raise invalid(exc, "suffix") from None
+        tokens = await run_in_threadpool(tokenize_prompt, state, body.prompt or "", "prompt")
+        check_tokens(state, tokens, "prompt")
+        return tokens
+
+    async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, t0: float, key: str) -> Response:
+        (run,) = start(state, [prepared], 1, http, responses.completion_id(), bool(body.stream))
+        reply = Reply(state.settings.model_id, key, run, t0)
+        if body.stream:
+            await run.submitted()
+            return NdjsonStream(reply.lines(), run.close)
+        got = await collect(run)
+        return JSONResponse(reply.answer(got.text, got.finish_reason))
+
+    async def embed(body: EmbedBody) -> JSONResponse:
+        t0 = time.monotonic()
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if not texts or len(texts) > 2048:
+            raise bad("input must hold 1 to 2048 strings", "input")
+        vectors, total = await embed_texts(body, texts, body.truncate is not False)
+        return JSONResponse({"model": state.settings.model_id, "embeddings": vectors,
+                             "total_duration": ns(time.monotonic() - t0), "load_duration": 0,
+                             "prompt_eval_count": total})
+
+    async def embeddings(body: EmbeddingsBody) -> JSONResponse:
+        if not body.prompt:  # Ollama answers an empty prompt with an empty vector
+            await embed_texts(body, [], True)
+            return JSONResponse({"embedding": []})
+        vectors, _ = await embed_texts(body, [body.prompt], True)
+        return JSONResponse({"embedding": vectors[0]})
+
+    async def embed_texts(body: EmbedBody | EmbeddingsBody, texts: list[str], truncate: bool
+                          ) -> tuple[list[list[float]], int]:
+        """Unit-length vectors from the pooled embedder the OpenAI route uses (its checks first)."""
+        state.require_ready()
+        check_name(state, body.model_name)
+        if not state.settings.embeddings:
+            raise APIError(501, "embeddings are switched off on this server (--embeddings false)",
+                           "not_implemented_error", code="not_implemented")
+        dims = getattr(body, "dimensions", None)
+        if dims is not None and dims != state.model.n_embd:
+            raise bad(f"this model's embeddings have {state.model.n_embd} dimensions, not {dims}", "dimensions")
+        if not texts:
+            return [], 0
+        embedder = await run_in_threadpool(state.embedder)
+        try:
+            return await run_in_threadpool(embedder.embed, texts, truncate, True)
+        except ValueError as exc:  # an input longer than the embedding window, with truncate false
+            raise invalid(exc, "input") from None
+
+    api.add_api_route("/api/chat", chat, methods=["POST"])
+    api.add_api_route("/api/generate", generate, methods=["POST"])
+    api.add_api_route("/api/embed", embed, methods=["POST"])
+    api.add_api_route("/api/embeddings", embeddings, methods=["POST"])
+    for op, why in REGISTRY.items():
+        api.add_api_route(f"/api/{op}", unsupported(op, why), methods=["POST", "DELETE"])
+    return api
+
+
+def unsupported(op: str, why: str) -> Callable[[], Any]:
+    async def refuse() -> None:
+        raise APIError(501, f"{op} is not supported: {why}", "not_implemented_error", code="not_implemented")
+
+    return refuse
+
+
+def options(body: Generation) -> Options:
+    return body.options or Options()
+
+
+def loaded(body: Generation, content: dict[str, Any]) -> JSONResponse:
+    """Ollama's answer to a request with nothing to generate: the model is loaded, done."""
+    return JSONResponse({"model": body.model_name, "created_at": now(), **content, "done": True,
+                         "done_reason": "load"})
+
+
+def thinking(body: Generation, about: Description) -> tuple[dict[str, Any] | None, str | None]:
+    """(chat_template_kwargs, reasoning_format) for ``think``: on splits the reasoning into
+    ``thinking`` (a 400 for a model that does not think), off asks the template not to think,
+    absent leaves both to the server; a level ("high") is gpt-oss's ``reasoning_effort``."""
+    think = body.think
+    if think is None:
+        return None, None
+    if think is False:
+        return {"enable_thinking": False}, None
+    if "thinking" not in about.capabilities():
+        raise bad(f"'{body.model_name or about.name}' does not support thinking", "think")
+    if isinstance(think, str):
+        if think not in ("low", "medium", "high"):
+            raise bad(f"think must be true, false, 'low', 'medium' or 'high', not {think!r}", "think")
+        return {"reasoning_effort": think}, "auto"
+    return None, "auto"
+
+
+def response_format(fmt: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """``format`` as chat's ``response_format``: "json" any JSON object, a dict a JSON schema."""
+    if fmt is None or fmt == "":
+        return None
+    if fmt == "json":
+        return {"type": "json_object"}
+    if isinstance(fmt, dict):
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt}}
+    raise bad(f"format must be \"json\" or a JSON schema object, not {fmt!r}", "format")
+
+
+def sampling(opts: Options | None) -> Sampling:
+    """``options`` as sampling fields (Ollama's names are llama.cpp's)."""
+    o = opts or Options()
+    return Sampling(temperature=o.temperature, top_p=o.top_p, top_k=o.top_k, min_p=o.min_p, typical_p=o.typical_p,
+                    repeat_penalty=o.repeat_penalty, presence_penalty=o.presence_penalty,
+                    frequency_penalty=o.frequency_penalty, penalty_last_n=o.repeat_last_n, seed=o.seed,
+                    mirostat_mode=o.mirostat, mirostat_tau=o.mirostat_tau, mirostat_eta=o.mirostat_eta)
+
+
+def budget(state: ServerState, opts: Options | None, n_prompt: int) -> int | None:
+    """``num_predict`` (negative: until the context ends), checked against the context; a
+    ``num_ctx`` over the context a request gets here is a 400 (a smaller one is accepted)."""
+    o = opts or Options()
+    if o.num_ctx is not None and o.num_ctx > state.n_ctx_seq:
+        raise bad(f"options.num_ctx is {o.num_ctx}, but this server gives each request at most {state.n_ctx_seq} "
+                  "tokens of context (--ctx-size / --parallel); send a num_ctx up to that", "options.num_ctx")
+    requested = None if o.num_predict is None or o.num_predict < 0 else o.num_predict
+    if requested == 0:
+        raise bad("options.num_predict must be at least 1 (or negative: no limit)", "options.num_predict")
+    return max_tokens(state, requested, n_prompt, "options.num_predict")
+
+
+def chat_messages(body: ChatBody) -> list[dict[str, Any]]:
+    """Ollama's messages as OpenAI's: each earlier call gets an id (nine alphanumerics, as the
+    strictest templates want), and each ``tool`` message the id of the first unanswered call
+    of its ``tool_name`` (else of the first unanswered call)."""
+    out: list[dict[str, Any]] = []
+    unanswered: list[tuple[str, str]] = []  # (id, name)
+    for i, m in enumerate(body.messages):
+        msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        if m.role == "assistant" and m.thinking:
+            msg["reasoning_content"] = m.thinking
+        if m.tool_calls:
+            calls = []
+            for j, call in enumerate(m.tool_calls):
+                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise bad(f"messages.{i}.tool_calls.{j}: a call needs function.name", "messages")
+                args = fn.get("arguments") or {}
+                cid = f"{i:05d}{j:04d}"
+                calls.append({"id": cid, "type": "function", "function": {
+                    "name": fn["name"], "arguments": args if isinstance(args, str) else json.dumps(args)}})
+                unanswered.append((cid, fn["name"]))
+            msg["tool_calls"] = calls
+            msg["content"] = m.content or None
+        if m.role == "tool":
+            match = next((c for c in unanswered if c[1] == m.tool_name), unanswered[0] if unanswered else None)
+            if match is not None:
+                unanswered.remove(match)
+                msg["tool_call_id"] = match[0]
+            if m.tool_name:
+                msg["name"] = m.tool_name
+        out.append(msg)
+    return out
+
+
+def ns(seconds: float) -> int:
+    return max(0, int(seconds * 1e9))
+
+
+class Reply:
+    """One generation's Ollama objects: ``key`` is "message" (chat) or "response" (generate)."""
+
+    def __init__(self, model: str, key: str, run: Run, t0: float) -> None:
+        self.model, self.key, self.run, self.t0 = model, key, run, t0
+        self.output = run.prepared.output()
+
+    def _object(self, message: dict[str, Any], done: bool) -> dict[str, Any]:
+        if self.key == "message":
+            body: dict[str, Any] = {"message": {"role": "assistant", "content": message.get("content") or "",
+                                                **{k: v for k, v in message.items() if k in ("thinking", "tool_calls")}}}
+        else:
+            body = {"response": message.get("content") or "",
+                    **({"thinking": message["thinking"]} if message.get("thinking") else {})}
+        return {"model": self.model, "created_at": now(), **body, "done": done}
+
+    def final(self, message: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        """The last object: done, why, and the counts and durations (nanoseconds)."""
+        end, job, run = time.monotonic(), self.run.job, self.run
+        first = job.t_first if job.t_first is not None else end
+        return {**self._object(message, True), "done_reason": "length" if finish == "length" else "stop",
+                "total_duration": ns(end - self.t0), "load_duration": 0,
+                "prompt_eval_count": run.prepared.n_prompt, "prompt_eval_duration": ns(first - job.t_submit),
+                "eval_count": run.usage["completion_tokens"], "eval_duration": ns(end - first)}
+
+    def answer(self, text: str, finish: str | None) -> dict[str, Any]:
+        """The non-streamed answer: the whole message in the final object."""
+        if self.output is None:
+            return self.final({"content": text}, finish)
+        self.output.update(text, partial=False)
+        return self.final(ollama_message(self.output.message()), finish)
+
+    async def lines(self) -> AsyncIterator[dict[str, Any]]:
+        """The stream: text and thinking as they come; tool calls whole, once the answer ends."""
+        deltas = ChatDeltas(self.output) if self.output is not None else None
+        finish = None
+        async for piece in stream(self.run):
+            if piece is None:
+                continue  # NDJSON has no keep-alive line
+            parts = deltas.feed(piece) if deltas is not None else [{"content": piece.text}]
+            text = "".join(d.get("content") or "" for d in parts)
+            thought = "".join(d.get("reasoning_content") or "" for d in parts)
+            if text or thought:
+                yield self._object({"content": text, **({"thinking": thought} if thought else {})}, False)
+            finish = piece.finish_reason if piece.finish_reason is not None else finish
+        calls = ollama_message(self.output.message()).get("tool_calls") if self.output is not None else None
+        if calls:
+            yield self._object({"tool_calls": calls}, False)
+        yield self.final({}, finish)
+
+
+def ollama_message(msg: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI assistant message in Ollama's shape: ``thinking``, calls with arguments as an object."""
+    out: dict[str, Any] = {"content": msg.get("content") or ""}
+    if msg.get("reasoning_content"):
+        out["thinking"] = msg["reasoning_content"]
+    calls = []
+    for call in msg.get("tool_calls") or ():
+        fn = call["function"]
+        try:
+            args = json.loads(fn["arguments"]) if fn["arguments"] else {}
+        except ValueError:  # cut by num_predict mid-call
+            args = {}
+        calls.append({"function": {"name": fn["name"], "arguments": args if isinstance(args, dict) else {}}})
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+class NdjsonStream(StreamingResponse):
+    """Ollama's stream: one JSON object a line; an error after the 200 is one ``{"error"}`` line.
+    ``on_close`` runs however it ends (a client gone before the first line included)."""
+
+    def __init__(self, objects: AsyncIterator[dict[str, Any]], on_close: Callable[[], None]) -> None:
+        super().__init__(self._lines(objects), media_type="application/x-ndjson")
+        self.on_close = on_close
+
+    @staticmethod
+    async def _lines(objects: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+        try:
+            async for obj in objects:
+                yield json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        except APIError as exc:
+            yield json.dumps(error_reply(exc)[1]).encode("utf-8") + b"\n"
+        except Exception as exc:
+            yield json.dumps(error_reply(internal(exc))[1]).encode("utf-8") + b"\n"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
