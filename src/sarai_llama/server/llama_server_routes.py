@@ -94,7 +94,7 @@ def router(state: ServerState) -> APIRouter:
             new_line = new_line or "\n" in p.text
             if p.text or (with_tokens and p.tokens):
                 yield {"index": 0, "content": p.text, "tokens": list(p.tokens) if with_tokens else [],
-                       "stop": False, "id_slot": -1, "tokens_predicted": p.usage["completion_tokens"],
+                       "stop": False, "id_slot": -1, "tokens_predicted": run.usage["completion_tokens"],
                        "tokens_evaluated": run.prepared.n_prompt}
             if p.finish_reason is not None:
                 yield {"index": 0, "content": "", "tokens": [], "id_slot": -1, "stop": True,
