@@ -35,7 +35,8 @@ def make_engine(model: _core.Model, n_seq: int, n_ctx: int = 512, n_batch: int =
     p.n_batch = n_batch
     p.n_ubatch = n_batch
     p.n_threads = p.n_threads_batch = 2
-    return _core.Engine(model, p, n_seq)
+    p.n_seq_max = n_seq
+    return _core.Engine(model, p)
 
 
 def greedy() -> _core.SamplerParams:

@@ -41,7 +41,7 @@ def waiting_request(model: _core.Model, grammar: str) -> tuple[_core.Engine, int
     """An engine with one request under ``grammar`` waiting for the caller's token."""
     p = _core.ContextParams()
     p.n_ctx = p.n_batch = p.n_ubatch = 64
-    engine = _core.Engine(model, p, 1)
+    engine = _core.Engine(model, p)
     s = _core.SamplerParams()
     s.temperature = 0.0
     s.grammar = grammar

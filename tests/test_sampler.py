@@ -16,11 +16,8 @@ from sarai_llama import _core
 
 
 @pytest.fixture()
-def model_and_context(tiny_model_path: Path) -> tuple[_core.Model, _core.Context]:
-    model = _core.Model(str(tiny_model_path))
-    p = _core.ContextParams()
-    p.n_ctx = 64
-    return model, _core.Context(model, p)
+def model(tiny_model_path: Path) -> _core.Model:
+    return _core.Model(str(tiny_model_path))
 
 
 def chain(model: _core.Model, seed: int, *, top_k: int, full: bool) -> _core.Sampler:
@@ -35,8 +32,7 @@ def chain(model: _core.Model, seed: int, *, top_k: int, full: bool) -> _core.Sam
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 40, 200])
-def test_top_k_fast_path_draws_what_the_full_chain_draws(model_and_context, top_k: int):
-    model, ctx = model_and_context
+def test_top_k_fast_path_draws_what_the_full_chain_draws(model: _core.Model, top_k: int):
     assert model.n_vocab > top_k + 16  # the scan's blocks of 16 and its tail both run
     fast, full = chain(model, 7, top_k=top_k, full=False), chain(model, 7, top_k=top_k, full=True)
     rng = np.random.default_rng(top_k)
@@ -44,15 +40,14 @@ def test_top_k_fast_path_draws_what_the_full_chain_draws(model_and_context, top_
         # Peaked and flat rows, so that top-p/min-p cut some of the k, or none.
         scale = rng.choice([0.5, 3.0, 20.0])
         logits = (rng.standard_normal(model.n_vocab) * scale).astype(np.float32)
-        a, _ = ctx.sample(fast, logits)  # sample() also accepts the token into its chain
-        b, _ = ctx.sample(full, logits)
+        a = fast.sample(logits)  # sample() also accepts the token into its chain
+        b = full.sample(logits)
         assert a == b
 
 
-def test_top_k_ties_go_to_the_lower_token_id(model_and_context):
-    model, ctx = model_and_context
+def test_top_k_ties_go_to_the_lower_token_id(model: _core.Model):
     logits = np.zeros(model.n_vocab, dtype=np.float32)
     logits[[5, 9, model.n_vocab - 1]] = 2.0  # three equal best logits
     for seed in range(20):
-        tok, _ = ctx.sample(chain(model, seed, top_k=1, full=False), logits)
+        tok = chain(model, seed, top_k=1, full=False).sample(logits)
         assert tok == 5

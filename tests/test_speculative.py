@@ -37,7 +37,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> list[_core.Model]:
 
 def engine(model: _core.Model, spec: Speculation, n_seq: int = 3, **cfg: object) -> _core.Engine:
     config = ContextConfig(**{"n_ctx": 512, "n_batch": 64, "n_threads": 1, "n_seq_max": n_seq, **EXACT, **cfg})
-    e = _core.Engine(model, config.to_core(), n_seq, 0.0)
+    e = _core.Engine(model, config.to_core())
     e.set_speculation(spec.to_core())
     return e
 

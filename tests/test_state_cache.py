@@ -89,7 +89,8 @@ def make_engine(model: _core.Model, n_seq: int = 1, n_ctx: int = 512, n_batch: i
     p.n_ctx = n_ctx
     p.n_batch = p.n_ubatch = n_batch
     p.n_threads = p.n_threads_batch = 2
-    engine = _core.Engine(model, p, n_seq)
+    p.n_seq_max = n_seq
+    engine = _core.Engine(model, p)
     if cache is not None:
         engine.state_cache = cache
     return engine

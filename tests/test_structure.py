@@ -93,3 +93,31 @@ def test_no_import_circles() -> None:
 def test_modules_stay_small(module: str, most: int) -> None:
     lines = len((SRC / module).read_text().splitlines())
     assert lines <= most, f"{module} has {lines} lines (at most {most}): split it by concept"
+
+
+#: The engine layer: what runs a model, in no protocol's shape.
+ENGINE_LAYER = ("engine", "engine_io", "runtime", "context_config", "sampling", "stops", "inline", "pooled",
+                "embedding", "rerank", "state_cache", "loading", "threads", "tune_store")
+#: The protocol modules: OpenAI's, Anthropic's and Ollama's shapes, and the server's routes.
+PROTOCOLS = ("responses", "llama_types", "text_completion", "chat_completion", "server")
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), set()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+@pytest.mark.parametrize("module", ENGINE_LAYER)
+def test_the_engine_layer_imports_no_protocol(module: str) -> None:
+    """Directly or through another module: the engine speaks no protocol (issue 32)."""
+    graph = import_graph()
+    name = f"sarai_llama.{module}"
+    assert name in graph
+    bad = sorted(d for d in reachable(graph, name)
+                 if any(d == f"sarai_llama.{p}" or d.startswith(f"sarai_llama.{p}.") for p in PROTOCOLS))
+    assert bad == [], f"{module} reaches protocol modules: {bad}"

@@ -106,7 +106,7 @@ def test_byte_messages_from_the_core_are_escaped_not_undecodable(tmp_path: Path)
     model = _core.Model(str(write_tiny_llama(tmp_path / "bytes.gguf", byte_only=True)))
     p = _core.ContextParams()
     p.n_ctx = p.n_batch = p.n_ubatch = 64
-    engine = _core.Engine(model, p, 1)
+    engine = _core.Engine(model, p)
     s = _core.SamplerParams()
     s.temperature = 0.0
     s.grammar = 'root ::= "a"'

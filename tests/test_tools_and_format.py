@@ -70,7 +70,7 @@ def check_args(name: str, arguments: Any, forced: str | None) -> None:
 def engine(model: Any) -> Any:
     p = _core.ContextParams()
     p.n_ctx = p.n_batch = p.n_ubatch = 1024
-    return _core.Engine(model, p, 1)
+    return _core.Engine(model, p)
 
 
 def generated(model: Any, fields: dict[str, Any], seed: int) -> str:

@@ -47,7 +47,8 @@ def make_engine(model: _core.Model, n_seq: int, n_ctx: int, threads: int, n_batc
     p.n_batch = n_batch
     p.n_ubatch = min(n_batch, 512)
     p.n_threads = p.n_threads_batch = threads
-    return _core.Engine(model, p, n_seq)
+    p.n_seq_max = n_seq
+    return _core.Engine(model, p)
 
 
 def greedy() -> _core.SamplerParams:

@@ -9,6 +9,7 @@
 
 #include "bind.h"
 #include "context.h"
+#include "errors.h"
 #include "sampler.h"
 
 namespace sarai_bind {
@@ -59,7 +60,25 @@ void bind_context(py::module_ &m) {
         // The grammar and penalty samplers keep pointers into the model's vocabulary.
         .def(py::init<const Model &, const SamplerParams &>(), py::arg("model"), py::arg("params"),
              py::keep_alive<1, 2>())
-        .def("accept", &Sampler::accept)
+        .def("accept",
+             [](Sampler &s, llama_token token) {
+                 if (token < 0 || token >= s.n_vocab()) throw sarai::InvalidArgument("token id out of range");
+                 try {
+                     s.accept(token);
+                 } catch (const std::exception &e) {  // the grammar refuses it
+                     throw sarai::InvalidArgument(std::string("token not accepted by the sampler: ") + e.what());
+                 }
+             },
+             py::arg("token"))
+        .def("sample",
+             [](Sampler &s, FloatArray logits) {
+                 if (logits.size() != (py::ssize_t)s.n_vocab())
+                     throw sarai::InvalidArgument("logits must have n_vocab entries");
+                 const llama_token tok = s.sample_from(logits.data(), s.n_vocab());
+                 s.accept(tok);
+                 return tok;
+             },
+             py::arg("logits"), "choose a token from n_vocab logits with the chain, and accept it")
         .def("reset", &Sampler::reset);
 
     py::class_<ContextParams>(m, "ContextParams")
@@ -74,7 +93,10 @@ void bind_context(py::module_ &m) {
         .def_readwrite("flash_attn", &ContextParams::flash_attn)
         .def_readwrite("embeddings", &ContextParams::embeddings)
         .def_readwrite("pooling_type", &ContextParams::pooling_type)
-        .def_readwrite("swa_full", &ContextParams::swa_full);
+        .def_readwrite("swa_full", &ContextParams::swa_full)
+        .def_readwrite("n_seq_max", &ContextParams::n_seq_max, "the engine's sequences decoded together")
+        .def_readwrite("step_budget_ms", &ContextParams::step_budget_ms,
+                       "the engine's target step time (ms) while sequences generate; 0: off");
 
     py::class_<Context>(m, "Context")
         .def(py::init([](std::shared_ptr<Model> model, const ContextParams &p) {
@@ -84,12 +106,7 @@ void bind_context(py::module_ &m) {
              py::arg("model"), py::arg("params"))
         .def_property_readonly("n_ctx", &Context::n_ctx)
         .def_property_readonly("n_batch", &Context::n_batch)
-        .def_property_readonly("tokens", &Context::tokens)
-        .def("cancel", &Context::cancel)
-        .def("reset_cancel", &Context::reset_cancel)
-        .def_property_readonly("cancelled", &Context::cancelled)
         .def("set_threads", &Context::set_threads)
-        .def("truncate", &Context::truncate, py::arg("keep"))
         .def("clear", &Context::clear)
         .def("eval",
              [](Context &c, const std::vector<llama_token> &tokens, bool all_logits) {
@@ -104,20 +121,6 @@ void bind_context(py::module_ &m) {
         .def("embeddings",
              [](const Context &c) {
                  return copy_floats(c.embeddings(), (size_t)c.n_embd_out());
-             })
-        .def("sample",
-             [](Context &c, Sampler &sampler, std::optional<FloatArray> logits) {
-                 const auto r = logits ? c.sample(sampler, logits->data(), (size_t)logits->size())
-                                       : c.sample(sampler, nullptr, 0);
-                 return py::make_tuple(r.first, r.second);
-             },
-             py::arg("sampler"), py::arg("logits") = py::none())
-        .def("push_text", [](Context &c, llama_token tok) { return py::bytes(c.push_text(tok)); })
-        .def("flush_text", [](Context &c) { return py::bytes(c.flush_text()); })
-        .def("state", [](const Context &c) { return py::bytes(c.state()); })
-        .def("set_state",
-             [](Context &c, py::bytes data, const std::vector<llama_token> &tokens) {
-                 c.set_state(std::string(data), tokens);
              })
         .def("perf", [](const Context &c) { return perf_dict(c.perf()); })
         .def("perf_reset", &Context::perf_reset);

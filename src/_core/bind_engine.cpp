@@ -116,14 +116,11 @@ void bind_engine(py::module_ &m) {
                        "Continuous batching of n_seq sequences over one llama_context. One thread drives it "
                        "(step, release, provide_token, sample_with, logits, clear); submit() and cancel() may "
                        "come from any thread (they queue or flag under the engine's lock).")
-        .def(py::init([](std::shared_ptr<sarai::Model> model, const sarai::ContextParams &p, int32_t n_seq,
-                         double step_budget_ms) {
+        .def(py::init([](std::shared_ptr<sarai::Model> model, const sarai::ContextParams &p) {
                  py::gil_scoped_release release;
-                 auto e = std::make_unique<Engine>(std::move(model), p, n_seq);
-                 e->set_step_budget_ms(step_budget_ms);
-                 return e;
+                 return std::make_unique<Engine>(std::move(model), p);
              }),
-             py::arg("model"), py::arg("params"), py::arg("n_seq") = 1, py::arg("step_budget_ms") = 0.0)
+             py::arg("model"), py::arg("params"))
         .def_property("step_budget_ms", &Engine::step_budget_ms, &Engine::set_step_budget_ms,
                       "Target step time (ms) while sequences generate; 0: off (prompts take n_batch)")
         .def("prompt_budget", &Engine::prompt_budget, py::arg("n_gen"),

@@ -43,8 +43,6 @@ PerfCounters perf_of(const llama_context *ctx) {
 Context::Context(std::shared_ptr<Model> model, const ContextParams &p) : model_(std::move(model)) {
     // One sequence: kv_unified is irrelevant there, llama.cpp's default stays.
     auto params = make_llama_params(p, 1, llama_context_default_params().kv_unified);
-    params.abort_callback = &Context::abort_cb;
-    params.abort_callback_data = this;
     clear_last_error();
     ctx_ = llama_init_from_model(model_->get(), params);
     if (!ctx_) throw std::runtime_error(with_reason("failed to create the llama.cpp context"));
@@ -59,16 +57,6 @@ Context::~Context() {
 void Context::set_threads(int32_t n_threads, int32_t n_threads_batch) {
     if (n_threads < 1 || n_threads_batch < 1) throw InvalidArgument("thread counts must be >= 1");
     llama_set_n_threads(ctx_, n_threads, n_threads_batch);
-}
-
-bool Context::truncate(size_t keep) {
-    if (keep >= tokens_.size()) return true;
-    if (!llama_memory_seq_rm(llama_get_memory(ctx_), 0, (llama_pos)keep, -1)) {
-        clear();
-        return false;
-    }
-    tokens_.resize(keep);
-    return true;
 }
 
 void Context::clear() {
@@ -123,11 +111,7 @@ void Context::eval(const std::vector<llama_token> &tokens, bool all_logits, cons
         // Between batches: let the caller stop a long prompt (Ctrl-C).
         if (interrupt && off + n < tokens.size()) interrupt();
     });
-    if (!ok) {
-        // Aborted: by a Ctrl-C that arrived meanwhile (the interrupt throws for it), or by cancel().
-        if (interrupt) interrupt();
-        throw Cancelled("generation cancelled");
-    }
+    if (!ok) throw std::runtime_error("llama.cpp aborted the decode");  // no abort callback is set: never expected
     if (interrupt) interrupt();
 }
 
@@ -147,33 +131,6 @@ const float *Context::embeddings() const {
 uint32_t Context::n_embd_out() const {
     return llama_pooling_type(ctx_) == LLAMA_POOLING_TYPE_RANK ? llama_model_n_cls_out(model_->get())
                                                                : (uint32_t)llama_model_n_embd_out(model_->get());
-}
-
-std::pair<llama_token, bool> Context::sample(Sampler &sampler, const float *logits, size_t n_logits) {
-    llama_token tok;
-    if (logits) {
-        if (n_logits != (size_t)model_->n_vocab()) throw InvalidArgument("logits must have n_vocab entries");
-        tok = sampler.sample_from(logits, model_->n_vocab());
-    } else {
-        tok = sampler.sample_from(this->logits(-1), model_->n_vocab());
-    }
-    sampler.accept(tok);
-    return {tok, model_->is_eog(tok)};
-}
-
-std::string Context::state() const {
-    const size_t n = llama_state_get_size(ctx_);
-    std::string buf(n, '\0');
-    const size_t got = llama_state_get_data(ctx_, reinterpret_cast<uint8_t *>(buf.data()), n);
-    buf.resize(got);
-    return buf;
-}
-
-void Context::set_state(const std::string &data, const std::vector<llama_token> &tokens) {
-    clear();
-    const size_t used = llama_state_set_data(ctx_, reinterpret_cast<const uint8_t *>(data.data()), data.size());
-    if (used == 0) throw InvalidArgument("state does not fit this model and context");
-    tokens_ = tokens;
 }
 
 }  // namespace sarai

@@ -29,6 +29,10 @@ struct ContextParams {
     bool embeddings = false;
     int32_t pooling_type = LLAMA_POOLING_TYPE_UNSPECIFIED;
     bool swa_full = false;
+    // The engine's: sequences decoded together, and the step budget in ms (0: off;
+    // see Engine::set_step_budget_ms). Context and PooledBatch choose their own.
+    int32_t n_seq_max = 1;
+    double step_budget_ms = 0.0;
 };
 
 // llama_context_params from ours; shared by Context and Engine so that the
@@ -63,20 +67,8 @@ class Context {
     const Model &model() const { return *model_; }
     uint32_t n_ctx() const { return n_ctx_; }
     uint32_t n_batch() const { return n_batch_; }
-    const std::vector<llama_token> &tokens() const { return tokens_; }
-
-    // cancel() may come from any thread; the flag stays set until the next
-    // call starts (reset_cancel), so a cancel between two decodes is not lost.
-    void cancel() { abort_.store(true); }
-    void reset_cancel() { abort_.store(false); }
-    bool cancelled() const { return abort_.load(); }
 
     void set_threads(int32_t n_threads, int32_t n_threads_batch);
-
-    // Drops everything after the first `keep` tokens from the KV cache. Returns
-    // false when the memory cannot cut there (e.g. sliding-window caches): the
-    // caller then clears and re-evaluates.
-    bool truncate(size_t keep);
     void clear();
 
     // Called between two batches of a prompt (and after an aborted decode) on
@@ -87,8 +79,8 @@ class Context {
 
     // Evaluates `tokens` after the cached ones, n_batch at a time. Logits are
     // kept for the last token only (or for all of them when `all_logits`, for
-    // logprobs and echo). Throws Cancelled after cancel(), InvalidArgument for
-    // bad tokens or a prompt that does not fit.
+    // logprobs and echo). Throws InvalidArgument for bad tokens or a prompt that
+    // does not fit, and what `interrupt` throws.
     void eval(const std::vector<llama_token> &tokens, bool all_logits, const Interrupt &interrupt = {});
 
     // Logits row i of the last batch (n_vocab floats; -1 = last). Throws when none.
@@ -98,32 +90,15 @@ class Context {
     // Floats in embeddings(): a classifier's n_cls_out scores under rank pooling, else n_embd.
     uint32_t n_embd_out() const;
 
-    // One generation step: choose a token from the last logits (or from
-    // `logits` when Python logits processors rewrote them), accept it, and
-    // return it with its end-of-generation flag. The token is not evaluated
-    // yet, so a caller that stops on it wastes no decode.
-    std::pair<llama_token, bool> sample(Sampler &sampler, const float *logits, size_t n_logits);
-
-    // Appends a token's text and returns the complete UTF-8 bytes so far.
-    std::string push_text(llama_token tok) { return utf8_.push(model_->piece(tok, false)); }
-    std::string flush_text() { return utf8_.flush(); }
-
-    std::string state() const;
-    void set_state(const std::string &data, const std::vector<llama_token> &tokens);
-
     PerfCounters perf() const { return perf_of(ctx_); }
     void perf_reset() { llama_perf_context_reset(ctx_); }
 
   private:
-    static bool abort_cb(void *data) { return static_cast<Context *>(data)->abort_.load(std::memory_order_relaxed); }
-
     std::shared_ptr<Model> model_;
     llama_context *ctx_ = nullptr;
     uint32_t n_ctx_ = 0;
     uint32_t n_batch_ = 0;
-    std::vector<llama_token> tokens_;
-    Utf8Stream utf8_;
-    std::atomic<bool> abort_{false};
+    std::vector<llama_token> tokens_;  // evaluated so far
 };
 
 }  // namespace sarai

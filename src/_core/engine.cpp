@@ -19,31 +19,18 @@ double ms_since(Clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// Step budget constants (see Engine::prompt_budget_locked and learn_costs).
-// The fewest prompt tokens a budgeted step takes: a prompt always advances, even
-// when the target is below one decode step's own time (a slow machine, a tiny
-// target), and a chunk this large is also the smallest that teaches the prompt
-// cost (the error of the logits rows' estimate is divided by the chunk's size).
-constexpr int32_t kMinPromptChunk = 16;
-// Weight of a new step in the running cost averages: a quarter follows a
-// prompt's cost growing with its position within a few steps, and a step
-// slowed by another process on a shared machine moves the average by a quarter only.
-constexpr double kCostAlpha = 0.25;
-
-size_t common_prefix(const std::vector<llama_token> &a, const std::vector<llama_token> &b) {
-    const size_t n = std::min(a.size(), b.size());
-    size_t i = 0;
-    while (i < n && a[i] == b[i]) ++i;
-    return i;
-}
-
 }  // namespace
 
-Engine::Engine(std::shared_ptr<Model> model, const ContextParams &p, int32_t n_seq) : model_(std::move(model)) {
+Engine::Engine(std::shared_ptr<Model> model, const ContextParams &p) : model_(std::move(model)) {
+    const int32_t n_seq = p.n_seq_max;
     // llama.cpp's internal LLAMA_MAX_SEQ (src/llama-cparams.h), not exported
     // by llama.h; a larger n_seq_max would fail context creation less clearly.
     constexpr int32_t kMaxSeq = 256;
-    if (n_seq < 1 || n_seq > kMaxSeq) throw InvalidArgument("n_seq must be in [1, " + std::to_string(kMaxSeq) + "]");
+    if (n_seq < 1 || n_seq > kMaxSeq)
+        throw InvalidArgument("n_seq_max must be in [1, " + std::to_string(kMaxSeq) + "]");
+    if (!(p.step_budget_ms >= 0.0) || !std::isfinite(p.step_budget_ms))
+        throw InvalidArgument("step_budget_ms must be a finite number >= 0");
+    step_budget_ms_ = p.step_budget_ms;
     if (p.embeddings) throw InvalidArgument("the engine generates text; use Context for embeddings");
     // A unified KV cache: every sequence may use any cell, so a short request
     // leaves room for a long one, and prefixes can be shared with seq_cp
@@ -172,79 +159,6 @@ void Engine::finish(Slot &slot, std::vector<Event> &out, EventKind kind, const c
     slot.has_next = slot.waiting = false;
     slot.sampler.reset();
     slot.cancel.store(false);
-}
-
-void Engine::choose_prefix(Slot &slot, const std::vector<llama_token> &prompt) {
-    // The last prompt token is always evaluated: its logits give the first token.
-    const size_t limit = prompt.size() - 1;
-    size_t keep = std::min(common_prefix(slot.cache, prompt), limit);
-    // The sequence's tokens past the shared prefix are about to be cut: the
-    // state cache keeps them for their conversation's next turn.
-    if (keep < slot.cache.size()) stash(slot);
-    // A longer prefix cached by another sequence (busy or not) is shared with
-    // seq_cp: in a unified cache that tags the same cells with this sequence
-    // too, no tensor copy. Not for sliding-window or recurrent memories, whose
-    // old positions may be gone or cannot be shared by position range.
-    const bool can_share = n_swa_ == 0 && !llama_model_is_recurrent(model_->get()) &&
-                           !llama_model_is_hybrid(model_->get());
-    const Slot *best = nullptr;
-    size_t best_len = keep;
-    if (can_share) {
-        for (const auto &o : slots_) {
-            if (o.get() == &slot) continue;
-            const size_t c = std::min(common_prefix(o->cache, prompt), limit);
-            if (c > best_len) {
-                best_len = c;
-                best = o.get();
-            }
-        }
-    }
-    // A cached state that gives more than the live sequences is restored instead.
-    if (restore(slot, prompt, std::max(best_len, own_prefix(slot, keep)))) return;
-    if (slot.cache.empty()) keep = 0;  // a failed restore emptied the sequence
-    if (best) {
-        llama_memory_seq_rm(mem_, slot.seq, -1, -1);
-        llama_memory_seq_cp(mem_, best->seq, slot.seq, 0, (llama_pos)best_len);
-        if (llama_memory_seq_pos_max(mem_, slot.seq) == (llama_pos)best_len - 1) {
-            slot.cache.assign(prompt.begin(), prompt.begin() + (long)best_len);
-            slot.n_reused = (int32_t)best_len;
-            slot.prompt_done = best_len;
-            return;
-        }
-        llama_memory_seq_rm(mem_, slot.seq, -1, -1);  // the other's cells have a hole: no sharing
-        slot.cache.clear();
-        keep = 0;
-    }
-    if (!llama_memory_seq_rm(mem_, slot.seq, (llama_pos)keep, -1)) {
-        // The memory cannot cut there (recurrent state): start over.
-        llama_memory_seq_rm(mem_, slot.seq, -1, -1);
-        keep = 0;
-    }
-    if (keep > 0 && llama_memory_seq_pos_max(mem_, slot.seq) != (llama_pos)keep - 1) {
-        // The cells do not hold the whole prefix (a restored state with a hole in its
-        // positions): decoding after it would fail. The bookkeeping gives way to the cache.
-        llama_memory_seq_rm(mem_, slot.seq, -1, -1);
-        keep = 0;
-    }
-    if (keep > 0 && own_prefix(slot, keep) < keep) {
-        llama_memory_seq_rm(mem_, slot.seq, -1, -1);
-        keep = 0;
-    }
-    slot.cache.resize(keep);
-    slot.n_reused = (int32_t)keep;
-    slot.prompt_done = keep;
-}
-
-size_t Engine::own_prefix(const Slot &slot, size_t keep) const {
-    // A sliding-window cache drops old cells: the first `keep` tokens are usable
-    // only while the window of the next token (position keep) is still there:
-    // llama.cpp masks position p0 for p1 when p1 - p0 >= n_swa, so the cells from
-    // keep - n_swa + 1 on (a chunked window needs fewer). The sequence's own last
-    // window is always intact: a finished sequence continues where it ended.
-    if (keep == 0 || n_swa_ == 0) return keep;
-    const llama_pos pos_min = llama_memory_seq_pos_min(mem_, slot.seq);
-    const llama_pos thold = std::max<llama_pos>(0, (llama_pos)keep - n_swa_ + 1);
-    return pos_min < 0 || pos_min > thold ? 0 : keep;
 }
 
 void Engine::admit_locked() {
@@ -465,67 +379,6 @@ void Engine::move_row(int32_t from, int32_t to) {
     owner_[to] = owner_[from];
     row_is_prompt_[to] = row_is_prompt_[from];
     row_is_draft_[to] = row_is_draft_[from];
-}
-
-int32_t Engine::prompt_budget_locked(int32_t n_gen) const {
-    const int32_t room = std::max<int32_t>(0, (int32_t)n_batch_ - n_gen);
-    if (step_budget_ms_ <= 0.0 || n_gen == 0) return room;
-    // Unmeasured prompt cost: a small first chunk, whose time teaches it.
-    if (prompt_token_ms_ <= 0.0) return std::min(room, kMinPromptChunk);
-    // What the target leaves after the generating rows, in prompt tokens; but never
-    // less than the rows' own time. On a machine too busy for the target (the rows
-    // alone take it: other processes, a CPU quota), a prompt read 16 tokens a step
-    // would take minutes (measured: 2,000 tokens in 109 s instead of 13 s); this way
-    // the prompt and the streams share each step half and half.
-    const double rows_ms = logits_row_ms_ * n_gen;
-    const double left = std::max(step_budget_ms_ - rows_ms, rows_ms);
-    const double fit = std::floor(left / prompt_token_ms_);
-    const int32_t budget = fit >= (double)room ? room : std::max(kMinPromptChunk, (int32_t)std::max(0.0, fit));
-    return std::min(room, budget);
-}
-
-int32_t Engine::prompt_budget(int32_t n_gen) const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return prompt_budget_locked(std::max(0, n_gen));
-}
-
-void Engine::learn_costs(int32_t n_logits, int32_t n_plain, double ms) {
-    // The cost model: a step's time = logits_row_ms * (rows whose logits are
-    // sampled: generating rows and the last token of a prompt) + prompt_token_ms *
-    // (the other prompt rows). Logits rows cost more (the output layer over the
-    // whole vocabulary, then sampling) and a decode-only step's time is mostly
-    // reading the weights once, which that row count shares; measured on this
-    // model, machine and thread count, step by step, so no constant is guessed.
-    auto update = [](double &avg, double x) {
-        if (avg <= 0.0) {
-            avg = x;
-            return;
-        }
-        // A step slowed by something else (another process took a core and ggml's
-        // threads waited for it) says little about the model: a sample counts as at
-        // most twice, at least half the average, so one outlier moves it by a quarter.
-        avg += kCostAlpha * (std::clamp(x, 0.5 * avg, 2.0 * avg) - avg);
-    };
-    if (n_plain == 0) {
-        if (n_logits > 0) update(logits_row_ms_, ms / n_logits);
-        return;
-    }
-    if (n_plain < kMinPromptChunk) return;  // too few tokens to tell their cost from the rows' noise
-    // A prompt token is never free: when the rows' average over-explains the step
-    // (it was measured with another number of rows), a tenth of the step is kept.
-    const double rest = std::max(ms - logits_row_ms_ * n_logits, 0.1 * ms);
-    update(prompt_token_ms_, rest / n_plain);
-}
-
-void Engine::set_step_budget_ms(double ms) {
-    if (!(ms >= 0.0) || !std::isfinite(ms)) throw InvalidArgument("step_budget_ms must be a finite number >= 0");
-    std::lock_guard<std::mutex> lock(mu_);
-    step_budget_ms_ = ms;
-}
-
-double Engine::step_budget_ms() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return step_budget_ms_;
 }
 
 std::vector<Event> Engine::step() {

@@ -109,7 +109,8 @@ struct EngineStats {
 
 class Engine {
   public:
-    Engine(std::shared_ptr<Model> model, const ContextParams &p, int32_t n_seq);
+    // p.n_seq_max sequences, p.step_budget_ms as set_step_budget_ms takes it.
+    Engine(std::shared_ptr<Model> model, const ContextParams &p);
     ~Engine();
     Engine(const Engine &) = delete;
     Engine &operator=(const Engine &) = delete;

@@ -1,7 +1,10 @@
 // The engine's private per-sequence state, shared by engine.cpp (the batch
-// loop) and engine_seq.cpp (manual access to one idle sequence).
+// loop) and the files that split its concepts off: engine_seq.cpp (manual
+// access to one idle sequence), engine_prefix.cpp (prefix reuse),
+// engine_state.cpp (the state cache) and engine_spec.cpp (speculation).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <vector>
@@ -46,5 +49,13 @@ struct Engine::Pending {
     Request req;
     std::unique_ptr<Sampler> sampler;
 };
+
+// How many leading tokens two token lists share.
+inline size_t common_prefix(const std::vector<llama_token> &a, const std::vector<llama_token> &b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i]) ++i;
+    return i;
+}
 
 }  // namespace sarai

@@ -301,6 +301,7 @@ Sampler::Sampler(const Model &model, const SamplerParams &p) {
     auto cparams = llama_sampler_chain_default_params();
     cparams.no_perf = false;
     chain_ = llama_sampler_chain_init(cparams);
+    n_vocab_ = model.n_vocab();
     const llama_vocab *vocab = model.vocab();
     try {
         if (!p.logit_bias.empty()) {

@@ -70,6 +70,7 @@ class Sampler {
 
     llama_sampler *get() const { return chain_; }
     bool greedy_only() const { return greedy_only_; }
+    int32_t n_vocab() const { return n_vocab_; }
     void accept(llama_token t) { llama_sampler_accept(chain_, t); }
     void reset() { llama_sampler_reset(chain_); }
 
@@ -80,6 +81,7 @@ class Sampler {
     void add(llama_sampler *s) { llama_sampler_chain_add(chain_, s); }
     llama_sampler *chain_ = nullptr;
     bool greedy_only_ = false;
+    int32_t n_vocab_ = 0;
     // > 0 when top-k is the chain's first sampler that looks at the logits (no
     // bias, penalties or grammar before it): sample_from then hands the chain
     // only those k candidates, sorted, and llama.cpp's top-k keeps them as they are.

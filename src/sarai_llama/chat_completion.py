@@ -102,18 +102,18 @@ def finish_reason(output: ChatOutput, finish: str | None) -> str | None:
 
 
 def answer(output: ChatOutput, got: Collected, cid: str, created: int, model: str,
-           use: responses.Usage) -> dict[str, Any]:
-    """One ``chat.completion`` from a gathered answer (``use``: the usage to report)."""
+           use: responses.Usage, index: int = 0) -> dict[str, Any]:
+    """One ``chat.completion`` from a gathered answer (``use``: the usage to report), choice ``index``."""
     output.update(got.text, partial=False)
-    return responses.chat_completion(cid, created, model, output.message(),
-                                     finish_reason(output, got.finish_reason), got.logprobs, use)  # type: ignore[arg-type]
+    return responses.chat_completion(cid, created, model, output.message(),  # type: ignore[arg-type]
+                                     finish_reason(output, got.finish_reason), got.logprobs, use, index)
 
 
 def collect(pieces: Iterable[Piece], output: ChatOutput, cid: str, created: int, model: str,
             with_logprobs: bool, n_prompt: int) -> dict[str, Any]:
     """One ``chat.completion`` from a request's pieces."""
-    got = Collected.of(pieces, with_logprobs)
-    return answer(output, got, cid, created, model, got.usage or responses.usage(n_prompt, 0))
+    got = Collected.of(pieces, with_logprobs, n_prompt)
+    return answer(output, got, cid, created, model, responses.usage(got.n_prompt, got.n_generated))
 
 
 class ChatDeltas:
@@ -157,9 +157,8 @@ class ChatChunks:
         return self.deltas.finish_reason
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
-        chunk = responses.chat_chunk(self.cid, self.created, self.model, delta, finish, logprobs)  # type: ignore[arg-type]
-        chunk["choices"][0]["index"] = self.index
-        return chunk
+        return responses.chat_chunk(self.cid, self.created, self.model, delta, finish,  # type: ignore[arg-type]
+                                    logprobs, self.index)
 
     def first(self) -> dict[str, Any]:
         return self._chunk({"role": "assistant", "content": ""}, None)

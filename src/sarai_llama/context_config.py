@@ -215,4 +215,6 @@ class ContextConfig:
         p.embeddings = self.embeddings
         p.pooling_type = self.pooling
         p.swa_full = self.swa_full
+        p.n_seq_max = self.n_seq_max
+        p.step_budget_ms = self.step_budget_ms
         return p

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from . import _core, responses
+from . import _core
 from .context_config import POOLING, ContextConfig
 from .errors import utf8
 from .pooled import DEFAULT_SEQS
@@ -71,9 +71,7 @@ class Embedder:
 class PooledCalls:
     """``Llama``'s calls on its pooled context: a base of ``Llama``, which provides
     ``pooled`` (the :class:`Embedder`, a :class:`~sarai_llama.rerank.Reranker` under rank
-    pooling, or None) and ``model_path``."""
-
-    model_path: str
+    pooling, or None)."""
 
     @property
     def pooled(self) -> Embedder | Reranker | None:
@@ -93,11 +91,6 @@ class PooledCalls:
         vectors, total = pooled.embed([input] if isinstance(input, str) else list(input), truncate, normalize)
         out: Any = vectors[0] if isinstance(input, str) else vectors
         return (out, total) if return_count else out
-
-    def create_embedding(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
-        """OpenAI-shaped embeddings: ``{"object": "list", "data": [{"embedding": [...]}], ...}``."""
-        vectors, total = self.embed(input, return_count=True)
-        return responses.embeddings([vectors] if isinstance(input, str) else vectors, model or self.model_path, total)
 
     def rerank(self, query: str, documents: Sequence[str]) -> list[float]:
         """Each document's relevance score for ``query``, in order (higher: more relevant): a

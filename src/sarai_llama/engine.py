@@ -24,104 +24,20 @@ from __future__ import annotations
 import collections
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from . import _core, responses
+from . import _core
 from .context_config import ContextConfig
+from .engine_io import Collected, EngineError, Piece, Request, TokenLogprob
 from .llama_speculative import Speculation, check_draft_limits
-from .sampling import RANDOM_SEED, SamplingParams
+from .sampling import RANDOM_SEED
 from .stops import StopMatcher
 
-__all__ = ["Collected", "Engine", "EngineError", "Handle", "Piece", "Request"]
+# The records are engine_io's; named here too, where the engine's users have always found them.
+__all__ = ["Collected", "Engine", "EngineError", "Handle", "Piece", "Request", "TokenLogprob", "run_all"]
 
 TOKEN, DONE, ERROR, NEED_TOKEN = 0, 1, 2, 3
-
-
-class EngineError(RuntimeError):
-    """llama.cpp failed while decoding this request (the engine stays usable)."""
-
-
-@dataclass
-class Request:
-    """One generation. ``prompt``: token ids. ``max_tokens`` None: until the context
-    ends. ``stop``: strings that end the text (not shown). ``logprobs`` None: off;
-    n >= 0: the sampled token's logprob and the n most likely alternatives.
-    ``ignore_eos``: go on past end-of-generation tokens. ``logits_processor`` /
-    ``stopping_criteria``: llama-cpp-python's callables (they make every token
-    cross into Python; they run in the stepping thread). ``text_offset``:
-    where this request's text starts in ``logprobs.text_offset``.
-    ``preserved_tokens``: special tokens whose text the answer keeps (a chat
-    format's tool-call markers); other special tokens add no text.
-    ``draft_max`` / ``draft_min``: this request's speculation limits (None: the
-    engine's; see :class:`~sarai_llama.llama_speculative.Speculation`).
-    """
-
-    prompt: list[int]
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    max_tokens: int | None = 16
-    stop: list[str] = field(default_factory=list)
-    logprobs: int | None = None
-    ignore_eos: bool = False
-    logits_processor: Callable[[Any, Any], Any] | None = None
-    stopping_criteria: Callable[[Any, Any], bool] | None = None
-    text_offset: int = 0
-    preserved_tokens: list[int] = field(default_factory=list)
-    draft_max: int | None = None
-    draft_min: int | None = None
-
-
-@dataclass
-class Piece:
-    """What a reader gets: text released now, its logprobs, and at the end the finish reason.
-
-    ``tokens``: the ids sampled since the previous piece (a stop string may hide
-    their text). ``finish_reason`` is set on the last piece only: "stop", "length"
-    or "cancelled"; ``stop`` too: the stop string that ended the text, if one did.
-    ``usage`` counts prompt and generated tokens so far.
-    """
-
-    text: str
-    tokens: list[int]
-    logprobs: responses.CompletionLogprobs | None
-    finish_reason: str | None
-    usage: responses.Usage
-    n_reused: int = 0
-    stop: str | None = None
-
-
-class Collected:
-    """A request's pieces gathered into one answer: text, finish reason, usage, logprobs.
-
-    ``with_logprobs``: the request asked for logprobs (``logprobs`` is then a
-    record, empty if no token came). Both drivers gather non-streamed answers so.
-    """
-
-    def __init__(self, with_logprobs: bool) -> None:
-        self.parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.stop: str | None = None  # the stop string that ended the text, if one did
-        self.usage: responses.Usage | None = None
-        self.logprobs = responses.empty_logprobs() if with_logprobs else None
-
-    @classmethod
-    def of(cls, pieces: Iterable[Piece], with_logprobs: bool) -> Collected:
-        """All of ``pieces`` gathered (the inline driver's answer)."""
-        got = cls(with_logprobs)
-        for piece in pieces:
-            got.add(piece)
-        return got
-
-    def add(self, piece: Piece) -> None:
-        self.parts.append(piece.text)
-        self.finish_reason, self.stop, self.usage = piece.finish_reason, piece.stop, piece.usage
-        if self.logprobs is not None and piece.logprobs:
-            responses.merge_logprobs(self.logprobs, piece.logprobs)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
 
 
 class Handle:
@@ -149,9 +65,6 @@ class Handle:
     @property
     def done(self) -> bool:
         return self._done.is_set()
-
-    def usage(self) -> responses.Usage:
-        return responses.usage(len(self.request.prompt), len(self.tokens))
 
     def cancel(self) -> None:
         """End this request at the next step (finish_reason "cancelled"); from any thread."""
@@ -195,10 +108,10 @@ class Handle:
                 self.cancel()
 
     # ----------------------------------------------------------- stepping side
-    def _push(self, text: str, lp: responses.CompletionLogprobs | None, finish: str | None) -> None:
+    def _push(self, text: str, lp: list[TokenLogprob] | None, finish: str | None) -> None:
         if text or lp or finish is not None:
-            self._pieces.append(Piece(text, self._new_tokens, lp, finish, self.usage(), self.n_reused,
-                                      self._stops.matched if finish is not None else None))
+            self._pieces.append(Piece(text, self._new_tokens, lp, finish, len(self.request.prompt), len(self.tokens),
+                                      self.n_reused, self._stops.matched if finish is not None else None))
             self._new_tokens = []
 
     def _finish(self, reason: str | None, tail: str = "") -> None:
@@ -224,7 +137,7 @@ class Engine:
         self.config = config
         self.seed = seed
         self.speculation = speculation or Speculation()
-        self._core = _core.Engine(model, config.to_core(), config.n_seq_max, config.step_budget_ms)
+        self._core = _core.Engine(model, config.to_core())
         self._core.set_speculation(self.speculation.to_core())
         self._step_lock = threading.Lock()
         self._handles: dict[int, Handle] = {}
@@ -378,15 +291,14 @@ class Engine:
                 self._piece_cache[token] = text
         return text
 
-    def _logprobs(self, h: Handle, ev: Any) -> responses.CompletionLogprobs:
+    def _logprobs(self, h: Handle, ev: Any) -> list[TokenLogprob]:
         piece = self._piece(ev.token)
         top: dict[str, float] = {}
         for tok, lp in ev.top:
             top.setdefault(self._piece(tok), float(lp))
         top[piece] = float(ev.logprob)
-        offset = h.request.text_offset + len(h._stops.text)
-        return {"tokens": [piece], "text_offset": [offset], "token_logprobs": [float(ev.logprob)],
-                "top_logprobs": [top]}
+        return [TokenLogprob(piece, h.request.text_offset + len(h._stops.text), float(ev.logprob),
+                             tuple(top.items()))]
 
     def _dispatch(self, ev: Any) -> None:
         with self._handles_lock:

@@ -143,6 +143,11 @@ class Llama(ManualLoop, PooledCalls):
         return self._tok
 
     @property
+    def _model(self) -> Any:
+        """The compiled core's ``Model`` (private in llama-cpp-python too, where it is its own wrapper)."""
+        return self._runtime().model
+
+    @property
     def runtime(self) -> Runtime:
         """The loaded model and what runs it (``sarai_llama.runtime``): the unit a server serves."""
         return self._runtime()
@@ -251,8 +256,9 @@ class Llama(ManualLoop, PooledCalls):
         # Checked first, drawn last: a refused request does not advance the seed.
         params = dataclasses.replace(params, seed=self._call_seed(params.seed))
         # logprobs' text_offset counts characters from the start of the prompt (llama-cpp-python).
-        return Request(tokens, params, max_tokens, normalize_stops(stop), logprobs, False, logits_processor,
-                       stopping_criteria, len(self._vocab().prompt_text(prompt, tokens)))
+        return Request(prompt=tokens, sampling=params, max_tokens=max_tokens, stop=normalize_stops(stop),
+                       logprobs=logprobs, logits_processor=logits_processor, stopping_criteria=stopping_criteria,
+                       text_offset=len(self._vocab().prompt_text(prompt, tokens)))
 
     def _call_seed(self, seed: int | None) -> int:
         """This call's seed: ``seed``, else the next draw from the current one (see
@@ -361,6 +367,11 @@ class Llama(ManualLoop, PooledCalls):
         return chat_completion.as_openai_types(self.create_chat_completion(*args, **kwargs), bool(kwargs.get("stream")))
 
     # ------------------------------------------------------------- embeddings
+    def create_embedding(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
+        """OpenAI-shaped embeddings: ``{"object": "list", "data": [{"embedding": [...]}], ...}``."""
+        vectors, total = self.embed(input, return_count=True)
+        return responses.embeddings([vectors] if isinstance(input, str) else vectors, model or self.model_path, total)
+
     @property
     def pooled(self) -> Embedder | Reranker | None:
         """The pooled context (``embedding=True``; a ``Reranker`` under rank pooling), else None."""

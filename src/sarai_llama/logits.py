@@ -67,7 +67,8 @@ def sample_after_eval(evaluated: list[int], last_logits: Sequence[float] | None,
         if logits_processor is not None:
             logits = np.asarray(logits_processor(np.array(evaluated, dtype=np.intc), logits), dtype=np.single)
         return int(np.argmax(logits))
-    request = Request(evaluated, params, 1, [], None, True, logits_processor, None)
+    request = Request(prompt=evaluated, sampling=params, max_tokens=1, ignore_eos=True,
+                      logits_processor=logits_processor)
     tokens = [t for piece in run(request) for t in piece.tokens]
     if not tokens:
         raise RuntimeError("the engine ended the request without a token")
@@ -178,5 +179,6 @@ class ManualLoop:
         sampling = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size,
                                               **{k: v for k, v in locals().items() if k not in _NOT_SAMPLING})
         prompt = [int(t) for t in tokens] if reset else self.engine.cached() + [int(t) for t in tokens]
-        for piece in self.submit(Request(prompt, sampling, None, [], None, True, logits_processor, stopping_criteria)):
+        for piece in self.submit(Request(prompt=prompt, sampling=sampling, max_tokens=None, ignore_eos=True,
+                                         logits_processor=logits_processor, stopping_criteria=stopping_criteria)):
             yield from piece.tokens

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
+
+from .engine_io import TokenLogprob
 
 __all__ = [
     "ChatLogprobs",
@@ -21,8 +24,8 @@ __all__ = [
     "completion",
     "completion_chunk",
     "completion_id",
+    "completion_logprobs",
     "embeddings",
-    "merge_logprobs",
     "usage",
 ]
 
@@ -78,63 +81,70 @@ def usage(prompt_tokens: int, completion_tokens: int) -> Usage:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def empty_logprobs() -> CompletionLogprobs:
-    return {"tokens": [], "text_offset": [], "token_logprobs": [], "top_logprobs": []}
-
-
-def merge_logprobs(into: CompletionLogprobs, part: CompletionLogprobs) -> None:
-    for key in into:
-        into[key].extend(part[key])  # type: ignore[literal-required]
+def completion_logprobs(records: Sequence[TokenLogprob] | None) -> CompletionLogprobs | None:
+    """The engine's records in the completions API's (and llama-cpp-python's) shape: parallel
+    lists, one entry per token; None when logprobs were not asked for."""
+    if records is None:
+        return None
+    return {"tokens": [r.token for r in records], "text_offset": [r.text_offset for r in records],
+            "token_logprobs": [r.logprob for r in records], "top_logprobs": [dict(r.top) for r in records]}
 
 
 def completion(cid: str, created: int, model: str, text: str, finish: FinishReason,
-               logprobs: CompletionLogprobs | None, use: Usage) -> dict[str, Any]:
+               logprobs: Sequence[TokenLogprob] | None, use: Usage, index: int = 0) -> dict[str, Any]:
+    """A ``text_completion`` with one choice, number ``index``."""
     return {
         "id": cid, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}],
+        "choices": [{"text": text, "index": index, "logprobs": completion_logprobs(logprobs),
+                     "finish_reason": finish}],
         "usage": use,
     }
 
 
 def completion_chunk(cid: str, created: int, model: str, text: str, finish: FinishReason,
-                     logprobs: CompletionLogprobs | None) -> dict[str, Any]:
+                     logprobs: Sequence[TokenLogprob] | None, index: int = 0) -> dict[str, Any]:
+    """One streamed ``text_completion`` chunk of choice ``index``."""
     return {
         "id": cid, "object": "text_completion", "created": created, "model": model,
-        "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish}],
+        "choices": [{"text": text, "index": index, "logprobs": completion_logprobs(logprobs),
+                     "finish_reason": finish}],
     }
 
 
-def chat_logprobs(lp: CompletionLogprobs | None) -> ChatLogprobs | None:
-    """Completion-shaped logprobs -> the chat API's ``{"content": [...]}`` shape."""
-    if lp is None:
+def chat_logprobs(records: Sequence[TokenLogprob] | None) -> ChatLogprobs | None:
+    """The engine's records in the chat API's ``{"content": [...]}`` shape."""
+    if records is None:
         return None
     content: list[ChatTokenLogprob] = []
-    for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+    for r in records:
         alternatives: list[ChatTopLogprob] = [
-            {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in (top or {}).items()
+            {"token": t, "logprob": v, "bytes": list(t.encode("utf-8"))} for t, v in r.top
         ]
-        content.append({"token": token, "logprob": float(logprob if logprob is not None else float("-inf")),
-                        "bytes": list(token.encode("utf-8")), "top_logprobs": alternatives})
+        content.append({"token": r.token, "logprob": float(r.logprob), "bytes": list(r.token.encode("utf-8")),
+                        "top_logprobs": alternatives})
     return {"content": content}
 
 
 def chat_completion(cid: str, created: int, model: str, content: str | dict[str, Any], finish: FinishReason,
-                    logprobs: CompletionLogprobs | None, use: Usage) -> dict[str, Any]:
-    """``content``: the answer's text, or a whole assistant message (with ``tool_calls``)."""
+                    logprobs: Sequence[TokenLogprob] | None, use: Usage, index: int = 0) -> dict[str, Any]:
+    """``content``: the answer's text, or a whole assistant message (with ``tool_calls``); one
+    choice, number ``index``."""
     message = content if isinstance(content, dict) else {"role": "assistant", "content": content}
     return {
         "id": cid, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": message,
+        "choices": [{"index": index, "message": message,
                      "logprobs": chat_logprobs(logprobs), "finish_reason": finish}],
         "usage": use,
     }
 
 
 def chat_chunk(cid: str, created: int, model: str, delta: dict[str, Any], finish: FinishReason,
-               logprobs: CompletionLogprobs | None = None) -> dict[str, Any]:
+               logprobs: Sequence[TokenLogprob] | None = None, index: int = 0) -> dict[str, Any]:
+    """One streamed ``chat.completion.chunk`` of choice ``index``."""
     return {
         "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": chat_logprobs(logprobs), "finish_reason": finish}],
+        "choices": [{"index": index, "delta": delta, "logprobs": chat_logprobs(logprobs),
+                     "finish_reason": finish}],
     }
 
 

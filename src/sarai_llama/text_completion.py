@@ -1,4 +1,4 @@
-"""``text_completion`` answers of ``Llama.create_completion`` from a request's pieces."""
+"""``text_completion`` answers from a request's pieces: ``Llama.create_completion``'s and the server's."""
 
 from __future__ import annotations
 
@@ -8,22 +8,41 @@ from typing import Any
 from . import responses
 from .engine import Collected, Piece
 
-__all__ = ["chunks", "collect"]
+__all__ = ["CompletionChunks", "chunks", "collect"]
 
 
 def collect(pieces: Iterable[Piece], head: str, cid: str, created: int, model: str, with_logprobs: bool,
             n_prompt: int) -> dict[str, Any]:
     """One non-streamed ``text_completion``; ``head`` (the echoed prompt) comes first."""
-    got = Collected.of(pieces, with_logprobs)
-    return responses.completion(cid, created, model, head + got.text, got.finish_reason, got.logprobs,  # type: ignore[arg-type]
-                                got.usage or responses.usage(n_prompt, 0))
+    got = Collected.of(pieces, with_logprobs, n_prompt)
+    return responses.completion(cid, created, model, head + got.text, got.finish_reason,  # type: ignore[arg-type]
+                                got.logprobs, responses.usage(got.n_prompt, got.n_generated))
+
+
+class CompletionChunks:
+    """One choice's ``text_completion`` chunks, number ``index``: the one builder of
+    ``Llama``'s streams and the server's."""
+
+    def __init__(self, cid: str, created: int, model: str, index: int = 0) -> None:
+        self.cid, self.created, self.model, self.index = cid, created, model, index
+
+    def head(self, text: str) -> list[dict[str, Any]]:
+        """The echoed prompt's chunk, if there is one."""
+        return [responses.completion_chunk(self.cid, self.created, self.model, text, None, None, self.index)] \
+            if text else []
+
+    def feed(self, p: Piece) -> list[dict[str, Any]]:
+        """The chunk of a piece with text, logprobs or the finish reason (none for an empty piece)."""
+        if not (p.text or p.logprobs or p.finish_reason is not None):
+            return []
+        return [responses.completion_chunk(self.cid, self.created, self.model, p.text,
+                                           p.finish_reason, p.logprobs, self.index)]  # type: ignore[arg-type]
 
 
 def chunks(pieces: Iterator[Piece], head: str, cid: str, created: int, model: str) -> Iterator[dict[str, Any]]:
     """``text_completion`` chunks: ``head`` (the echoed prompt) if any, then each piece with text,
     logprobs or the finish reason."""
-    if head:
-        yield responses.completion_chunk(cid, created, model, head, None, None)
+    builder = CompletionChunks(cid, created, model)
+    yield from builder.head(head)
     for p in pieces:
-        if p.text or p.logprobs or p.finish_reason is not None:
-            yield responses.completion_chunk(cid, created, model, p.text, p.finish_reason, p.logprobs)
+        yield from builder.feed(p)

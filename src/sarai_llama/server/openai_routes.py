@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .. import chat_completion, fim, responses
+from .. import chat_completion, fim, responses, text_completion
 from .errors import bad, invalid
 from .lifecycle import ServerState
 from .openai_schemas import ChatBody, CompletionBody, Generation
@@ -206,11 +206,10 @@ class Choices:
         for i, (run, got) in enumerate(zip(self.runs, gathered)):
             output = run.prepared.output()
             if output is not None:
-                one = chat_completion.answer(output, got, self.cid, self.created, self.model_id, use)
+                one = chat_completion.answer(output, got, self.cid, self.created, self.model_id, use, i)
             else:
                 one = responses.completion(self.cid, self.created, self.model_id, run.prepared.echo_text + got.text,
-                                           got.finish_reason, got.logprobs, use)  # type: ignore[arg-type]
-            one["choices"][0]["index"] = i
+                                           got.finish_reason, got.logprobs, use, i)  # type: ignore[arg-type]
             if out is None:
                 out = one
             else:
@@ -233,22 +232,17 @@ class Choices:
     async def _chunks(self, run: Run, index: int) -> AsyncIterator[dict[str, Any] | None]:
         """One choice's chunks (None: a ping is due); errors raise APIError."""
         output = run.prepared.output()
-        chat = None if output is None else chat_completion.ChatChunks(output, self.cid, self.created, self.model_id,
-                                                                      index)
-        if chat is not None:
-            yield chat.first()
-        elif run.prepared.echo_text:
-            yield self._completion_chunk(index, run.prepared.echo_text, None, None)
+        builder: chat_completion.ChatChunks | text_completion.CompletionChunks
+        if output is not None:
+            builder = chat_completion.ChatChunks(output, self.cid, self.created, self.model_id, index)
+            yield builder.first()
+        else:
+            builder = text_completion.CompletionChunks(self.cid, self.created, self.model_id, index)
+            for chunk in builder.head(run.prepared.echo_text):
+                yield chunk
         async for p in stream(run):
             if p is None:
                 yield None
-            elif chat is not None:
-                for chunk in chat.feed(p):
-                    yield chunk
-            elif p.text or p.logprobs or p.finish_reason is not None:
-                yield self._completion_chunk(index, p.text, p.finish_reason, p.logprobs)
-
-    def _completion_chunk(self, index: int, text: str, finish: str | None, logprobs: Any) -> dict[str, Any]:
-        chunk = responses.completion_chunk(self.cid, self.created, self.model_id, text, finish, logprobs)  # type: ignore[arg-type]
-        chunk["choices"][0]["index"] = index
-        return chunk
+                continue
+            for chunk in builder.feed(p):
+                yield chunk

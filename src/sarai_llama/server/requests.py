@@ -198,8 +198,8 @@ def prepare(state: ServerState, sampling: Sampling, tokens: list[int], max_new: 
         check_draft_limits(draft_max, draft_min, ("speculative.n_max", "speculative.n_min"))
     except ValueError as exc:
         raise invalid(exc) from None
-    request = Request(tokens, params, max_new, list(stop or []), n_probs, ignore_eos, draft_max=draft_max,
-                      draft_min=draft_min)
+    request = Request(prompt=tokens, sampling=params, max_tokens=max_new, stop=list(stop or []), logprobs=n_probs,
+                      ignore_eos=ignore_eos, draft_max=draft_max, draft_min=draft_min)
     if rendered is not None:
         chat_completion.apply(request, rendered)
     return Prepared(request, len(tokens), echo, include_usage, rendered)

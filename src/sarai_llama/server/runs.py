@@ -120,7 +120,7 @@ class Run:
             self.last_t = now
             m.tokens_predicted.inc(n_new)
         if pieces:
-            self.usage = pieces[-1].usage
+            self.usage = responses.usage(pieces[-1].n_prompt, pieces[-1].n_generated)
             self.n_reused = pieces[-1].n_reused
 
     def close(self) -> None:
@@ -179,7 +179,7 @@ def start(state: ServerState, prepared: list[Prepared], n: int, http: HTTPReques
 
 async def collect(run: Run) -> Collected:
     """A non-streamed run's whole answer; a client that hangs up meanwhile cancels it."""
-    got = Collected(run.prepared.request.logprobs is not None)
+    got = Collected(run.prepared.request.logprobs is not None, run.prepared.n_prompt)
     watcher = asyncio.get_running_loop().create_task(run.watch_disconnect())
     try:
         async for item in run.events():
