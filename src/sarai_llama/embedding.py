@@ -71,11 +71,9 @@ class Embedder:
 class PooledCalls:
     """``Llama``'s calls on its pooled context: a base of ``Llama``, which provides
     ``pooled`` (the :class:`Embedder`, a :class:`~sarai_llama.rerank.Reranker` under rank
-    pooling, or None)."""
+    pooling, or None), annotated here only."""
 
-    @property
-    def pooled(self) -> Embedder | Reranker | None:
-        raise NotImplementedError
+    pooled: Embedder | Reranker | None
 
     def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,
               return_count: bool = False) -> Any:

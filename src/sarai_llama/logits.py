@@ -82,33 +82,20 @@ _NOT_SAMPLING = ("self", "tokens", "reset", "logits_processor", "stopping_criter
 class ManualLoop:
     """Sequence 0 token by token, as llama-cpp-python's ``Llama`` offers it.
 
-    The host class provides ``engine`` (its :class:`~sarai_llama.engine.Engine`),
-    ``submit(request)`` (run a request, yield its pieces), ``seed`` / ``set_seed``,
-    ``last_n_tokens_size``, ``n_ctx()`` and ``n_vocab()``.
+    What it uses of its host (``Llama``), as annotations only: the host defines them.
     """
 
     seed: int
     last_n_tokens_size: int
+    engine: Engine  # the host's engine (sequence 0 is the single-user cache)
+    submit: Callable[[Request], Iterator[Any]]  # run a request, yield its pieces
+    set_seed: Callable[[int], None]
+    n_ctx: Callable[[], int]
+    n_vocab: Callable[[], int]
 
     def __init__(self) -> None:
         self.eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
         self._eval_at = -1  # n_tokens when eval_logits was computed (-1: never)
-
-    @property
-    def engine(self) -> Engine:
-        raise NotImplementedError
-
-    def submit(self, request: Request) -> Iterator[Any]:
-        raise NotImplementedError
-
-    def set_seed(self, seed: int) -> None:
-        raise NotImplementedError
-
-    def n_ctx(self) -> int:
-        raise NotImplementedError
-
-    def n_vocab(self) -> int:
-        raise NotImplementedError
 
     @property
     def input_ids(self) -> np.ndarray:
