@@ -9,8 +9,8 @@ its reason:
 - the context (:class:`~sarai_llama.context_config.ContextConfig`: sizes, KV types,
   flash attention, sequences, step budget), checked before the slow load;
 - the model (:func:`~sarai_llama.loading.load_model`: the probe process for
-  untrusted files) and its engine, or for ``role="embed"``/``"rank"`` its pooled
-  context instead;
+  untrusted files) and its engine, or for ``embeddings=True`` its pooled context
+  instead (:attr:`Runtime.role` "embed", or "rank" under rank pooling);
 - the chat format (:func:`~sarai_llama.chat.resolve_chat_format`), on first use;
 - the pooled embedder and reranker beside an engine, on first use, on the same weights;
 - the state cache's budget (:func:`~sarai_llama.memory.explain_cache_budget`: the
@@ -65,7 +65,7 @@ class Runtime:
         speculation: the engine's n-gram speculation defaults (None: off).
         chat_format: a built-in template name, a Jinja file or text overriding the GGUF's
             (None: the GGUF's own; see ``chat.resolve_chat_format``).
-        verbose: llama.cpp's log at info level (else warnings only).
+        verbose: print llama.cpp's log from the info level up (default True), else its errors only.
         **context: :meth:`ContextConfig.from_keywords` (``n_ctx``, ``n_batch``, ``n_ubatch``,
             ``n_threads_batch``, ``type_k``, ``type_v``, ``f16_kv``, ``flash_attn``,
             ``embeddings``, ``pooling_type``, ``swa_full``, ``n_seq_max``, ``step_budget_ms``).
@@ -120,8 +120,8 @@ class Runtime:
     # ------------------------------------------------------------- what it holds
     @property
     def n_ctx(self) -> int:
-        """The context the caller gets: the engine's (all sequences), the pooled context's, or
-        the training context for a vocabulary-only load."""
+        """The context the caller gets: the engine's (all sequences), the pooled context's, or for
+        a vocabulary-only load ``n_ctx`` as asked (0: the training context)."""
         if self.engine is not None:
             return self.engine.n_ctx
         if self.role in self._pooled and not isinstance(pooled := self._pooled[self.role], ValueError):
