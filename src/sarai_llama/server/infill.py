@@ -7,29 +7,24 @@ context are documented there), as the one of ``/v1/completions``' ``suffix`` doe
 continues the prefix), plus the completion fields (``n_predict``/``max_tokens``,
 sampling, ``stop``, ``stream``), cuts the parts to fit as llama-server does
 (:class:`~sarai_llama.fim.FimBudget`) and answers in llama-server's own completion
-shape: ``{"content", "stop": true, "tokens_predicted", ...}``, or a stream of
-``{"content", "stop": false}`` events ending with one ``"stop": true`` event (no
-``[DONE]``: llama-server's native streams have none). A model without FIM tokens
-gets a 400 naming the missing ones.
+shape, through the same answer as ``/completion``
+(:func:`.llama_server_routes.native_answer`). A model without FIM tokens gets a 400
+naming the missing ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
-
 from fastapi import APIRouter, Request as HTTPRequest
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from .. import fim, responses
+from .. import fim
 from .errors import invalid
 from .lifecycle import ServerState
+from .llama_server_routes import native_answer
 from .openai_routes import budget as requested_tokens, sampling
 from .openai_schemas import Body, Generation
 from .requests import check_tokens, max_tokens, prepare, stops
-from .runs import Run, collect, start, stream
-from .sse import EventStream, write
 
 __all__ = ["ExtraChunk", "InfillBody", "router"]
 
@@ -69,30 +64,6 @@ def router(state: ServerState) -> APIRouter:
         max_new = max_tokens(state, requested, len(tokens), "n_predict", "input_prefix")
         prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop),
                            ignore_eos=bool(body.ignore_eos))
-        (run,) = start(state, [prepared], 1, http, responses.completion_id(), bool(body.stream))
-        if body.stream:
-            try:
-                await run.submitted()
-            except BaseException:
-                run.close()
-                raise
-            return EventStream(write([chunks(run)], lambda: []), run.close)
-        got = await collect(run)
-        return JSONResponse({"index": 0, "content": got.text, "stop": True, **final(run)})
-
-    def final(run: Run) -> dict[str, Any]:
-        """What llama-server's last answer of a completion adds: the model and the counts."""
-        return {"model": settings.model_id, "tokens_predicted": run.usage["completion_tokens"],
-                "tokens_evaluated": run.prepared.n_prompt, "tokens_cached": run.n_reused}
-
-    async def chunks(run: Run) -> AsyncIterator[dict[str, Any] | None]:
-        async for p in stream(run):
-            if p is None:
-                yield None
-                continue
-            if p.text:
-                yield {"index": 0, "content": p.text, "stop": False}
-            if p.finish_reason is not None:
-                yield {"index": 0, "content": "", "stop": True, **final(run)}
+        return await native_answer(state, prepared, http, bool(body.stream))
 
     return api

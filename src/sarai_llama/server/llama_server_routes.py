@@ -24,11 +24,11 @@ from .. import __version__, responses
 from .lifecycle import ServerState
 from .openai_routes import budget, sampling
 from .openai_schemas import ChatBody, Generation
-from .requests import check_tokens, json_grammar, max_tokens, prepare, render_chat, stops, tokenize_prompt
+from .requests import Prepared, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops, tokenize_prompt
 from .runs import Run, collect, start, stream
 from .sse import EventStream, write
 
-__all__ = ["NativeCompletionBody", "router", "stop_type"]
+__all__ = ["NativeCompletionBody", "native_answer", "router", "stop_type"]
 
 
 class NativeCompletionBody(Generation):
@@ -43,6 +43,50 @@ def stop_type(finish: str | None, stop: str | None) -> str:
     if finish == "stop":
         return "word" if stop else "eos"
     return "none"
+
+
+async def native_answer(state: ServerState, prepared: Prepared, http: HTTPRequest, stream_it: bool,
+                        with_tokens: bool = False) -> Response:
+    """Run ``prepared`` and answer in llama-server's native shape, as its ``/completion`` and
+    ``/infill`` do: one object, or ``data:`` events ending with the ``"stop": true`` one."""
+    (run,) = start(state, [prepared], 1, http, responses.completion_id(), stream_it)
+    if stream_it:
+        await run.submitted()
+        return EventStream(write([frames(run, with_tokens)], lambda: []), run.close)
+    got = await collect(run)
+    return JSONResponse({"index": 0, "content": got.text, "tokens": [], "id_slot": -1, "stop": True,
+                         **final(run, got.finish_reason, got.stop, got.text.endswith("\n"))})
+
+
+def final(run: Run, finish: str | None, stop: str | None, new_line: bool) -> dict[str, Any]:
+    """What llama-server's last object of a completion adds: the model, counts, why it stopped, timings."""
+    job, end = run.job, time.monotonic()
+    first = job.t_first if job.t_first is not None else end
+    n_out, n_in = run.usage["completion_tokens"], run.prepared.n_prompt
+    prompt_ms, predicted_ms = (first - job.t_submit) * 1000, (end - first) * 1000
+    return {"model": run.state.settings.model_id, "tokens_predicted": n_out, "tokens_evaluated": n_in,
+            "tokens_cached": run.n_reused, "has_new_line": new_line, "truncated": False,
+            "stop_type": stop_type(finish, stop), "stopping_word": stop or "",
+            "timings": {"prompt_n": max(0, n_in - run.n_reused), "prompt_ms": prompt_ms,
+                        "predicted_n": n_out, "predicted_ms": predicted_ms,
+                        "predicted_per_second": n_out / predicted_ms * 1000 if predicted_ms > 0 else 0.0}}
+
+
+async def frames(run: Run, with_tokens: bool) -> AsyncIterator[dict[str, Any] | None]:
+    """A native stream's events (None: a ping is due); the last one carries :func:`final`."""
+    new_line = False
+    async for p in stream(run):
+        if p is None:
+            yield None
+            continue
+        new_line = new_line or "\n" in p.text
+        if p.text or (with_tokens and p.tokens):
+            yield {"index": 0, "content": p.text, "tokens": list(p.tokens) if with_tokens else [],
+                   "stop": False, "id_slot": -1, "tokens_predicted": run.usage["completion_tokens"],
+                   "tokens_evaluated": run.prepared.n_prompt}
+        if p.finish_reason is not None:
+            yield {"index": 0, "content": "", "tokens": [], "id_slot": -1, "stop": True,
+                   **final(run, p.finish_reason, p.stop, new_line)}
 
 
 def router(state: ServerState) -> APIRouter:
@@ -63,42 +107,7 @@ def router(state: ServerState) -> APIRouter:
         grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
         prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop),
                            ignore_eos=bool(body.ignore_eos), grammar=grammar)
-        (run,) = start(state, [prepared], 1, http, responses.completion_id(), bool(body.stream))
-        if body.stream:
-            await run.submitted()
-            return EventStream(write([frames(run, bool(body.return_tokens))], lambda: []), run.close)
-        got = await collect(run)
-        tokens_out: list[int] = []
-        return JSONResponse({"index": 0, "content": got.text, "tokens": tokens_out, "id_slot": -1, "stop": True,
-                             **final(run, got.finish_reason, got.stop, got.text.endswith("\n"))})
-
-    def final(run: Run, finish: str | None, stop: str | None, new_line: bool) -> dict[str, Any]:
-        """What llama-server's last object of a completion adds: the model, counts, why it stopped, timings."""
-        job, end = run.job, time.monotonic()
-        first = job.t_first if job.t_first is not None else end
-        n_out, n_in = run.usage["completion_tokens"], run.prepared.n_prompt
-        prompt_ms, predicted_ms = (first - job.t_submit) * 1000, (end - first) * 1000
-        return {"model": settings.model_id, "tokens_predicted": n_out, "tokens_evaluated": n_in,
-                "tokens_cached": run.n_reused, "has_new_line": new_line, "truncated": False,
-                "stop_type": stop_type(finish, stop), "stopping_word": stop or "",
-                "timings": {"prompt_n": max(0, n_in - run.n_reused), "prompt_ms": prompt_ms,
-                            "predicted_n": n_out, "predicted_ms": predicted_ms,
-                            "predicted_per_second": n_out / predicted_ms * 1000 if predicted_ms > 0 else 0.0}}
-
-    async def frames(run: Run, with_tokens: bool) -> AsyncIterator[dict[str, Any] | None]:
-        new_line = False
-        async for p in stream(run):
-            if p is None:
-                yield None
-                continue
-            new_line = new_line or "\n" in p.text
-            if p.text or (with_tokens and p.tokens):
-                yield {"index": 0, "content": p.text, "tokens": list(p.tokens) if with_tokens else [],
-                       "stop": False, "id_slot": -1, "tokens_predicted": run.usage["completion_tokens"],
-                       "tokens_evaluated": run.prepared.n_prompt}
-            if p.finish_reason is not None:
-                yield {"index": 0, "content": "", "tokens": [], "id_slot": -1, "stop": True,
-                       **final(run, p.finish_reason, p.stop, new_line)}
+        return await native_answer(state, prepared, http, bool(body.stream), bool(body.return_tokens))
 
     @api.get("/props")
     async def props() -> JSONResponse:
