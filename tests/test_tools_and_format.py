@@ -104,8 +104,8 @@ def accepts(model: Any, fields: dict[str, Any], text: str) -> bool:
 def test_auto_grammar_admits_a_call_or_the_format_and_nothing_else(tmp_path: Path, name: str) -> None:
     """Deterministic, whatever the weights: the auto grammar takes a call that the forced grammar
     generated and a JSON answer valid under the format, and refuses free text and invalid JSON."""
-    model = _core.Model(str(family_path(tmp_path, name)))
     llm = Llama(str(family_path(tmp_path, name)), n_ctx=4096, verbose=False)
+    model = llm.runtime.model
     handler = llm.chat_handler()
     auto = handler.render(ASK, tools=TOOLS, tool_choice="auto", response_format=CHAT_FORMAT)
     assert auto.grammar and not auto.grammar_lazy and not auto.trigger_patterns

@@ -47,12 +47,12 @@ def router(state: ServerState) -> APIRouter:
              "meta": meta}]})
 
     async def completions(body: CompletionBody, http: HTTPRequest) -> Response:
-        state.require_ready()
+        capacity = state.require_ready().capacity
         state.check_model(body.model)
         check_n(body)
         grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
         prompts = prompt_list(body.prompt)
-        wanted, capacity = len(prompts) * (body.n or 1), state.require_ready().capacity
+        wanted = len(prompts) * (body.n or 1)
         if wanted > capacity:
             raise bad(f"this request asks for {wanted} completions ({len(prompts)} prompts x n={body.n or 1}); "
                       f"this server takes at most {capacity} at once (--parallel + --max-queue)", "prompt")
