@@ -21,6 +21,7 @@ void bind_engine(py::module_ &m);   // Engine, Event
 void bind_state_cache(py::module_ &m);  // StateCache
 void bind_chat(py::module_ &m);     // ChatTemplates, ChatParser, json_schema_to_grammar
 void bind_pooled(py::module_ &m);   // PooledBatch
+void bind_vision(py::module_ &m);   // Vision, MediaSpan, MediaPrompt
 
 // Every string that crosses into Python is valid UTF-8: a template, a GGUF string, a
 // byte-fallback token or a message quoting one may hold any bytes, and pybind11's own

@@ -136,7 +136,7 @@ void bind_engine(py::module_ &m) {
             "submit",
             [](Engine &e, std::vector<llama_token> prompt, const sarai::SamplerParams &params, int32_t max_tokens,
                bool ignore_eos, int32_t n_probs, bool external_sampling, std::vector<llama_token> preserved_tokens,
-               int32_t draft_max, int32_t draft_min) {
+               int32_t draft_max, int32_t draft_min, std::vector<sarai::MediaSpan> media) {
                 sarai::Request r;
                 r.prompt = std::move(prompt);
                 r.sampling = params;
@@ -147,13 +147,14 @@ void bind_engine(py::module_ &m) {
                 r.preserved_tokens = std::move(preserved_tokens);
                 r.draft_max = draft_max;
                 r.draft_min = draft_min;
+                r.media = std::move(media);
                 py::gil_scoped_release release;  // a grammar is parsed here
                 return e.submit(std::move(r));
             },
             py::arg("prompt"), py::arg("params"), py::arg("max_tokens") = -1, py::arg("ignore_eos") = false,
             py::arg("n_probs") = -1, py::arg("external_sampling") = false,
             py::arg("preserved_tokens") = std::vector<llama_token>{}, py::arg("draft_max") = -1,
-            py::arg("draft_min") = -1)
+            py::arg("draft_min") = -1, py::arg("media") = std::vector<sarai::MediaSpan>{})
         .def("step",
              [](Engine &e) {
                  std::vector<Event> events;

@@ -77,7 +77,7 @@ bool Engine::abort_cb(void *data) {
 
 int64_t Engine::submit(Request req) {
     if (req.prompt.empty()) throw InvalidArgument("the prompt is empty (it needs at least one token)");
-    for (auto t : req.prompt) model_->check_token(t);
+    check_prompt(req);
     for (auto t : req.preserved_tokens) model_->check_token(t);
     // The last prompt token and at least one generated token must fit.
     if (req.prompt.size() >= n_ctx_seq_)
@@ -192,6 +192,7 @@ void Engine::admit_locked() {
         s.acceptance.reset();
         s.n_drafted = s.n_draft_accepted = 0;
         choose_prefix(s, s.req.prompt);
+        align_to_media(s);
     }
 }
 
@@ -435,13 +436,21 @@ std::vector<Event> Engine::step() {
     const int32_t budget = budgeted ? prompt_budget_locked(n_gen) : -1;
     const int32_t limit = budgeted ? n_gen + budget : (int32_t)n_batch_;
     int32_t n_logits = n_gen;
+    int32_t media_rows = 0;  // image positions planned for this step (plan_media), within the same limit
     size_t wanted = 0;  // prompt tokens that n_batch alone would have let in
     for (Slot *s : prompting) {
         const size_t total = s->req.prompt.size();
         size_t k = s->prompt_done;
         wanted += total - k;
         llama_pos pos = (llama_pos)s->cache.size();
-        while (k < total && n < limit) {
+        while (k < total && n + media_rows < limit) {
+            // An image's embeddings go in a decode of their own after this batch (a
+            // llama_batch holds tokens or embeddings, not both); the text after the
+            // image waits for the next step.
+            if (const int32_t m = plan_media(*s, k, limit - n - media_rows); m != 0) {
+                media_rows += m;
+                break;
+            }
             // Logits only where a token must be sampled: the last prompt token.
             const bool last = k + 1 == total;
             add_row(*s, s->req.prompt[k], pos++, last, true);
@@ -469,6 +478,7 @@ std::vector<Event> Engine::step() {
         if (n_gen > 0) stats_.max_prompt_beside_gen = std::max(stats_.max_prompt_beside_gen, n_prompt);
         if (budgeted && (size_t)n_prompt < std::min(wanted, (size_t)n_batch_ - n_gen)) stats_.n_budgeted_steps++;
     }
+    if (!media_jobs_.empty()) decode_media(out);
     return out;
 }
 

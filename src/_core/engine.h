@@ -46,6 +46,7 @@
 
 #include "context.h"
 #include "llama.h"
+#include "media.h"
 #include "model.h"
 #include "sampler.h"
 #include "state_cache.h"
@@ -67,6 +68,9 @@ struct Request {
     // 0: none) and the tokens drafted whatever the costs (-1: the engine's default).
     int32_t draft_max = -1;
     int32_t draft_min = -1;
+    // Images in the prompt (media.h, made by Vision::tokenize): their positions hold
+    // placeholders, their embeddings are decoded in place of token embeddings.
+    std::vector<MediaSpan> media;
 };
 
 enum class EventKind : int32_t { Token = 0, Done = 1, Error = 2, NeedToken = 3 };
@@ -219,6 +223,17 @@ class Engine {
     void verify_draft(Slot &slot, int32_t first_row, std::vector<Event> &out);
     int32_t drop_drafts(int32_t from, int32_t n_total);
     void spec_counts(const Slot &slot, Event &ev) const;
+    // Media (engine_media.cpp): prompt checks, the images' part of a step, prefix alignment.
+    struct MediaJob {
+        Slot *slot = nullptr;
+        const MediaSpan *span = nullptr;  // in slot->req.media, which no step changes
+        size_t from = 0;                  // the prompt index of the first position decoded
+        int32_t count = 0;
+    };
+    void check_prompt(const Request &req) const;
+    int32_t plan_media(Slot &slot, size_t k, int32_t room);
+    void decode_media(std::vector<Event> &out);
+    void align_to_media(Slot &slot);
 
     std::shared_ptr<Model> model_;
     llama_context *ctx_ = nullptr;
@@ -254,6 +269,7 @@ class Engine {
     SpecConfig spec_;
     StepCostLine step_cost_;  // decode-only steps: what a draft row costs now
     bool can_roll_back_ = true;  // the memory can drop a sequence's last cells (not recurrent/hybrid)
+    std::vector<MediaJob> media_jobs_;  // this step's image pieces, decoded after its token batch
 };
 
 }  // namespace sarai

@@ -26,6 +26,8 @@ std::string Engine::spec_off_reason(const Slot &slot) const {
         return "Python logits processors or stopping criteria choose every token, one at a time";
     const int32_t n_max = slot.req.draft_max >= 0 ? slot.req.draft_max : spec_.n_max;
     if (n_max == 0) return "no drafts asked for (draft_max 0)";
+    // The n-gram lookup reads the sequence's tokens, whose image positions are placeholders.
+    if (!slot.req.media.empty()) return "the prompt holds images";
     return "";
 }
 

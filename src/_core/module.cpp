@@ -76,4 +76,5 @@ PYBIND11_MODULE(_core, m) {
     sarai_bind::bind_engine(m);
     sarai_bind::bind_chat(m);
     sarai_bind::bind_pooled(m);
+    sarai_bind::bind_vision(m);
 }
