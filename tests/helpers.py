@@ -92,6 +92,7 @@ class Server:
         return self.client().models.list().data[0].id
 
     def metrics(self) -> dict[str, float]:
+        """Every series without labels but ``model``, summed over the models."""
         import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
@@ -99,8 +100,8 @@ class Server:
         out: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if not sample.labels:
-                    out[sample.name] = sample.value
+                if set(sample.labels) <= {"model"}:
+                    out[sample.name] = out.get(sample.name, 0.0) + sample.value
         return out
 
     def output(self) -> str:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from . import cgroup
 
-__all__ = ["MARGIN_BYTES", "MARGIN_SHARE", "RAM_SHARE", "cgroup_memory_limit", "explain_cache_budget",
-           "resident_anon", "total_ram"]
+__all__ = ["MARGIN_BYTES", "MARGIN_SHARE", "MODELS_RAM_SHARE", "RAM_SHARE", "cgroup_memory_limit",
+           "explain_cache_budget", "explain_models_budget", "resident_anon", "total_ram"]
 
 #: cgroup v1 writes a huge page-aligned number (9223372036854771712) for "no limit"
 _V1_UNLIMITED = 1 << 60
@@ -90,3 +90,26 @@ def explain_cache_budget(model_bytes: int, kv_bytes: int, root: str | Path = "/"
     budget = max(0, min(int(ram * RAM_SHARE), available // 2))
     return budget, (f"no memory limit: {RAM_SHARE:.0%} of {ram // mib} MiB RAM, at most half of the "
                     f"{available // mib} MiB available")
+
+
+#: Without a memory limit, the loaded models may take this share of the machine's RAM together.
+MODELS_RAM_SHARE = 0.75
+
+
+def explain_models_budget(root: str | Path = "/") -> tuple[int, str]:
+    """(bytes, reason): what the models a server loads may take together, now.
+
+    Under a memory limit: the limit less a margin (:data:`MARGIN_BYTES` or
+    :data:`MARGIN_SHARE` of it, whichever is larger) for Python, HTTP buffers
+    and growth. Without one: :data:`MODELS_RAM_SHARE` of the RAM (other processes
+    live there too). 0 when neither is known.
+    """
+    mib = 1 << 20
+    limit = cgroup_memory_limit(root)
+    if limit is not None:
+        margin = max(MARGIN_BYTES, int(limit * MARGIN_SHARE))
+        return max(0, limit - margin), f"cgroup memory limit {limit // mib} MiB - margin {margin // mib} MiB"
+    ram = total_ram(root)
+    if ram is None:
+        return 0, "no memory limit and the RAM size is unknown"
+    return int(ram * MODELS_RAM_SHARE), f"no memory limit: {MODELS_RAM_SHARE:.0%} of {ram // mib} MiB RAM"

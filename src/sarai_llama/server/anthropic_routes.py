@@ -26,6 +26,7 @@ from .errors import APIError, bad
 from .lifecycle import ServerState
 from .requests import Sampling, max_tokens, prepare, render_chat, stops
 from .runs import Run, collect, start, stream
+from .served import Served
 from .sse import EventStream, Item, event, write
 
 __all__ = ["PREFIX", "router"]
@@ -39,22 +40,20 @@ PING = event({"type": "ping"}, "ping")
 def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
-    model_id = state.settings.model_id
 
     async def messages(body: MessagesBody, http: HTTPRequest) -> Response:
-        state.require_ready()
-        state.check_model(body.model)
-        rendered, tokens = await render(state, body, output_format(body))
-        max_new = max_tokens(state, body.max_tokens, len(tokens))
+        served = await state.acquire(body.model, http)
+        rendered, tokens = await render(served, body, output_format(body))
+        max_new = max_tokens(served, body.max_tokens, len(tokens))
         user_stops = stops(body.stop_sequences, "stop_sequences")
         sampling = Sampling(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
                             seed=body.seed, logit_bias=body.logit_bias)
-        prepared = prepare(state, sampling, tokens, max_new, stop=user_stops, rendered=rendered)
+        prepared = prepare(served, sampling, tokens, max_new, stop=user_stops, rendered=rendered)
         mid = new_id("msg_")
-        (run,) = start(state, [prepared], 1, http, mid, bool(body.stream))
+        (run,) = start(served, [prepared], 1, http, mid, bool(body.stream))
         if body.stream:
             await run.submitted()
-            return EventStream(write([events(run, mid, model_id, user_stops)], ping=PING,
+            return EventStream(write([events(run, mid, served.name, user_stops)], ping=PING,
                                      error=lambda exc: event(error_reply(exc)[1], "error")), run.close)
         got = await collect(run)
         blocks = Blocks(tool_use_id)
@@ -62,13 +61,12 @@ def router(state: ServerState) -> APIRouter:
         blocks.close()
         reason, sequence = stop_reason(got.finish_reason, blocks.has_tool_calls, got.stop, user_stops)
         content = [content_block(b, b.text) for b in blocks.blocks]
-        return JSONResponse(message(mid, model_id, content, reason, sequence, prepared.n_prompt,
+        return JSONResponse(message(mid, served.name, content, reason, sequence, prepared.n_prompt,
                                     run.usage["completion_tokens"]))
 
-    async def count_tokens(body: CountTokensBody) -> JSONResponse:
-        state.require_ready()
-        state.check_model(body.model)
-        _, tokens = await render(state, body)
+    async def count_tokens(body: CountTokensBody, http: HTTPRequest) -> JSONResponse:
+        served = await state.acquire(body.model, http)
+        _, tokens = await render(served, body)
         return JSONResponse({"input_tokens": len(tokens)})
 
     api.add_api_route(PREFIX, messages, methods=["POST"])
@@ -80,12 +78,12 @@ def tool_use_id() -> str:
     return new_id("toolu_")
 
 
-async def render(state: ServerState, body: CountTokensBody, response_format: dict[str, Any] | None = None
+async def render(served: Served, body: CountTokensBody, response_format: dict[str, Any] | None = None
                  ) -> tuple[RenderedChat, list[int]]:
     """The body's prompt through the model's chat template, and its tokens."""
     tools, choice, parallel = chat_tools(body)
     try:
-        return await render_chat(state, chat_messages(body), tools=tools, tool_choice=choice,
+        return await render_chat(served, chat_messages(body), tools=tools, tool_choice=choice,
                                  parallel_tool_calls=parallel, response_format=response_format)
     except APIError as exc:
         if exc.param == "response_format":

@@ -24,8 +24,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
-from . import (anthropic_routes, embeddings, infill, llama_extras, llama_server_routes, ollama_routes, openai_routes,
-               rerank, responses_routes)
+from . import (anthropic_routes, embeddings, infill, llama_extras, llama_server_routes, model_routes, ollama_routes,
+               openai_routes, rerank, responses_routes)
 from .anthropic_schemas import error_reply
 from .ollama_schemas import error_reply as ollama_error
 from .errors import Shapes, install_handlers
@@ -44,9 +44,11 @@ BARE = ("/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/responses"
 def create_app(settings: Settings) -> tuple[Gate, ServerState]:
     """The ASGI app for ``settings`` and the state its routes share.
 
-    Its lifespan loads the model in a thread (``/health`` answers meanwhile) and
-    stops the scheduler at shutdown; a client that does not run the lifespan
-    calls ``state.load()`` and ``state.close()`` itself.
+    Its lifespan loads the positional model in a thread (``/health`` answers
+    meanwhile), watches idle models and unloads every model at shutdown; a client
+    that does not run the lifespan calls ``state.load()`` and ``state.close()``
+    itself. ``ValueError`` for a catalog that does not hold (``models.toml``, a
+    missing file): the server does not start.
     """
     state = ServerState(settings)
 
@@ -54,6 +56,7 @@ def create_app(settings: Settings) -> tuple[Gate, ServerState]:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.loop = asyncio.get_running_loop()
         threading.Thread(target=state.load, name="sarai-load", daemon=True).start()
+        state.pool.start()
         yield
         state.close()
 
@@ -62,8 +65,9 @@ def create_app(settings: Settings) -> tuple[Gate, ServerState]:
     shapes = Shapes({anthropic_routes.PREFIX: error_reply, "/": ollama_error,
                      **{p: ollama_error for p in ollama_routes.PREFIXES}})
     install_handlers(app, shapes)
-    routers = [module.router(state) for module in (llama_extras, llama_server_routes, openai_routes, responses_routes,
-                                                   anthropic_routes, embeddings, infill, rerank, ollama_routes)]
+    routers = [module.router(state) for module in (llama_extras, llama_server_routes, model_routes, openai_routes,
+                                                   responses_routes, anthropic_routes, embeddings, infill, rerank,
+                                                   ollama_routes)]
     alias_bare_routes(routers)
     for api in routers:
         app.include_router(api)
@@ -93,7 +97,11 @@ def serve(settings: Settings) -> int:
     access.addHandler(handler)
     access.setLevel(logging.INFO)
 
-    app, state = create_app(settings)
+    try:
+        app, state = create_app(settings)
+    except ValueError as exc:  # a models.toml that does not parse, a model file that is not there
+        logger.error("%s", exc)
+        return 2
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5, log_config=None)
     logger.info("HTTP: %s", _http_stack())

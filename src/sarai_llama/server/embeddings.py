@@ -12,7 +12,7 @@ import base64
 import struct
 from typing import Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -34,20 +34,21 @@ class EmbeddingBody(Body):
 def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
-    settings = state.settings
 
-    async def embeddings(body: EmbeddingBody) -> JSONResponse:
-        state.require_ready()
-        state.check_model(body.model)
-        if not settings.embeddings:
+    async def embeddings(body: EmbeddingBody, http: HTTPRequest) -> JSONResponse:
+        served = await state.acquire(body.model, http)
+        if not served.settings.embeddings and served.role == "generate":
             return APIError(501, "embeddings are switched off on this server (--embeddings false)",
                             "not_implemented_error", code="not_implemented").response()
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts or len(texts) > 2048:
             raise bad("input must hold 1 to 2048 strings", "input")
-        if body.dimensions is not None and body.dimensions != state.model.n_embd:
-            raise bad(f"this model's embeddings have {state.model.n_embd} dimensions", "dimensions")
-        embedder = await run_in_threadpool(state.embedder)
+        if body.dimensions is not None and body.dimensions != served.model.n_embd:
+            raise bad(f"this model's embeddings have {served.model.n_embd} dimensions", "dimensions")
+        try:
+            embedder = await run_in_threadpool(served.embedder)
+        except ValueError as exc:  # a rerank model
+            raise bad(str(exc), "model", "model_cannot_embed") from None
         try:
             vectors, total = await run_in_threadpool(embedder.embed, texts, False, True)  # no cut; unit length
         except ValueError as exc:  # an input longer than the embedding context
@@ -56,7 +57,7 @@ def router(state: ServerState) -> APIRouter:
         if body.encoding_format == "base64":
             # What the official client asks for by default: little-endian float32 bytes, base64.
             data = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii") for v in vectors]
-        return JSONResponse(responses.embeddings(data, settings.model_id, total))
+        return JSONResponse(responses.embeddings(data, served.name, total))
 
     api.add_api_route("/v1/embeddings", embeddings, methods=["POST"])
     api.add_api_route("/embeddings", embeddings, methods=["POST"])

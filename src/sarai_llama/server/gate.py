@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import APIError, Shapes
 from .lifecycle import ServerState
+from .pool import PINS_KEY
 
 __all__ = ["ASGIApp", "Gate", "LOG_KEY"]
 
@@ -62,6 +63,8 @@ class Gate:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
         log: dict[str, Any] = {"request_id": rid}
         scope[LOG_KEY] = log
+        pins: list[Any] = []  # the models this request uses (ServerState.acquire), released once it answered
+        scope[PINS_KEY] = pins
         status = [0]
 
         async def send_logged(message: dict[str, Any]) -> None:
@@ -123,6 +126,8 @@ class Gate:
             else:
                 await self.app(scope, receive, send_logged)
         finally:
+            for served in pins:
+                self.state.pool.release(served)
             if self.state.settings.access_log and path != "/health" and path != "/metrics":
                 log.update(method=scope.get("method"), path=path, status=status[0],
                            client=(scope.get("client") or ("", 0))[0],

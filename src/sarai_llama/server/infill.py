@@ -44,26 +44,25 @@ class InfillBody(Generation):
 def router(state: ServerState) -> APIRouter:
     """The route, bound to ``state``."""
     api = APIRouter()
-    settings = state.settings
 
     @api.post("/infill")
     async def infill(body: InfillBody, http: HTTPRequest) -> Response:
-        state.require_ready()
-        state.check_model(body.model)
+        served = await state.acquire(body.model, http)
+        settings = served.settings
         requested = requested_tokens(body, body.max_tokens, None)  # llama-server's default: no limit
         # The extra context's share leaves room for what the request may generate (llama-server's cut).
-        cut = fim.FimBudget(settings.batch_size, state.n_ctx_seq, requested or 0)
+        cut = fim.FimBudget(settings.batch_size, served.n_ctx_seq, requested or 0)
         extra = [(c.filename, c.text) for c in body.input_extra]
         try:
             tokens = await run_in_threadpool(lambda: fim.fim_prompt(
-                state.model, body.input_prefix, body.input_suffix, prompt=body.prompt, extra=extra,
+                served.model, body.input_prefix, body.input_suffix, prompt=body.prompt, extra=extra,
                 spm=settings.spm_infill, budget=cut, fields=fim.INFILL_FIELDS))
         except ValueError as exc:  # a model without FIM tokens, text without UTF-8
             raise invalid(exc) from None
-        check_tokens(state, tokens, "input_prefix")
-        max_new = max_tokens(state, requested, len(tokens), "n_predict", "input_prefix")
-        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop),
+        check_tokens(served, tokens, "input_prefix")
+        max_new = max_tokens(served, requested, len(tokens), "n_predict", "input_prefix")
+        prepared = prepare(served, sampling(body), tokens, max_new, stop=stops(body.stop),
                            ignore_eos=bool(body.ignore_eos))
-        return await native_answer(state, prepared, http, bool(body.stream))
+        return await native_answer(served, prepared, http, bool(body.stream))
 
     return api

@@ -1,7 +1,8 @@
 """The server's life: loading, ready, draining, failed; what every route shares.
 
-The HTTP server listens before the model is loaded (``/health`` says 503
-"loading"), then 200. SIGTERM flips ``/health`` to 503 "draining", refuses new
+The HTTP server listens before the positional model is loaded (``/health`` says 503
+"loading"), then 200; without one (``--models-dir``, ``--model NAME=PATH`` only) it
+is ready at once and each model loads on its first request (:mod:`.pool`). SIGTERM flips ``/health`` to 503 "draining", refuses new
 work with 503, lets running generations finish within ``drain_timeout`` (then
 cancels them), and exits 0.
 """
@@ -12,14 +13,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from .. import chat, responses
+from fastapi import Request as HTTPRequest
+
+from .. import responses
+from .catalog import catalog
 from .errors import APIError
 from .metrics import Metrics
-from .scheduler import Scheduler
-from .settings import FLASH_ATTN_KEYWORD, Settings
+from .pool import ModelPool
+from .served import Served
+from .settings import Settings
 
 __all__ = ["ServerState"]
 
@@ -27,117 +31,60 @@ logger = logging.getLogger("sarai_llama.server")
 
 
 class ServerState:
-    """Everything the routes share: settings, phase, model, scheduler, metrics."""
+    """Everything the routes share: settings, phase, the models (:class:`~.pool.ModelPool`), metrics.
+
+    ``phase`` is the server's: "loading" while the positional model loads at start-up,
+    "ready", "draining" after SIGTERM, "failed" when the positional model could not load
+    or its engine broke. The models by name load on their first request, whatever the phase.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.phase: Literal["loading", "ready", "draining", "failed"] = "loading"
-        self.failure: str | None = None
         self.metrics = Metrics()
-        self.model: Any = None
-        self.engine: Any = None
-        self.scheduler: Scheduler | None = None
-        self.template: chat.ChatFormat | None = None
-        self.template_error: str | None = None
-        self.n_ctx_seq = 0
-        self.n_threads = 1
-        self.n_vocab = 0
+        self.pool = ModelPool(settings, catalog(settings), self.metrics)  # ValueError: a bad catalog
+        self.phase: Literal["loading", "ready", "draining", "failed"] = \
+            "loading" if self.pool.default is not None else "ready"
+        self.failure: str | None = None
         self.created = responses.now()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_exit: Callable[[int], None] = lambda code: None
         self.exit_code = 0
         self._drain_task: asyncio.Task[None] | None = None
-        self.runtime: Any = None  # the served model (sarai_llama.runtime.Runtime), once loaded
+
+    @property
+    def default(self) -> Served | None:
+        """The positional model (loaded at start-up; what a request without a ``model`` gets), if any."""
+        return self.pool.default
 
     # -------------------------------------------------------------- loading
     def load(self) -> None:
-        """Load the model (one :class:`~sarai_llama.runtime.Runtime`) and start the scheduler, in a
-        thread: the HTTP server is already up."""
-        from ..runtime import Runtime
-
-        s = self.settings
+        """Load the positional model, in a thread: the HTTP server is already up. A model that cannot
+        load ends the server (exit code 1), as one ``serve MODEL`` always did."""
+        served = self.pool.default
+        if served is None:
+            return
+        served.on_engine_failure = self._engine_failed
         try:
-            if s.debug_load_delay:
-                time.sleep(s.debug_load_delay)
-            # a hostile file raises ModelLoadError; SARAI_TRUSTED_MODELS skips the probe
-            rt = Runtime(s.model, threads=s.thread_choice(), seed=s.seed, speculation=s.speculation(),
-                         chat_format=s.chat_format, verbose=s.log_level == "debug", n_ctx=s.ctx_size,
-                         n_batch=s.batch_size, n_ubatch=s.ubatch_size, n_seq_max=s.parallel,
-                         step_budget_ms=s.step_budget_ms, type_k=s.cache_type_k, type_v=s.cache_type_v,
-                         flash_attn=FLASH_ATTN_KEYWORD[s.flash_attn])
-            engine = rt.engine
-            assert engine is not None  # a generating runtime
-            try:
-                self.template = rt.chat_format()
-                logger.info("chat template: %s", self.template.why)
-            except ValueError as exc:  # completions still work; chat answers why not
-                self.template_error = str(exc)
-            self.runtime, self.model, self.engine = rt, rt.model, engine
-            self.n_ctx_seq, self.n_threads = engine.n_ctx_seq, rt.threads.n_threads
-            self.n_vocab = int(rt.model.n_vocab)
-            scheduler = Scheduler(engine, s.max_queue, on_step_error=self._engine_failed)
-            self.metrics.bind(self._load_facts, engine.stats)
-            scheduler.start()
-            self.scheduler = scheduler
-            logger.info("model loaded: %s (%d threads, %d sequences, %d context cells, %d per sequence)",
-                        s.model, self.n_threads, s.parallel, engine.n_ctx, self.n_ctx_seq)
-            kv = rt.kv_bytes()
-            logger.info("KV cache: %s (K %s, V %s, flash attention %s)",
-                        f"at most {kv / 2**20:.0f} MiB" if kv else "size unknown for this architecture",
-                        s.cache_type_k, s.cache_type_v, s.flash_attn)
-            self._start_state_cache(rt)
+            served.load()
+            served.metrics.load_time.observe(served.load_seconds)
             if self.phase == "loading":
                 self.phase = "ready"
         except Exception as exc:
-            logger.error("loading %s failed: %s", s.model, exc)
+            logger.error("loading %s failed: %s", served.spec.path, exc)
             self.phase, self.failure = "failed", str(exc)
             self.exit_code = 1
             self.on_exit(1)
 
-    def _start_state_cache(self, rt: Any) -> None:
-        """Give the engine its state cache, sized by --cache-ram or by the pod (logged with the reason)."""
-        s = self.settings
-        budget, why = rt.start_state_cache(s.cache_ram, s.cache_dir, s.cache_disk)
-        if s.cache_ram != "auto":
-            why = f"--cache-ram {s.cache_ram}" + (f": {why}" if s.cache_ram == -1 else "")
-        if budget == 0:
-            logger.info("state cache: off (%s)", why)
-            return
-        cache = rt.engine.state_cache
-        logger.info("state cache: %s RAM (%s)%s", "no limit" if s.cache_ram == -1 else f"{budget >> 20} MiB", why,
-                    f", disk {s.cache_dir} up to {s.cache_disk} MiB ({cache.stats()['disk_entries']} states there)"
-                    if s.cache_dir else "")
-
     def close(self) -> None:
-        """Stop the scheduler thread (the app's shutdown)."""
-        if self.scheduler is not None:
-            self.scheduler.stop()
-
-    def embedder(self) -> Any:
-        """The pooled embedding context (``embedding.Embedder``) beside the engine, created on first
-        use on the served model's weights; concurrent requests share its decodes."""
-        return self.runtime.embedder()
-
-    def reranker(self) -> Any:
-        """The rank-pooled context of ``/v1/rerank`` (``rerank.Reranker``), created on first use on
-        the served model's weights; a ValueError saying why for a model without a classifier head."""
-        return self.runtime.reranker()
+        """Stop every model's scheduler and free the models (the app's shutdown)."""
+        self.pool.close()
 
     def _engine_failed(self, exc: BaseException) -> None:
         self.phase, self.failure = "failed", f"the engine failed: {exc}"
 
-    def _load_facts(self) -> dict[str, Any]:
-        sched = self.scheduler
-        if sched is None:
-            return {}
-        facts = sched.load()
-        facts["max_queue"] = self.settings.max_queue
-        facts["n_seq"] = sched.n_seq
-        return facts
-
     # -------------------------------------------------------------- gates
-    def require_ready(self) -> Scheduler:
-        """The scheduler, or a 503 saying why there is none to serve with."""
+    def require_ready(self) -> None:
+        """A 503 saying why when the server does not take requests now (loading, draining, failed)."""
         if self.phase == "loading":
             raise APIError(503, "the model is loading", "unavailable_error", code="model_loading",
                            headers=self.retry_headers())
@@ -145,24 +92,25 @@ class ServerState:
             self.metrics.rejected.labels("draining").inc()
             raise APIError(503, "the server is shutting down", "unavailable_error", code="server_draining",
                            headers=self.retry_headers())
-        if self.phase == "failed" or self.scheduler is None:
+        if self.phase == "failed":
             raise APIError(503, f"the server cannot serve: {self.failure}", "unavailable_error",
                            code="server_failed")
-        return self.scheduler
+
+    async def acquire(self, name: str | None, http: HTTPRequest | None = None,
+                      keep_alive: float | None | str = "default") -> Served:
+        """The model a request names (empty: the default one), loaded and pinned until the response is
+        sent (``http``'s scope; without it the caller releases it through ``pool.release``): a 404 for
+        an unknown name, a 503 while the server cannot serve, a 500/503/507 when it cannot be loaded.
+        ``keep_alive``: :meth:`ModelPool.use`'s."""
+        served = self.pool.find(name)
+        if served is self.pool.default or self.phase == "draining":  # models by name load whatever the phase
+            self.require_ready()
+        return await self.pool.use(served, http.scope if http is not None else None, keep_alive)
 
     def retry_headers(self) -> dict[str, str]:
         # x-should-retry false: the official clients would otherwise retry at once, on the
         # same overloaded replica; Retry-After tells a load balancer or a patient client when.
         return {"Retry-After": str(self.settings.retry_after), "x-should-retry": "false"}
-
-    def check_model(self, name: str | None) -> None:
-        """404 for a ``model`` field that names another model (empty: this one)."""
-        if not name:
-            return
-        s = self.settings
-        if name not in {s.model_id, Path(s.model).name, s.model, Path(s.model).stem}:
-            raise APIError(404, f"The model '{name}' does not exist; this server serves '{s.model_id}'",
-                           param="model", code="model_not_found")
 
     # -------------------------------------------------------------- drain
     @property
@@ -180,15 +128,17 @@ class ServerState:
         self._drain_task = asyncio.get_running_loop().create_task(self._drain())
 
     def in_flight(self) -> int:
-        return self.scheduler.admitted if self.scheduler is not None else 0
+        return sum(s.scheduler.admitted for s in self.pool.loaded() if s.scheduler is not None)
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout
         while self.in_flight() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.in_flight() and self.engine is not None:
+        if self.in_flight():
             logger.warning("drain timeout: cancelling %d requests", self.in_flight())
-            self.engine.cancel_all()
+            for served in self.pool.loaded():
+                if served.engine is not None:
+                    served.engine.cancel_all()
             end = time.monotonic() + 5.0
             while self.in_flight() and time.monotonic() < end:
                 await asyncio.sleep(0.05)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,7 @@ __all__ = ["DetokenizeBody", "TokenizeBody", "router"]
 
 class TokenizeBody(Body):
     content: str
+    model: str | None = None
     add_special: bool = False
     parse_special: bool = True
     with_pieces: bool = False
@@ -22,6 +23,7 @@ class TokenizeBody(Body):
 
 class DetokenizeBody(Body):
     tokens: list[int]
+    model: str | None = None
 
 
 def router(state: ServerState) -> APIRouter:
@@ -40,9 +42,8 @@ def router(state: ServerState) -> APIRouter:
         return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @api.post("/tokenize")
-    async def tokenize(body: TokenizeBody) -> JSONResponse:
-        state.require_ready()
-        model = state.model
+    async def tokenize(body: TokenizeBody, http: HTTPRequest) -> JSONResponse:
+        model = (await state.acquire(body.model, http)).model
         text = utf8_text(body.content, "content")
         tokens = await run_in_threadpool(lambda: list(model.tokenize(text, body.add_special, body.parse_special)))
         if body.with_pieces:
@@ -52,10 +53,10 @@ def router(state: ServerState) -> APIRouter:
         return JSONResponse({"tokens": tokens})
 
     @api.post("/detokenize")
-    async def detokenize(body: DetokenizeBody) -> JSONResponse:
-        state.require_ready()
-        check_tokens(state, body.tokens or [0], "tokens")
-        text = await run_in_threadpool(lambda: state.model.detokenize(body.tokens, False))
+    async def detokenize(body: DetokenizeBody, http: HTTPRequest) -> JSONResponse:
+        served = await state.acquire(body.model, http)
+        check_tokens(served, body.tokens or [0], "tokens")
+        text = await run_in_threadpool(lambda: served.model.detokenize(body.tokens, False))
         return JSONResponse({"content": text.decode("utf-8", errors="replace")})
 
     return api

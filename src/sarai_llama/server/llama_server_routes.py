@@ -26,6 +26,7 @@ from .openai_routes import budget, sampling
 from .openai_schemas import ChatBody, Generation
 from .requests import Prepared, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops, tokenize_prompt
 from .runs import Run, collect, start, stream
+from .served import Served
 from .sse import EventStream, write
 
 __all__ = ["NativeCompletionBody", "native_answer", "router", "stop_type"]
@@ -45,11 +46,11 @@ def stop_type(finish: str | None, stop: str | None) -> str:
     return "none"
 
 
-async def native_answer(state: ServerState, prepared: Prepared, http: HTTPRequest, stream_it: bool,
+async def native_answer(served: Served, prepared: Prepared, http: HTTPRequest, stream_it: bool,
                         with_tokens: bool = False) -> Response:
     """Run ``prepared`` and answer in llama-server's native shape, as its ``/completion`` and
     ``/infill`` do: one object, or ``data:`` events ending with the ``"stop": true`` one."""
-    (run,) = start(state, [prepared], 1, http, responses.completion_id(), stream_it)
+    (run,) = start(served, [prepared], 1, http, responses.completion_id(), stream_it)
     if stream_it:
         await run.submitted()
         return EventStream(write([frames(run, with_tokens)], lambda: []), run.close)
@@ -64,7 +65,7 @@ def final(run: Run, finish: str | None, stop: str | None, new_line: bool) -> dic
     first = job.t_first if job.t_first is not None else end
     n_out, n_in = run.usage["completion_tokens"], run.prepared.n_prompt
     prompt_ms, predicted_ms = (first - job.t_submit) * 1000, (end - first) * 1000
-    return {"model": run.state.settings.model_id, "tokens_predicted": n_out, "tokens_evaluated": n_in,
+    return {"model": run.served.name, "tokens_predicted": n_out, "tokens_evaluated": n_in,
             "tokens_cached": run.n_reused, "has_new_line": new_line, "truncated": False,
             "stop_type": stop_type(finish, stop), "stopping_word": stop or "",
             "timings": {"prompt_n": max(0, n_in - run.n_reused), "prompt_ms": prompt_ms,
@@ -92,55 +93,56 @@ async def frames(run: Run, with_tokens: bool) -> AsyncIterator[dict[str, Any] | 
 def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
-    settings = state.settings
 
     @api.post("/completion")
     async def completion(body: NativeCompletionBody, http: HTTPRequest) -> Response:
-        state.require_ready()
-        state.check_model(body.model)
+        served = await state.acquire(body.model, http)
         if isinstance(body.prompt, str):
-            tokens = await run_in_threadpool(tokenize_prompt, state, body.prompt, "prompt")
+            tokens = await run_in_threadpool(tokenize_prompt, served, body.prompt, "prompt")
         else:
             tokens = list(body.prompt)
-        check_tokens(state, tokens, "prompt")
-        max_new = max_tokens(state, budget(body, body.max_tokens, None), len(tokens), "n_predict", "prompt")
+        check_tokens(served, tokens, "prompt")
+        max_new = max_tokens(served, budget(body, body.max_tokens, None), len(tokens), "n_predict", "prompt")
         grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
-        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop),
+        prepared = prepare(served, sampling(body), tokens, max_new, stop=stops(body.stop),
                            ignore_eos=bool(body.ignore_eos), grammar=grammar)
-        return await native_answer(state, prepared, http, bool(body.stream), bool(body.return_tokens))
+        return await native_answer(served, prepared, http, bool(body.stream), bool(body.return_tokens))
 
     @api.get("/props")
-    async def props() -> JSONResponse:
-        state.require_ready()
-        model = state.model
-        source = str(getattr(state.template, "source", "") or "")
+    async def props(http: HTTPRequest, model: str | None = None) -> JSONResponse:
+        """llama-server's ``/props`` (``?model=NAME``, as its router mode takes it, for another model)."""
+        served = await state.acquire(model, http)
+        settings = served.settings
+        source = str(getattr(served.template, "source", "") or "")
+        vocab = served.model
         return JSONResponse({
-            "default_generation_settings": {"n_ctx": state.n_ctx_seq, "params": {"n_predict": -1, "seed": settings.seed}},
-            "total_slots": settings.parallel, "model_alias": settings.model_id, "model_path": settings.model,
+            "default_generation_settings": {"n_ctx": served.n_ctx_seq,
+                                            "params": {"n_predict": -1, "seed": settings.seed}},
+            "total_slots": settings.parallel, "model_alias": served.name, "model_path": settings.model,
             "modalities": {"vision": False, "audio": False}, "chat_template": source,
-            "bos_token": model.token_to_piece(model.token_bos, True).decode("utf-8", "replace")
-            if model.token_bos >= 0 else "",
-            "eos_token": model.token_to_piece(model.token_eos, True).decode("utf-8", "replace")
-            if model.token_eos >= 0 else "",
+            "bos_token": vocab.token_to_piece(vocab.token_bos, True).decode("utf-8", "replace")
+            if vocab.token_bos >= 0 else "",
+            "eos_token": vocab.token_to_piece(vocab.token_eos, True).decode("utf-8", "replace")
+            if vocab.token_eos >= 0 else "",
             "build_info": f"sarai-llama {__version__}", "is_sleeping": False,
             "endpoint_slots": True, "endpoint_props": True, "endpoint_metrics": True})
 
     @api.post("/apply-template")
-    async def apply_template(body: ChatBody) -> JSONResponse:
-        state.require_ready()
+    async def apply_template(body: ChatBody, http: HTTPRequest) -> JSONResponse:
+        served = await state.acquire(body.model, http)
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
-        rendered, _ = await render_chat(state, messages, tools=body.tools, tool_choice=body.tool_choice,
+        rendered, _ = await render_chat(served, messages, tools=body.tools, tool_choice=body.tool_choice,
                                         parallel_tool_calls=body.parallel_tool_calls,
                                         chat_template_kwargs=body.chat_template_kwargs,
                                         reasoning_format=body.reasoning_format)
         return JSONResponse({"prompt": rendered.prompt})
 
     @api.get("/slots")
-    async def slots() -> JSONResponse:
+    async def slots(http: HTTPRequest, model: str | None = None) -> JSONResponse:
         """One entry per sequence; the engine counts busy sequences, not which: the first ``active`` say so."""
-        state.require_ready()
-        active = int(state.engine.load().get("active", 0)) if state.engine is not None else 0
-        return JSONResponse([{"id": i, "n_ctx": state.n_ctx_seq, "is_processing": i < active}
-                             for i in range(settings.parallel)])
+        served = await state.acquire(model, http)
+        active = int(served.engine.load().get("active", 0)) if served.engine is not None else 0
+        return JSONResponse([{"id": i, "n_ctx": served.n_ctx_seq, "is_processing": i < active}
+                             for i in range(served.settings.parallel)])
 
     return api

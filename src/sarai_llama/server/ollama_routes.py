@@ -27,12 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from .. import fim, responses
 from .errors import APIError, bad, invalid
 from .lifecycle import ServerState
-from .ollama_models import Description, check_name, router as models_router
+from .ollama_models import Description, Descriptions, find, router as models_router
 from .ollama_schemas import ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, Generation, Options, now
 from .ollama_stream import NdjsonStream, Reply, ns
 from .requests import (Prepared, Sampling, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops,
                        tokenize_prompt)
+from .pool import parse_keep_alive
 from .runs import collect, start
+from .served import Served
 
 __all__ = ["PREFIXES", "router"]
 
@@ -40,11 +42,11 @@ __all__ = ["PREFIXES", "router"]
 PREFIXES = ("/api",)
 #: What each registry operation does here instead.
 REGISTRY = {
-    "pull": "this server serves the one GGUF file it was started with; download models yourself and start "
-            "`sarai-llama serve model.gguf`",
+    "pull": "this server serves the GGUF files it was started with; download models yourself and serve them "
+            "(`sarai-llama serve model.gguf`, or `--models-dir DIR` for many)",
     "push": "this server has no registry to push to",
     "create": "models are not created here: serve a GGUF file (`sarai-llama serve model.gguf --chat-template ...`)",
-    "copy": "this server serves one model under one name: choose it with `--alias`",
+    "copy": "a model's name is set where it is configured: `--alias`, `--model NAME=PATH` or models.toml",
     "delete": "this server does not delete model files; stop it and remove the file",
 }
 NO_IMAGES = "this model takes no images: this server serves text models only (no vision projector)"
@@ -53,29 +55,50 @@ NO_IMAGES = "this model takes no images: this server serves text models only (no
 def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
-    about = Description(state)
+    about = Descriptions()
     api.include_router(models_router(state, about))
 
     async def chat(body: ChatBody, http: HTTPRequest) -> Response:
         t0 = time.monotonic()
-        state.require_ready()
-        check_name(state, body.model_name)
+        if not body.messages and (unloaded := unload(body)) is not None:
+            return unloaded
+        served = await find(state, body.model_name, http, body.keep_alive)
         if any(m.images for m in body.messages):
             raise bad(NO_IMAGES, "messages.images")
         if not body.messages:  # Ollama's way to load a model: nothing to say yet
             return loaded(body, {"message": {"role": "assistant", "content": ""}})
-        think = thinking(body, about)
+        think = thinking(body, about.of(served))
         rendered, tokens = await render_chat(
-            state, chat_messages(body), tools=body.tools or None, response_format=response_format(body.format),
+            served, chat_messages(body), tools=body.tools or None, response_format=response_format(body.format),
             chat_template_kwargs=think[0], reasoning_format=think[1])
-        prepared = prepare(state, sampling(body.options), tokens, budget(state, body.options, len(tokens)),
+        prepared = prepare(served, sampling(body.options), tokens, budget(served, body.options, len(tokens)),
                            stop=stops(options(body).stop, "options.stop"), rendered=rendered)
-        return await respond(body, prepared, http, t0, "message")
+        return await respond(served, body, prepared, http, t0, "message")
+
+    def unload(body: Generation) -> JSONResponse | None:
+        """Ollama's way to unload a model, a request with nothing to say and ``keep_alive: 0``: done
+        (``done_reason`` "unload") once it is unloaded, now if idle, else once its requests end."""
+        if body.keep_alive is None:
+            return None
+        try:
+            if parse_keep_alive(body.keep_alive) != 0:
+                return None
+        except ValueError as exc:
+            raise bad(str(exc), "keep_alive") from None
+        served = state.pool.find(body.model_name) if body.model_name else None
+        if served is None:
+            return None
+        served.keep_alive = 0
+        if served.status == "loaded" and not served.busy:
+            state.pool.unload(served, "keep_alive 0: asked to unload")
+        return JSONResponse({"model": body.model_name, "created_at": now(), "response": "", "done": True,
+                             "done_reason": "unload"})
 
     async def generate(body: GenerateBody, http: HTTPRequest) -> Response:
         t0 = time.monotonic()
-        state.require_ready()
-        check_name(state, body.model_name)
+        if not body.prompt and not body.suffix and (unloaded := unload(body)) is not None:
+            return unloaded
+        served = await find(state, body.model_name, http, body.keep_alive)
         if body.images:
             raise bad(NO_IMAGES, "images")
         if body.template:
@@ -86,73 +109,78 @@ def router(state: ServerState) -> APIRouter:
         opts = options(body)
         user_stops = stops(opts.stop, "options.stop")
         if body.suffix is not None or body.raw:
-            tokens = await raw_prompt(body)
-            prepared = prepare(state, sampling(body.options), tokens, budget(state, body.options, len(tokens)),
+            tokens = await raw_prompt(served, body)
+            prepared = prepare(served, sampling(body.options), tokens, budget(served, body.options, len(tokens)),
                                stop=user_stops, grammar=json_grammar(response_format(body.format), None, None))
         else:
             messages = ([{"role": "system", "content": body.system}] if body.system else []) + \
                 [{"role": "user", "content": body.prompt or ""}]
-            kwargs, reasoning = thinking(body, about)
-            rendered, tokens = await render_chat(state, messages, "prompt", response_format=response_format(body.format),
+            kwargs, reasoning = thinking(body, about.of(served))
+            rendered, tokens = await render_chat(served, messages, "prompt",
+                                                 response_format=response_format(body.format),
                                                  chat_template_kwargs=kwargs, reasoning_format=reasoning)
-            prepared = prepare(state, sampling(body.options), tokens, budget(state, body.options, len(tokens)),
+            prepared = prepare(served, sampling(body.options), tokens, budget(served, body.options, len(tokens)),
                                stop=user_stops, rendered=rendered)
-        return await respond(body, prepared, http, t0, "response")
+        return await respond(served, body, prepared, http, t0, "response")
 
-    async def raw_prompt(body: GenerateBody) -> list[int]:
+    async def raw_prompt(served: Served, body: GenerateBody) -> list[int]:
         """The prompt as written (``raw``), or the FIM prompt of ``prompt`` + ``suffix``."""
+        model = served.model
         try:
-            if fim.fills(state.model, body.suffix):
-                return await run_in_threadpool(lambda: fim.fim_prompt(state.model, body.prompt or "", body.suffix or "",
-                                                                      spm=state.settings.spm_infill))
+            if fim.fills(model, body.suffix):
+                return await run_in_threadpool(lambda: fim.fim_prompt(model, body.prompt or "", body.suffix or "",
+                                                                      spm=served.settings.spm_infill))
         except ValueError as exc:  # a model without FIM tokens: Ollama's "does not support insert"
             raise invalid(exc, "suffix") from None
-        tokens = await run_in_threadpool(tokenize_prompt, state, body.prompt or "", "prompt")
-        check_tokens(state, tokens, "prompt")
+        tokens = await run_in_threadpool(tokenize_prompt, served, body.prompt or "", "prompt")
+        check_tokens(served, tokens, "prompt")
         return tokens
 
-    async def respond(body: Generation, prepared: Prepared, http: HTTPRequest, t0: float, key: str) -> Response:
-        (run,) = start(state, [prepared], 1, http, responses.completion_id(), bool(body.stream))
-        reply = Reply(state.settings.model_id, key, run, t0)
+    async def respond(served: Served, body: Generation, prepared: Prepared, http: HTTPRequest, t0: float,
+                      key: str) -> Response:
+        (run,) = start(served, [prepared], 1, http, responses.completion_id(), bool(body.stream))
+        reply = Reply(served.name, key, run, t0)
         if body.stream:
             await run.submitted()
             return NdjsonStream(reply.lines(), run.close)
         got = await collect(run)
         return JSONResponse(reply.answer(got.text, got.finish_reason))
 
-    async def embed(body: EmbedBody) -> JSONResponse:
+    async def embed(body: EmbedBody, http: HTTPRequest) -> JSONResponse:
         t0 = time.monotonic()
         texts = [body.input] if isinstance(body.input, str) else list(body.input)
         if not texts or len(texts) > 2048:
             raise bad("input must hold 1 to 2048 strings", "input")
-        vectors, total = await embed_texts(body, texts, body.truncate is not False)
-        return JSONResponse({"model": state.settings.model_id, "embeddings": vectors,
+        served, (vectors, total) = await embed_texts(body, texts, body.truncate is not False, http)
+        return JSONResponse({"model": served.name, "embeddings": vectors,
                              "total_duration": ns(time.monotonic() - t0), "load_duration": 0,
                              "prompt_eval_count": total})
 
-    async def embeddings(body: EmbeddingsBody) -> JSONResponse:
+    async def embeddings(body: EmbeddingsBody, http: HTTPRequest) -> JSONResponse:
         if not body.prompt:  # Ollama answers an empty prompt with an empty vector
-            await embed_texts(body, [], True)
+            await embed_texts(body, [], True, http)
             return JSONResponse({"embedding": []})
-        vectors, _ = await embed_texts(body, [body.prompt], True)
+        _, (vectors, _) = await embed_texts(body, [body.prompt], True, http)
         return JSONResponse({"embedding": vectors[0]})
 
-    async def embed_texts(body: EmbedBody | EmbeddingsBody, texts: list[str], truncate: bool
-                          ) -> tuple[list[list[float]], int]:
+    async def embed_texts(body: EmbedBody | EmbeddingsBody, texts: list[str], truncate: bool, http: HTTPRequest
+                          ) -> tuple[Served, tuple[list[list[float]], int]]:
         """Unit-length vectors from the pooled embedder the OpenAI route uses (its checks first)."""
-        state.require_ready()
-        check_name(state, body.model_name)
-        if not state.settings.embeddings:
+        served = await find(state, body.model_name, http, body.keep_alive)
+        if not served.settings.embeddings and served.role == "generate":
             raise APIError(501, "embeddings are switched off on this server (--embeddings false)",
                            "not_implemented_error", code="not_implemented")
         dims = getattr(body, "dimensions", None)
-        if dims is not None and dims != state.model.n_embd:
-            raise bad(f"this model's embeddings have {state.model.n_embd} dimensions, not {dims}", "dimensions")
+        if dims is not None and dims != served.model.n_embd:
+            raise bad(f"this model's embeddings have {served.model.n_embd} dimensions, not {dims}", "dimensions")
         if not texts:
-            return [], 0
-        embedder = await run_in_threadpool(state.embedder)
+            return served, ([], 0)
         try:
-            return await run_in_threadpool(embedder.embed, texts, truncate, True)
+            embedder = await run_in_threadpool(served.embedder)
+        except ValueError as exc:  # a rerank model
+            raise bad(str(exc), "model") from None
+        try:
+            return served, await run_in_threadpool(embedder.embed, texts, truncate, True)
         except ValueError as exc:  # an input longer than the embedding window, with truncate false
             raise invalid(exc, "input") from None
 
@@ -220,17 +248,17 @@ def sampling(opts: Options | None) -> Sampling:
                     mirostat_mode=o.mirostat, mirostat_tau=o.mirostat_tau, mirostat_eta=o.mirostat_eta)
 
 
-def budget(state: ServerState, opts: Options | None, n_prompt: int) -> int | None:
+def budget(served: Served, opts: Options | None, n_prompt: int) -> int | None:
     """``num_predict`` (negative: until the context ends), checked against the context; a
     ``num_ctx`` over the context a request gets here is a 400 (a smaller one is accepted)."""
     o = opts or Options()
-    if o.num_ctx is not None and o.num_ctx > state.n_ctx_seq:
-        raise bad(f"options.num_ctx is {o.num_ctx}, but this server gives each request at most {state.n_ctx_seq} "
+    if o.num_ctx is not None and o.num_ctx > served.n_ctx_seq:
+        raise bad(f"options.num_ctx is {o.num_ctx}, but this server gives each request at most {served.n_ctx_seq} "
                   "tokens of context (--ctx-size / --parallel); send a num_ctx up to that", "options.num_ctx")
     requested = None if o.num_predict is None or o.num_predict < 0 else o.num_predict
     if requested == 0:
         raise bad("options.num_predict must be at least 1 (or negative: no limit)", "options.num_predict")
-    return max_tokens(state, requested, n_prompt, "options.num_predict")
+    return max_tokens(served, requested, n_prompt, "options.num_predict")
 
 
 def chat_messages(body: ChatBody) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""OpenAI's generation API: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``.
+"""OpenAI's generation API: ``/v1/completions``, ``/v1/chat/completions`` (``/v1/models``: :mod:`.model_routes`).
 
 A completion with a ``suffix`` fills in the middle (:mod:`sarai_llama.fim`, as ``/infill``).
 Each route maps its body onto the shared request path (:mod:`.requests`),
@@ -25,6 +25,7 @@ from .openai_schemas import ChatBody, CompletionBody, Generation
 from .requests import (Prepared, Sampling, check_tokens, json_grammar, max_tokens, prepare, render_chat, stops,
                        tokenize_prompt)
 from .runs import Run, collect, start, stream
+from .served import Served
 from .sse import EventStream, event, write
 
 __all__ = ["router"]
@@ -33,22 +34,10 @@ __all__ = ["router"]
 def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
-    settings = state.settings
-    model_id = settings.model_id
-
-    async def models() -> JSONResponse:
-        meta: dict[str, Any] = {}
-        if state.model is not None:
-            meta = {"n_vocab": state.n_vocab, "n_ctx_train": int(state.model.n_ctx_train),
-                    "n_ctx": state.n_ctx_seq, "n_params": int(state.model.n_params),
-                    "size": int(state.model.size), "parallel": settings.parallel}
-        return JSONResponse({"object": "list", "data": [
-            {"id": model_id, "object": "model", "created": state.created, "owned_by": "sarai-llama",
-             "meta": meta}]})
 
     async def completions(body: CompletionBody, http: HTTPRequest) -> Response:
-        capacity = state.require_ready().capacity
-        state.check_model(body.model)
+        served = await state.acquire(body.model, http)
+        capacity = served.require_ready().capacity
         check_n(body)
         grammar = json_grammar(body.response_format, body.json_schema, body.grammar)
         prompts = prompt_list(body.prompt)
@@ -59,40 +48,40 @@ def router(state: ServerState) -> APIRouter:
         n_probs = body.logprobs if body.logprobs is not None else body.n_probs
         if n_probs is not None and not 0 <= n_probs <= 20:
             raise bad(f"logprobs must be in [0, 20], not {n_probs}", "logprobs")
-        prepared = [await one_completion(body, p, grammar, n_probs, "prompt" if len(prompts) == 1 else f"prompt[{i}]")
+        prepared = [await one_completion(served, body, p, grammar, n_probs,
+                                         "prompt" if len(prompts) == 1 else f"prompt[{i}]")
                     for i, p in enumerate(prompts)]
-        return await respond(body, prepared, http, responses.completion_id())
+        return await respond(served, body, prepared, http, responses.completion_id())
 
-    async def one_completion(body: CompletionBody, prompt: str | list[int], grammar: str | None,
+    async def one_completion(served: Served, body: CompletionBody, prompt: str | list[int], grammar: str | None,
                              n_probs: int | None, param: str) -> Prepared:
         """One prompt of a completions request, ready for the engine (``param``: its field, for 400s)."""
         try:
-            fill = fim.fills(state.model, body.suffix, bool(body.echo))
+            fill = fim.fills(served.model, body.suffix, bool(body.echo))
             if fill:  # the prompt is the prefix (the FIM prompt as /infill builds it)
-                tokens = await run_in_threadpool(lambda: fim.fim_prompt(state.model, prompt, body.suffix or "",
-                                                                        spm=settings.spm_infill))
+                tokens = await run_in_threadpool(lambda: fim.fim_prompt(served.model, prompt, body.suffix or "",
+                                                                        spm=served.settings.spm_infill))
         except ValueError as exc:  # a model without FIM tokens, echo with a suffix, text without UTF-8
             raise invalid(exc, param) from None
         if fill:
             echo_text = ""
         elif isinstance(prompt, str):
-            tokens = await run_in_threadpool(tokenize_prompt, state, prompt, param)
+            tokens = await run_in_threadpool(tokenize_prompt, served, prompt, param)
             echo_text = prompt
         else:
             tokens = list(prompt)
             echo_text = ""
-        check_tokens(state, tokens, param)
+        check_tokens(served, tokens, param)
         if body.echo and not isinstance(prompt, str):
-            echo_text = (await run_in_threadpool(state.model.detokenize, tokens, False)).decode("utf-8", "replace")
-        max_new = max_tokens(state, budget(body, body.max_tokens, 16), len(tokens), prompt_param=param)
-        return prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
+            echo_text = (await run_in_threadpool(served.model.detokenize, tokens, False)).decode("utf-8", "replace")
+        max_new = max_tokens(served, budget(body, body.max_tokens, 16), len(tokens), prompt_param=param)
+        return prepare(served, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
                        ignore_eos=bool(body.ignore_eos), echo=echo_text if body.echo else "",
                        include_usage=include_usage(body), grammar=grammar, draft_max=body.speculative_n_max,
                        draft_min=body.speculative_n_min)
 
     async def chat(body: ChatBody, http: HTTPRequest) -> Response:
-        state.require_ready()
-        state.check_model(body.model)
+        served = await state.acquire(body.model, http)
         check_n(body)
         messages = [m.model_dump(exclude_none=True) for m in body.messages]
         try:
@@ -101,25 +90,26 @@ def router(state: ServerState) -> APIRouter:
         except ValueError as exc:
             raise invalid(exc, "functions") from None
         rendered, tokens = await render_chat(
-            state, messages, tools=tools, tool_choice=choice, parallel_tool_calls=body.parallel_tool_calls,
+            served, messages, tools=tools, tool_choice=choice, parallel_tool_calls=body.parallel_tool_calls,
             response_format=body.response_format, json_schema=body.json_schema, grammar=body.grammar or None,
             chat_template_kwargs=body.chat_template_kwargs, reasoning_format=body.reasoning_format)
         requested = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        max_new = max_tokens(state, budget(body, requested, None), len(tokens))
+        max_new = max_tokens(served, budget(body, requested, None), len(tokens))
         n_probs: int | None = None
         if body.logprobs or body.n_probs is not None:
             n_probs = body.top_logprobs if body.top_logprobs is not None else (body.n_probs or 0)
             if not 0 <= n_probs <= 20:
                 raise bad(f"top_logprobs must be in [0, 20], not {n_probs}", "top_logprobs")
-        prepared = prepare(state, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
+        prepared = prepare(served, sampling(body), tokens, max_new, stop=stops(body.stop), n_probs=n_probs,
                            ignore_eos=bool(body.ignore_eos), include_usage=include_usage(body), rendered=rendered,
                            draft_max=body.speculative_n_max, draft_min=body.speculative_n_min)
-        return await respond(body, [prepared], http, responses.chat_id())
+        return await respond(served, body, [prepared], http, responses.chat_id())
 
-    async def respond(body: Generation, prepared: list[Prepared], http: HTTPRequest, cid: str) -> Response:
+    async def respond(served: Served, body: Generation, prepared: list[Prepared], http: HTTPRequest,
+                      cid: str) -> Response:
         """Run the body's ``n`` choices of each prompt's ``prepared``: one JSON answer, or one SSE stream
         (choice ``p * n + j`` is the ``j``-th of prompt ``p``, as OpenAI numbers them)."""
-        choices = Choices(start(state, prepared, body.n or 1, http, cid, bool(body.stream)), cid, model_id,
+        choices = Choices(start(served, prepared, body.n or 1, http, cid, bool(body.stream)), cid, served.name,
                           sum(p.n_prompt for p in prepared))
         if body.stream:
             await choices.submitted()
@@ -127,7 +117,6 @@ def router(state: ServerState) -> APIRouter:
         return JSONResponse(await choices.result())
 
     for prefix in ("/v1", ""):
-        api.add_api_route(f"{prefix}/models", models, methods=["GET"])
         api.add_api_route(f"{prefix}/completions", completions, methods=["POST"])
         api.add_api_route(f"{prefix}/chat/completions", chat, methods=["POST"])
     return api

@@ -21,7 +21,7 @@ from ..errors import utf8
 from ..llama_speculative import check_draft_limits
 from ..sampling import SamplingParams
 from .errors import bad, invalid
-from .lifecycle import ServerState
+from .served import Served
 
 __all__ = ["Prepared", "Sampling", "check_tokens", "json_grammar", "max_tokens", "prepare", "render_chat",
            "sampling_from", "stops", "tokenize_prompt", "utf8_text"]
@@ -50,21 +50,21 @@ def utf8_text(text: str, param: str) -> bytes:
         raise invalid(exc, param) from None
 
 
-def tokenize_prompt(state: ServerState, text: str, param: str) -> list[int]:
+def tokenize_prompt(served: Served, text: str, param: str) -> list[int]:
     """``text`` as the model's tokens (BOS first where the model wants it); an empty text is BOS alone."""
-    model = state.model
+    model = served.model
     if text:
         return list(model.tokenize(utf8_text(text, param), bool(model.add_bos), True))
     return [int(model.token_bos)] if model.add_bos else []
 
 
-def check_tokens(state: ServerState, tokens: list[int], param: str) -> None:
+def check_tokens(served: Served, tokens: list[int], param: str) -> None:
     """400 for an empty prompt or a token id outside the vocabulary."""
     if not tokens:
         raise bad("the prompt is empty", param)
     for t in tokens:
-        if not 0 <= t < state.n_vocab:
-            raise bad(f"token id {t} is out of range [0, {state.n_vocab})", param)
+        if not 0 <= t < served.n_vocab:
+            raise bad(f"token id {t} is out of range [0, {served.n_vocab})", param)
 
 
 @dataclass
@@ -119,11 +119,11 @@ def stops(stop: str | list[str] | None, param: str = "stop") -> list[str]:
     return [s for s in given if s]
 
 
-def max_tokens(state: ServerState, requested: int | None, n_prompt: int, param: str = "max_tokens",
+def max_tokens(served: Served, requested: int | None, n_prompt: int, param: str = "max_tokens",
                prompt_param: str = "messages") -> int | None:
     """The generation budget (None: until the context ends), checked against the context like
     OpenAI does (400, never a silent cut); ``param`` and ``prompt_param`` name the body's fields."""
-    limit = state.n_ctx_seq
+    limit = served.n_ctx_seq
     if n_prompt >= limit:
         raise bad(f"This model's maximum context length is {limit} tokens. However, your prompt is {n_prompt} "
                   "tokens. Please reduce the length of the prompt.", prompt_param, "context_length_exceeded")
@@ -131,7 +131,7 @@ def max_tokens(state: ServerState, requested: int | None, n_prompt: int, param: 
         return None
     if requested < 1:
         raise bad(f"{param} must be at least 1, not {requested}", param)
-    cap = state.settings.max_tokens_limit
+    cap = served.settings.max_tokens_limit
     if cap and requested > cap:
         raise bad(f"{param} is {requested}; this server allows at most {cap}", param)
     if n_prompt + requested > limit:
@@ -150,7 +150,7 @@ def json_grammar(response_format: dict[str, Any] | None, json_schema: dict[str, 
         raise invalid(exc, "response_format") from None
 
 
-async def render_chat(state: ServerState, messages: list[dict[str, Any]], param: str = "messages", *,
+async def render_chat(served: Served, messages: list[dict[str, Any]], param: str = "messages", *,
                       tools: Any = None, tool_choice: Any = None, parallel_tool_calls: bool | None = None,
                       response_format: dict[str, Any] | None = None, json_schema: dict[str, Any] | None = None,
                       grammar: str | None = None, chat_template_kwargs: dict[str, Any] | None = None,
@@ -159,9 +159,9 @@ async def render_chat(state: ServerState, messages: list[dict[str, Any]], param:
     prompt's tokens, in a worker thread; every protocol's chat request comes here. The template's
     own errors are 400s about ``param`` (the field the messages came from). ``reasoning_format``
     None: the server's ``--reasoning-format``."""
-    template = state.template
+    template = served.template
     if template is None:
-        raise bad(state.template_error or "this model has no chat template", param)
+        raise bad(served.template_error or "this model has no chat template", param)
 
     def run() -> tuple[RenderedChat, list[int]]:
         try:
@@ -174,24 +174,24 @@ async def render_chat(state: ServerState, messages: list[dict[str, Any]], param:
                 template, messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                 response_format=response_format, json_schema=json_schema, grammar=grammar,
                 chat_template_kwargs=chat_template_kwargs,
-                reasoning_format=reasoning_format or state.settings.reasoning_format)
+                reasoning_format=reasoning_format or served.settings.reasoning_format)
         except ValueError as exc:
             raise invalid(exc, param) from None
-        return rendered, tokenize_prompt(state, rendered.prompt, param)
+        return rendered, tokenize_prompt(served, rendered.prompt, param)
 
     rendered, tokens = await run_in_threadpool(run)
-    check_tokens(state, tokens, param)
+    check_tokens(served, tokens, param)
     return rendered, tokens
 
 
-def prepare(state: ServerState, sampling: Sampling, tokens: list[int], max_new: int | None, *,
+def prepare(served: Served, sampling: Sampling, tokens: list[int], max_new: int | None, *,
             stop: list[str] | None = None, n_probs: int | None = None, ignore_eos: bool = False, echo: str = "",
             include_usage: bool = False, grammar: str | None = None, rendered: RenderedChat | None = None,
             draft_max: int | None = None, draft_min: int | None = None) -> Prepared:
     """The engine request: ``grammar``, a completion's response_format GBNF; ``rendered``, a chat
     request's constraints, stops and answer parser; ``stop``, checked stop strings (:func:`stops`);
     ``draft_max`` / ``draft_min``, llama-server's ``speculative.n_max`` / ``n_min`` (None: the server's)."""
-    params = sampling_from(sampling, state.n_vocab)
+    params = sampling_from(sampling, served.n_vocab)
     if grammar is not None:
         params = dataclasses.replace(params, grammar=grammar)
     try:

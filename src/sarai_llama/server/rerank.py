@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -46,16 +46,15 @@ def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
 
-    async def rerank(body: RerankBody) -> JSONResponse:
-        state.require_ready()
-        state.check_model(body.model)
+    async def rerank(body: RerankBody, http: HTTPRequest) -> JSONResponse:
+        served = await state.acquire(body.model, http)
         texts = [d if isinstance(d, str) else d.text for d in body.documents]
         if not 1 <= len(texts) <= MAX_DOCUMENTS:
             raise bad(f"documents must hold 1 to {MAX_DOCUMENTS} documents, not {len(texts)}", "documents")
         if body.top_n is not None and body.top_n < 1:
             raise bad(f"top_n must be at least 1, not {body.top_n}", "top_n")
         try:
-            reranker = await run_in_threadpool(state.reranker)
+            reranker = await run_in_threadpool(served.reranker)
         except ValueError as exc:  # a model without a classifier head
             raise bad(str(exc), "model", "model_cannot_rerank") from None
         try:
@@ -69,7 +68,7 @@ def router(state: ServerState) -> APIRouter:
             if body.return_documents:
                 one["document"] = {"text": texts[i]}
             results.append(one)
-        return JSONResponse({"id": f"rerank-{uuid.uuid4().hex}", "object": "list", "model": state.settings.model_id,
+        return JSONResponse({"id": f"rerank-{uuid.uuid4().hex}", "object": "list", "model": served.name,
                              "results": results, "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
 
     for path in ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking"):

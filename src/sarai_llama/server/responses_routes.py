@@ -40,29 +40,27 @@ _PARAMS = {"messages": "input", "response_format": "text.format"}
 def router(state: ServerState) -> APIRouter:
     """The routes, bound to ``state``."""
     api = APIRouter()
-    model_id = state.settings.model_id
 
     async def create(body: ResponsesBody, http: HTTPRequest) -> Response:
-        state.require_ready()
-        state.check_model(body.model)
+        served = await state.acquire(body.model, http)
         for name in ("previous_response_id", "store", "background", "conversation"):
             if getattr(body, name):
                 raise bad(f"{name} is not supported: this server keeps no responses (it is stateless); "
                           "send the whole conversation in input", name)
         try:
             rendered, tokens = await render_chat(
-                state, chat_messages(body), "input", tools=chat_tools(body.tools),
+                served, chat_messages(body), "input", tools=chat_tools(body.tools),
                 tool_choice=chat_tool_choice(body.tool_choice), parallel_tool_calls=body.parallel_tool_calls is not False,
                 response_format=response_format(body.text))
         except APIError as exc:
             exc.param = _PARAMS.get(exc.param or "", exc.param)
             raise
-        max_new = max_tokens(state, body.max_output_tokens, len(tokens), "max_output_tokens", "input")
+        max_new = max_tokens(served, body.max_output_tokens, len(tokens), "max_output_tokens", "input")
         sampling = Sampling(temperature=body.temperature, top_p=body.top_p, top_k=body.top_k, min_p=body.min_p,
                             seed=body.seed, logit_bias=body.logit_bias)
-        prepared = prepare(state, sampling, tokens, max_new, rendered=rendered)
-        answer = Answer(new_id("resp_"), oai.now(), model_id, body)
-        (run,) = start(state, [prepared], 1, http, answer.rid, bool(body.stream))
+        prepared = prepare(served, sampling, tokens, max_new, rendered=rendered)
+        answer = Answer(new_id("resp_"), oai.now(), served.name, body)
+        (run,) = start(served, [prepared], 1, http, answer.rid, bool(body.stream))
         if body.stream:
             await run.submitted()
             return EventStream(write([answer.events(run)], error=answer.error), run.close)

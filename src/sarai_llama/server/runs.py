@@ -19,9 +19,9 @@ from .. import responses
 from ..engine import Collected, Piece
 from .errors import APIError, bad
 from .gate import LOG_KEY
-from .lifecycle import ServerState
 from .requests import Prepared
 from .scheduler import Full, Job
+from .served import Served
 
 __all__ = ["Run", "collect", "start", "stream"]
 
@@ -29,18 +29,18 @@ __all__ = ["Run", "collect", "start", "stream"]
 class Run:
     """One admitted request: submits it, yields its pieces, releases its place, counts it."""
 
-    def __init__(self, state: ServerState, prepared: Prepared, http: HTTPRequest) -> None:
-        self.state = state
+    def __init__(self, served: Served, prepared: Prepared, http: HTTPRequest) -> None:
+        self.served = served
         self.prepared = prepared
         self.http = http
         self.log: dict[str, Any] = http.scope.setdefault(LOG_KEY, {})
-        self.scheduler = state.require_ready()
+        self.scheduler = served.require_ready()
         try:
             self.scheduler.admit()
         except Full as exc:
-            state.metrics.rejected.labels("queue_full").inc()
+            served.metrics.rejected.labels("queue_full").inc()
             raise APIError(503, f"the server is busy: {exc}; retry later", "unavailable_error",
-                           code="server_busy", headers=state.retry_headers()) from None
+                           code="server_busy", headers=served.retry_headers()) from None
         loop = asyncio.get_running_loop()
         self.job: Job = self.scheduler.submit(prepared.request, loop)
         self.finished = False
@@ -73,7 +73,7 @@ class Run:
         timer: asyncio.TimerHandle | None = None
         if ping:
             loop = asyncio.get_running_loop()
-            tick = self.state.settings.ping_interval / 2  # a ping after one to two ticks of silence
+            tick = self.served.settings.ping_interval / 2  # a ping after one to two ticks of silence
 
             def check() -> None:
                 nonlocal timer
@@ -106,7 +106,7 @@ class Run:
 
     def _account(self, pieces: list[Piece]) -> None:
         now = time.monotonic()
-        m = self.state.metrics
+        m = self.served.metrics
         n_new = sum(len(p.tokens) for p in pieces)
         if n_new:
             if self.job.t_first is None:
@@ -132,7 +132,7 @@ class Run:
             self.job.cancel()
             self.log["cancelled"] = True
         self.scheduler.release()
-        m = self.state.metrics
+        m = self.served.metrics
         h = self.job.handle
         if h is not None:  # it reached the engine: its prompt was (being) evaluated
             m.prompt_tokens.inc(max(0, self.prepared.n_prompt - self.n_reused))
@@ -153,7 +153,7 @@ class Run:
                 return
 
 
-def start(state: ServerState, prepared: list[Prepared], n: int, http: HTTPRequest, cid: str,
+def start(served: Served, prepared: list[Prepared], n: int, http: HTTPRequest, cid: str,
           stream: bool) -> list[Run]:
     """Admit ``n`` runs of each prepared request (all or none), prompt by prompt: run ``p * n + j``
     is choice ``j`` of ``prepared[p]``. A fixed seed is offset per choice, so ``n`` choices differ
@@ -166,7 +166,7 @@ def start(state: ServerState, prepared: list[Prepared], n: int, http: HTTPReques
                 if i and request.sampling.seed is not None:
                     request = dataclasses.replace(
                         request, sampling=dataclasses.replace(request.sampling, seed=request.sampling.seed + i))
-                runs.append(Run(state, dataclasses.replace(one, request=request), http))
+                runs.append(Run(served, dataclasses.replace(one, request=request), http))
     except BaseException:
         for r in runs:
             r.close()

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,8 +85,10 @@ class Scheduler:
     the event loop's thread (:meth:`admit` / :meth:`release`), so it needs no lock.
     """
 
-    def __init__(self, engine: Engine, max_queue: int, on_step_error: Callable[[BaseException], None] | None = None):
+    def __init__(self, engine: Engine, max_queue: int, on_step_error: Callable[[BaseException], None] | None = None,
+                 cores: AbstractContextManager[Any] | None = None):
         self.engine = engine
+        self._cores = cores if cores is not None else contextlib.nullcontext()  # held around each step
         self.n_seq = engine.config.n_seq_max
         self.max_queue = max_queue
         self.admitted = 0  # requests between admit() and release(): decoding or waiting
@@ -198,7 +202,8 @@ class Scheduler:
             self._admit_inbox()
             self._flush()  # acceptances and refusals go out before the step, not after it
             try:
-                stepped = self.engine.step()
+                with self._cores:  # other models' engines step in turn (server.served.Turns)
+                    stepped = self.engine.step()
                 failures = 0
             except Exception as exc:  # the engine broke: end what runs, keep the thread alive
                 failures += 1

@@ -21,123 +21,10 @@ from ..llama_speculative import (DEFAULT_DRAFT_MAX, DEFAULT_NGRAM_SIZE, DEFAULT_
                                  SPEC_TYPES, Speculation, parse_spec_type)
 from ..sampling import RANDOM_SEED
 from ..threads import ThreadChoice, choose_threads
+from .values import (FLASH_ATTN_KEYWORD, int_in, keys, model_pairs, parse_bool, parse_cache_ram, parse_flash_attn,
+                     parse_kv_type, parse_memory, parse_reasoning_format, parse_step_budget, parse_threads, positive)
 
-__all__ = ["OPTIONS", "Settings", "add_arguments", "from_namespace", "parse_bool", "parse_cache_ram",
-           "FLASH_ATTN_KEYWORD", "parse_flash_attn", "parse_kv_type", "resolve_threads"]
-
-
-def parse_bool(text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected a boolean (1/0, true/false, yes/no, on/off), not {text!r}")
-
-
-def parse_threads(text: str) -> str | int:
-    value = str(text).strip().lower()
-    if value in ("auto", "tuned"):
-        return value
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"threads must be 'auto', 'tuned' or a positive integer, not {text!r}") from None
-    if n < 1:
-        raise ValueError(f"threads must be 'auto', 'tuned' or a positive integer, not {text!r}")
-    return n
-
-
-def parse_step_budget(text: str) -> float:
-    """``off`` (or 0): today's scheduling, prompts take the whole batch; else a target step time in ms."""
-    value = str(text).strip().lower()
-    if value == "off":
-        return 0.0
-    try:
-        ms = float(value)
-    except ValueError:
-        raise ValueError(f"step budget must be 'off' or a number of ms >= 0, not {text!r}") from None
-    if not ms >= 0 or ms == float("inf"):
-        raise ValueError(f"step budget must be 'off' or a number of ms >= 0, not {text!r}")
-    return ms
-
-
-def parse_kv_type(text: str) -> str:
-    """A KV-cache type name, as llama-server's ``-ctk`` / ``-ctv`` take it (f16, q8_0, ...)."""
-    from ..context_config import KV_TYPES
-
-    value = str(text).strip().lower()
-    if value not in KV_TYPES:
-        raise ValueError(f"KV cache type must be one of {', '.join(KV_TYPES)}, not {text!r}")
-    return value
-
-
-#: A ``--flash-attn`` value as ``ContextConfig.from_keywords``' ``flash_attn``.
-FLASH_ATTN_KEYWORD: dict[str, bool | None] = {"on": True, "off": False, "auto": None}
-
-
-def parse_flash_attn(text: str) -> str:
-    """``on``, ``off`` or ``auto`` (llama.cpp decides per model and machine), as llama-server's ``-fa``."""
-    value = str(text).strip().lower()
-    value = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}.get(value, value)
-    if value not in FLASH_ATTN_KEYWORD:
-        raise ValueError(f"flash attention must be on, off or auto, not {text!r}")
-    return value
-
-
-def parse_reasoning_format(text: str) -> str:
-    """One of ``chat_template.REASONING_FORMATS``, as llama-server's ``--reasoning-format``."""
-    from ..chat_template import REASONING_FORMATS
-
-    value = str(text).strip().lower()
-    if value not in REASONING_FORMATS:
-        raise ValueError(f"reasoning format must be one of {', '.join(REASONING_FORMATS)}, not {text!r}")
-    return value
-
-
-def parse_cache_ram(text: str) -> str | int:
-    """``auto`` (what the pod's memory limit leaves), or MiB as llama-server's ``--cache-ram``: 0 turns the
-    state cache off, -1 sets no limit."""
-    value = str(text).strip().lower()
-    if value == "auto":
-        return "auto"
-    try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}") from None
-    if n < -1:
-        raise ValueError(f"cache RAM must be 'auto' or a number of MiB (0: off, -1: no limit), not {text!r}")
-    return n
-
-
-def _int_in(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            n = int(str(text).strip())
-        except ValueError:
-            n = lo - 1
-        if not lo <= n <= hi:
-            raise ValueError(f"must be an integer in [{lo}, {hi}], not {text!r}")
-        return n
-
-    parse.__name__ = "int"
-    return parse
-
-
-def _positive(kind: Callable[[str], Any], lo: float) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value < lo:
-            raise ValueError(f"must be >= {lo}, not {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _keys(text: str) -> list[str]:
-    # A list in one variable (SARAI_API_KEY=k1,k2): key rotation without a restart of every client.
-    return [k.strip() for k in str(text).split(",") if k.strip()]
+__all__ = ["FLASH_ATTN_KEYWORD", "OPTIONS", "Settings", "add_arguments", "from_namespace", "resolve_threads"]
 
 
 @dataclass(frozen=True)
@@ -149,6 +36,7 @@ class Option:
     flags: tuple[str, ...] = ()  # extra short / llama-server spellings
     metavar: str | None = None
     hidden: bool = False
+    repeat: bool = False  # the flag may be given again; each adds to the list
 
     @property
     def env(self) -> str:
@@ -161,14 +49,14 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", str, "127.0.0.1", "address to listen on (0.0.0.0 inside a container)"),
-    Option("port", _positive(int, 1), 8000, "TCP port"),
-    Option("parallel", _positive(int, 1), 4, "sequences decoded together in one batch (llama-server's -np)",
+    Option("port", positive(int, 1), 8000, "TCP port"),
+    Option("parallel", positive(int, 1), 4, "sequences decoded together in one batch (llama-server's -np)",
            ("-np",)),
-    Option("ctx_size", _positive(int, 0), 4096,
+    Option("ctx_size", positive(int, 0), 4096,
            "KV-cache cells shared by all sequences (unified cache: one request may use all of them; "
            "0 = the model's training length)", ("-c",)),
-    Option("batch_size", _positive(int, 1), 512, "most tokens per llama_decode call", ("-b",)),
-    Option("ubatch_size", _positive(int, 1), None, "physical batch size (default: 512, or the batch size if "
+    Option("batch_size", positive(int, 1), 512, "most tokens per llama_decode call", ("-b",)),
+    Option("ubatch_size", positive(int, 1), None, "physical batch size (default: 512, or the batch size if "
            "smaller; more than the batch size is an error)", ("-ub",)),
     Option("step_budget_ms", parse_step_budget, DEFAULT_STEP_BUDGET_MS,
            "while streams generate, a step takes only as many prompt tokens as the engine's measured "
@@ -178,12 +66,12 @@ OPTIONS: tuple[Option, ...] = (
            "speculative decoding: 'ngram-simple' drafts what followed the last tokens' earlier occurrence in "
            "the request's own prompt and output, verified in the same batch (draft lengths follow measured "
            "acceptance and step costs); 'none': off", metavar="|".join(SPEC_TYPES)),
-    Option("draft_max", _int_in(0, MAX_DRAFT), DEFAULT_DRAFT_MAX, "most draft tokens per step for one sequence (0: off); "
+    Option("draft_max", int_in(0, MAX_DRAFT), DEFAULT_DRAFT_MAX, "most draft tokens per step for one sequence (0: off); "
            "a request's 'speculative.n_max' overrides it", ("--spec-draft-n-max",)),
-    Option("draft_min", _int_in(0, MAX_DRAFT), 0, "tokens drafted whenever the lookup proposes that many, whatever the "
+    Option("draft_min", int_in(0, MAX_DRAFT), 0, "tokens drafted whenever the lookup proposes that many, whatever the "
            "measured costs (0: acceptance and costs decide; = --draft-max: every proposal whole, as "
            "llama-server); a request's 'speculative.n_min' overrides it", ("--spec-draft-n-min",)),
-    Option("spec_ngram_size_n", _int_in(1, MAX_NGRAM_SIZE), DEFAULT_NGRAM_SIZE, "n-gram size looked up for drafts",
+    Option("spec_ngram_size_n", int_in(1, MAX_NGRAM_SIZE), DEFAULT_NGRAM_SIZE, "n-gram size looked up for drafts",
            ("--spec-ngram-simple-size-n",)),
     Option("cache_type_k", parse_kv_type, "f16", "KV-cache type of the keys (f32, f16, bf16, q8_0, q5_1, q5_0, "
            "q4_1, q4_0): q8_0 halves the cache's memory", ("-ctk",)),
@@ -198,27 +86,27 @@ OPTIONS: tuple[Option, ...] = (
            ("-cram",), "auto|MiB"),
     Option("cache_dir", str, None, "directory the state cache also writes its states to (they survive a "
            "restart; files of another model or format are ignored with a warning)"),
-    Option("cache_disk", _positive(int, 0), 10240, "MiB the state cache may keep in --cache-dir"),
+    Option("cache_disk", positive(int, 0), 10240, "MiB the state cache may keep in --cache-dir"),
     Option("threads", parse_threads, "auto",
            "generation threads: 'auto' = the thread policy (affinity, cgroup quota, E-cores, "
            "SARAI_THREAD_MODE, <JOB>_THREADS), 'tuned' = the saved 'sarai-llama tune' result for the model "
            "and job (else the policy), or a number", ("-t",), "auto|tuned|N"),
     Option("job", str, None, "job type for SARAI_THREAD_MODE=auto's <JOB>_THREADS (coding, marketing, ...)"),
-    Option("api_key", _keys, [], "required API key(s), comma-separated; clients send 'Authorization: Bearer K' "
+    Option("api_key", keys, [], "required API key(s), comma-separated; clients send 'Authorization: Bearer K' "
            "or 'X-Api-Key: K' (empty: no authentication)", metavar="KEY[,KEY...]"),
     Option("metrics_public", parse_bool, False,
            "serve /metrics without an API key (for scrapers inside the cluster)", metavar="BOOL"),
-    Option("max_queue", _positive(int, 0), 64,
+    Option("max_queue", positive(int, 0), 64,
            "requests that may wait for a free sequence; past that: 503 with Retry-After"),
-    Option("drain_timeout", _positive(float, 0.0), 30.0,
+    Option("drain_timeout", positive(float, 0.0), 30.0,
            "seconds that SIGTERM waits for running generations before cancelling them"),
-    Option("ping_interval", _positive(float, 0.05), 5.0,
+    Option("ping_interval", positive(float, 0.05), 5.0,
            "seconds a stream may stay silent (a long prompt, a wait for a sequence) before it gets an SSE "
            "comment ': ping', so that proxies with idle timeouts keep it open"),
-    Option("max_body_bytes", _positive(int, 1), 4 * 1024 * 1024, "largest request body accepted (413 past it)"),
-    Option("max_tokens_limit", _positive(int, 0), 0,
+    Option("max_body_bytes", positive(int, 1), 4 * 1024 * 1024, "largest request body accepted (413 past it)"),
+    Option("max_tokens_limit", positive(int, 0), 0,
            "largest max_tokens a request may ask for (0: the context size)"),
-    Option("retry_after", _positive(int, 0), 1, "seconds announced in Retry-After on 503"),
+    Option("retry_after", positive(int, 0), 1, "seconds announced in Retry-After on 503"),
     Option("alias", str, None, "model id served in /v1/models and accepted in 'model' (default: the file name)",
            ("-a",)),
     Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
@@ -234,8 +122,22 @@ OPTIONS: tuple[Option, ...] = (
            "order instead of prefix/suffix/middle, for models trained so (llama-server's --spm-infill)",
            metavar="BOOL"),
     Option("access_log", parse_bool, True, "one JSON line per request on stderr", metavar="BOOL"),
+    Option("models_dir", str, None, "serve every *.gguf in this directory, named by its file stem or by an alias "
+           "in a models.toml beside them (docs/serving.md \"Many models\"); each loads on its first request",
+           metavar="DIR"),
+    Option("models", model_pairs, [], "one more model to serve by name, NAME=PATH (repeat the flag; the "
+           "variable takes NAME=PATH,NAME=PATH); loaded on its first request", ("--model",), "NAME=PATH",
+           repeat=True),
+    Option("models_memory", parse_memory, "auto", "memory the loaded models may take together, in MiB: weights, "
+           "KV cache, compute buffers and state cache; 'auto': the process's memory limit (cgroup) less a "
+           "margin, or a share of the RAM. To load one more, the least recently used idle model is unloaded",
+           metavar="auto|MiB"),
+    Option("models_max", positive(int, 0), 0, "most models loaded at once (0: as many as --models-memory "
+           "holds; llama-server's --models-max)"),
+    Option("idle_unload", positive(float, 0.0), 0.0, "seconds a model may stay idle before it is unloaded "
+           "(0: never); a request's keep_alive (Ollama's) overrides it for its model", metavar="SECONDS"),
     # Slows the load on purpose so tests can watch /health say 503 while loading; never for production.
-    Option("debug_load_delay", _positive(float, 0.0), 0.0, argparse.SUPPRESS, hidden=True),
+    Option("debug_load_delay", positive(float, 0.0), 0.0, argparse.SUPPRESS, hidden=True),
 )
 
 
@@ -243,7 +145,7 @@ OPTIONS: tuple[Option, ...] = (
 class Settings:
     """The server's configuration. Defaults live in :data:`OPTIONS` only (see :meth:`create`)."""
 
-    model: str
+    model: str | None  # the positional model: loaded at start-up, the default for requests without a name
     host: str
     port: int
     parallel: int
@@ -279,10 +181,15 @@ class Settings:
     embeddings: bool
     spm_infill: bool
     access_log: bool
+    models_dir: str | None
+    models: list[tuple[str, str]]
+    models_memory: str | int
+    models_max: int
+    idle_unload: float
     debug_load_delay: float
 
     @classmethod
-    def create(cls, model: str, **overrides: Any) -> Settings:
+    def create(cls, model: str | None, **overrides: Any) -> Settings:
         values = {opt.name: opt.default for opt in OPTIONS}
         unknown = set(overrides) - set(values)
         if unknown:
@@ -292,7 +199,13 @@ class Settings:
 
     @property
     def model_id(self) -> str:
-        return self.alias or Path(self.model).name
+        """The name the model is served under: ``--alias``, else the file name ("" without a model)."""
+        return self.alias or (Path(self.model).name if self.model else "")
+
+    @property
+    def many(self) -> bool:
+        """Models are served by name beside (or instead of) the positional one."""
+        return bool(self.models_dir or self.models)
 
     def thread_choice(self) -> ThreadChoice:
         return resolve_threads(self.threads, self.job, self.model)
@@ -317,9 +230,10 @@ def resolve_threads(threads: str | int, job: str | None, model: str | None = Non
 def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> None:
     """Add the model argument and every option to ``parser``; defaults come from ``environ``."""
     env = os.environ if environ is None else environ
-    model_default = env.get("SARAI_MODEL")
-    parser.add_argument("model", nargs="?" if model_default else None, default=model_default,
-                        help="GGUF model file (env SARAI_MODEL)")
+    # Optional: --models-dir / --model serve models by name without one (checked in from_namespace).
+    parser.add_argument("model", nargs="?", default=env.get("SARAI_MODEL"),
+                        help="GGUF model file, loaded at start-up (env SARAI_MODEL); optional with "
+                             "--models-dir or --model NAME=PATH")
     for opt in OPTIONS:
         default = opt.default
         if opt.env in env:
@@ -335,12 +249,27 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str] | 
                 raise argparse.ArgumentTypeError(str(exc)) from None
 
         help_text = opt.help if opt.hidden else f"{opt.help} (env {opt.env}; default {opt.default!r})"
-        parser.add_argument(opt.flag, *opt.flags, dest=opt.name, type=checked, default=default,
-                            metavar=opt.metavar, help=help_text)
+        if opt.repeat:  # each flag adds its pairs; the variable's come first
+            parser.add_argument(*opt.flags, opt.flag, dest=opt.name, type=checked, default=None, action="append",
+                                metavar=opt.metavar, help=help_text)
+            parser.set_defaults(**{f"{opt.name}_env": default})
+        else:
+            parser.add_argument(opt.flag, *opt.flags, dest=opt.name, type=checked, default=default,
+                                metavar=opt.metavar, help=help_text)
 
 
 def from_namespace(ns: argparse.Namespace) -> Settings:
-    return Settings(model=ns.model, **{opt.name: getattr(ns, opt.name) for opt in OPTIONS})
+    """The settings a parsed command line gives (``SystemExit`` without any model to serve)."""
+    values = {opt.name: getattr(ns, opt.name) for opt in OPTIONS}
+    for opt in OPTIONS:
+        if opt.repeat:
+            given = values[opt.name]
+            values[opt.name] = list(getattr(ns, f"{opt.name}_env", None) or []) + \
+                [pair for flag in (given or []) for pair in flag]
+    settings = Settings(model=ns.model, **values)
+    if not settings.model and not settings.many:
+        raise SystemExit("sarai-llama serve: give a model (MODEL, SARAI_MODEL), --models-dir DIR or --model NAME=PATH")
+    return settings
 
 
 def parse(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
