@@ -57,12 +57,13 @@ STARTUP_S = 60.0
 class Server:
     """One ``sarai-llama serve`` process; ``stop()`` ends it (SIGKILL if it will not go)."""
 
-    def __init__(self, model: Path, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def __init__(self, model: Path | None, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+        """``model``: the positional model (None: models by name only, ``--models-dir`` / ``--model``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"sarai-serve-{self.port}.log", "w+b")
-        cmd = [sys.executable, "-m", "sarai_llama", "serve", str(model), "--port", str(self.port),
-               "--threads", "2", *args]
+        cmd = [sys.executable, "-m", "sarai_llama", "serve", *([str(model)] if model else []), "--port",
+               str(self.port), "--threads", "2", *args]
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})
         if wait:
