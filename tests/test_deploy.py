@@ -348,3 +348,69 @@ def test_kube_play_of_the_stable_overlay(image: str, gemma_path: Path, tmp_path:
         podman("volume", "rm", "-f", claim, check=False)
     assert down.returncode == 0, down.stderr
     assert not [n for n in podman("ps", "-a", "--format", "{{.Names}}").stdout.split() if "sarai-llama-stable" in n]
+
+
+def test_many_models_overlay_serves_the_volume_by_name(rendered: dict[str, str], tmp_path: Path) -> None:
+    """The overlay's ConfigMap is a valid `serve` configuration: no positional model, the volume's
+    models by name, the memory limit as their budget."""
+    from sarai_llama.server.settings import parse
+
+    resources = docs(rendered["overlay-many-models"])
+    config = one(resources, "ConfigMap")["data"]
+    (ctr,) = one(resources, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert ctr["resources"]["limits"]["memory"] == ctr["resources"]["requests"]["memory"]  # the budget is fixed
+    settings = parse([], environ={**config, "SARAI_MODELS_DIR": str(tmp_path)})
+    assert settings.model in (None, "") and settings.many
+    assert (settings.models_memory, settings.idle_unload) == ("auto", 1800.0)
+
+
+def resident_peak(name: str) -> int:
+    """The server's peak resident memory in bytes (VmHWM), read from the host's /proc: the
+    container's first process is tini, the server its child."""
+    pid = podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for line in Path(f"/proc/{child}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_models_cycle_within_the_container_memory_limit(image: str, gemma_path: Path, tmp_path: Path) -> None:
+    """Five models through a budget that holds two (the cgroup's limit, read by --models-memory auto):
+    each request loads its model after the least recently used one is unloaded, the server's peak
+    RSS stays under the limit and nothing is OOM-killed."""
+    import httpx
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for i in range(5):  # copies, not links: five files, five mappings
+        shutil.copyfile(gemma_path, models / f"g{i}.gguf")
+    limit_mib = 1280  # budget = limit - 256 MiB margin = 1024 MiB: two Gemmas at 1024 cells (~415 MiB each)
+    name, port = f"sarai-test-models-{os.getpid()}", free_port()
+    podman("run", "-d", "--name", name, "--read-only", "--cap-drop", "all", "--memory", f"{limit_mib}m",
+           "--memory-swap", f"{limit_mib}m", "--cpus", "2", "-p", f"127.0.0.1:{port}:8080",
+           "-v", f"{models}:/models:ro", "-e", "SARAI_MODEL=", "-e", "SARAI_MODELS_DIR=/models",
+           "-e", "SARAI_CTX_SIZE=1024", "-e", "SARAI_PARALLEL=1", image)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, name)
+        listing = httpx.get(url + "/v1/models", timeout=10).json()["data"]
+        assert len(listing) == 5
+        for rnd in range(2):
+            for i in range(5):
+                r = httpx.post(url + "/v1/completions", json={"model": f"g{i}", "prompt": "Hello", "max_tokens": 4},
+                               timeout=120)
+                assert r.status_code == 200, r.text
+                loaded = [m["id"] for m in httpx.get(url + "/v1/models", timeout=10).json()["data"]
+                          if m["status"]["value"] == "loaded"]
+                assert len(loaded) <= 2 and f"g{i}" in loaded
+        peak = resident_peak(name)
+        assert peak < limit_mib << 20, f"peak RSS {peak >> 20} MiB over the {limit_mib} MiB limit"
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        assert state["Running"] and not state["OOMKilled"]
+        log = podman("logs", name).stderr
+        assert "memory budget 1024 MiB (cgroup memory limit 1280 MiB - margin 256 MiB)" in log
+        assert log.count("unloaded model g") >= 8  # every load after the first two made room
+    finally:
+        podman("rm", "-f", "-v", "-t", "0", name, check=False)
