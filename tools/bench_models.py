@@ -13,7 +13,10 @@ For each round, each server (in alternating order) is started and measured:
 - **cold**: the time to the first streamed token of a request for ``m1``, not yet
   loaded (load + prefill), then the same request once loaded (**warm**);
 - **one busy**: ``-c`` streams of ``-n`` tokens on ``m1``, aggregate tok/s;
-- **two busy**: the same streams, half on ``m1`` and half on ``m2`` (both loaded).
+- **two busy**: the same streams, half on ``m1`` and half on ``m2`` (both loaded);
+- **stall**: two streams on ``m1`` while ``m2`` (unloaded first, ``POST /models/unload``)
+  loads: the longest gap between two of their tokens, against the longest gap of the
+  same streams without a load beside them.
 
 The table gives the medians over rounds and the ratio two/one: near 1 means two
 models share the cores without oversubscribing them (each engine uses every
@@ -61,6 +64,22 @@ async def streams(client: RawClient, models: list[str], n: int, tag: str) -> flo
     return sum(s.tokens for s in samples) / (loop.time() - t0)
 
 
+async def longest_gap(client: RawClient, model: str, beside: str | None, n: int, tag: str) -> float:
+    """The longest time between two tokens of two streams on ``model`` (after their first), while
+    ``beside`` (if given) is requested once they run: its load happens meanwhile."""
+    seen: dict[int, list[float]] = {0: [], 1: []}
+
+    async def later() -> None:
+        while min(len(v) for v in seen.values()) < 4:
+            await asyncio.sleep(0.01)
+        if beside is not None:
+            await client.one(beside, "load me", 2)
+
+    await asyncio.gather(*(client.one(model, f"{tag}{i} Tell a long story about a lighthouse keeper", n,
+                                      on_text=seen[i].append) for i in seen), later())
+    return max(b - a for times in seen.values() for a, b in zip(times[1:], times[2:]))
+
+
 def measure(url: str, args: Any, rnd: int) -> dict[str, float]:
     async def run() -> dict[str, float]:
         client = RawClient(url, "none", 600)
@@ -72,7 +91,11 @@ def measure(url: str, args: Any, rnd: int) -> dict[str, float]:
             c = max(2, args.concurrency)
             one = await streams(client, [ids["m1"]] * c, args.n_gen, f"r{rnd}one")
             two = await streams(client, [ids["m1"], ids["m2"]] * (c // 2), args.n_gen, f"r{rnd}two")
-            return {"cold_ttft_s": cold.ttft, "warm_ttft_s": warm.ttft, "one_busy_tps": one, "two_busy_tps": two}
+            quiet = await longest_gap(client, ids["m1"], None, args.n_gen, f"r{rnd}quiet")
+            (await client.http.post("/models/unload", json={"model": ids["m2"]})).raise_for_status()
+            loading = await longest_gap(client, ids["m1"], ids["m2"], args.n_gen, f"r{rnd}load")
+            return {"cold_ttft_s": cold.ttft, "warm_ttft_s": warm.ttft, "one_busy_tps": one, "two_busy_tps": two,
+                    "gap_quiet_s": quiet, "gap_loading_s": loading}
         finally:
             await client.close()
 
@@ -103,11 +126,13 @@ def main() -> None:
         return
     print(f"model {Path(args.model).name}, {args.threads} threads, {args.concurrency} streams of {args.n_gen} "
           f"tokens, median of {args.rounds} rounds\n")
-    print("| server | cold first token (load + prefill) | warm first token | one model busy | two busy | two/one |")
-    print("|---|---|---|---|---|---|")
+    print("| server | cold first token (load + prefill) | warm first token | one model busy | two busy | two/one "
+          "| longest token gap: alone | while another loads |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, m in table.items():
         print(f"| {name} | {m['cold_ttft_s']:.3f} s | {m['warm_ttft_s']:.3f} s | {m['one_busy_tps']:.1f} tok/s | "
-              f"{m['two_busy_tps']:.1f} tok/s | {m['two_busy_tps'] / m['one_busy_tps']:.2f}x |")
+              f"{m['two_busy_tps']:.1f} tok/s | {m['two_busy_tps'] / m['one_busy_tps']:.2f}x | "
+              f"{m['gap_quiet_s'] * 1000:.0f} ms | {m['gap_loading_s'] * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":
