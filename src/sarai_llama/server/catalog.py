@@ -3,7 +3,7 @@
 Every model is one :class:`ModelSpec`: the name clients send in ``model``, the
 file, and its own :class:`~.settings.Settings` (the server's flags, with what its
 ``models.toml`` entry overrides). A ``models.toml`` beside the GGUFs of
-``--models-dir`` names and configures them::
+``--models-dir`` names and configures them (README, "Many models behind one server")::
 
     [models.chat]                      # clients send "model": "chat"
     file = "qwen2.5-1.5b-instruct-q4_k_m.gguf"

@@ -1,7 +1,7 @@
 """OpenAI's embeddings API: ``/v1/embeddings`` (and ``/embeddings``).
 
-Embeddings run on a pooled context of their own on the served weights
-(:meth:`ServerState.embedder`), not through the generation scheduler: the
+Embeddings run on a pooled context of their own on the named model's weights
+(:meth:`~.served.Served.embedder`), not through the generation scheduler: the
 texts of concurrent requests are decoded together, up to ``pooled.DEFAULT_SEQS``
 per ``llama_decode``, an input longer than ``pooled.DEFAULT_WINDOW`` tokens is a 400.
 """

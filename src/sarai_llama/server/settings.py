@@ -123,7 +123,7 @@ OPTIONS: tuple[Option, ...] = (
            metavar="BOOL"),
     Option("access_log", parse_bool, True, "one JSON line per request on stderr", metavar="BOOL"),
     Option("models_dir", str, None, "serve every *.gguf in this directory, named by its file stem or by an alias "
-           "in a models.toml beside them (docs/serving.md \"Many models\"); each loads on its first request",
+           "in a models.toml beside them (README, \"Many models behind one server\"); each loads on its first request",
            metavar="DIR"),
     Option("models", model_pairs, [], "one more model to serve by name, NAME=PATH (repeat the flag; the "
            "variable takes NAME=PATH,NAME=PATH); loaded on its first request", ("--model",), "NAME=PATH",
