@@ -258,3 +258,27 @@ def test_one_positional_model_serves_as_before_beside_named_ones(started: list[S
     r = httpx.post(s.url + "/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
     assert r.status_code == 200 and r.json()["model"] == "a.gguf"  # no name: the positional model
     assert complete(s, "extra").json()["model"] == "extra"
+
+
+def test_embedding_and_rerank_roles(started: list[Server], folder: Path, tmp_path: Path) -> None:
+    """``role = "embed"`` / ``"rank"`` in models.toml: a pooled context only, no engine."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from random_gguf import write_tiny_reranker
+
+    write_tiny_reranker(tmp_path / "ranker.gguf")
+    (tmp_path / "words.gguf").write_bytes((folder / "b.gguf").read_bytes())
+    (tmp_path / "models.toml").write_text('[models.emb]\nfile = "words.gguf"\nrole = "embed"\n'
+                                          '[models.rk]\nfile = "ranker.gguf"\nrole = "rank"\n')
+    s = serve(started, "--models-dir", str(tmp_path))
+    c = s.client()
+    vectors = c.embeddings.create(model="emb", input=["one text", "another"]).data
+    assert len(vectors) == 2 and len(vectors[0].embedding) == 64 + 32
+    r = httpx.post(s.url + "/v1/rerank", json={"model": "rk", "query": "q", "documents": ["a", "b c"]}, timeout=60)
+    assert r.status_code == 200 and len(r.json()["results"]) == 2 and r.json()["model"] == "rk"
+    for model, path, body in (("emb", "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                              ("rk", "/v1/embeddings", {"input": "x"})):
+        r = httpx.post(s.url + path, json={"model": model, **body}, timeout=60)
+        assert r.status_code == 400, r.text
+        assert model in r.json()["error"]["message"]
+    assert {m["id"]: m["meta"]["role"] for m in httpx.get(s.url + "/v1/models").json()["data"]} == \
+        {"emb": "embed", "rk": "rank"}

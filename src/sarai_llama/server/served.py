@@ -176,6 +176,7 @@ class Served:
                 self._start_engine(rt)
             else:
                 self.n_ctx_seq = rt.n_ctx
+                self.template_error = self._not_generative()
                 logger.info("model %s loaded (%s: a pooled context of %d tokens, %d threads)", self.name,
                             self.role, self.n_ctx_seq, self.n_threads)
         except BaseException as exc:
@@ -258,12 +259,15 @@ class Served:
     def require_ready(self) -> Scheduler:
         """The scheduler of a loaded, generating model; a 400 for an embedding model, a 503 for a broken one."""
         if self.scheduler is None and self.role != "generate":
-            raise APIError(400, f"the model '{self.name}' is an {'embedding' if self.role == 'embed' else 'rerank'} "
-                           "model: it does not generate", param="model", code="model_not_generative")
+            raise APIError(400, self._not_generative(), param="model", code="model_not_generative")
         if self.scheduler is None or self.status == "failed":
             raise APIError(503, f"the model '{self.name}' cannot serve: {self.failure or 'not loaded'}",
                            "unavailable_error", code="server_failed")
         return self.scheduler
+
+    def _not_generative(self) -> str:
+        kind = "an embedding" if self.role == "embed" else "a rerank"
+        return f"the model '{self.name}' is {kind} model (role {self.role}): it does not generate"
 
     def retry_headers(self) -> dict[str, str]:
         # x-should-retry false: the official clients would otherwise retry at once, on the
