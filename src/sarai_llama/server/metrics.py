@@ -4,7 +4,9 @@ Dashboards and autoscalers written for llama-server read ``llamacpp:requests_pro
 ``llamacpp:requests_deferred``, ``llamacpp:prompt_tokens_total`` and
 ``llamacpp:tokens_predicted_total``; those keep their names and meaning. Added:
 the admission queue, time to first token and inter-token latency histograms,
-rejected requests by reason, and KV-cache use.
+rejected requests by reason, KV-cache use, and the models: loaded, their memory, load
+times, unloads by reason. Every model's series carry a ``model`` label (a server with one
+model has one value of it; sum over it for the server's, as an autoscaler's query does).
 
 Gauges that mirror the engine are read at scrape time (a custom collector), so
 the scheduler thread never pays for them.
