@@ -29,7 +29,7 @@ help:
 	@echo "make lcp-suite          run llama-cpp-python's own tests against the installed sarai_llama"
 	@echo "make install            = install-fast: the portable build (runs on any x86-64 CPU)"
 	@echo "make install-fast       zero-compile: a wheel from WHEELHOUSE [dist] or INDEX_URL, else builds from source"
-	@echo "make wheel              the manylinux wheels, one per CPython here [PYTHONS=3.11 ...], into dist/"
+	@echo "make wheel              the manylinux wheels (cibuildwheel, podman), one per CPython here [PYTHONS=3.11 ...], into dist/"
 	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
 	@echo "make show-llama-build   print the installed build's metadata"
 	@echo "make clean-llama-build  remove the native build and reinstall the portable one"
@@ -88,9 +88,11 @@ install-fast:
 install-source: build-deps vendor
 	$(PIP) install --no-build-isolation --no-cache-dir -v .
 
-# The zero-compile wheels (tools/wheels.py: zig for glibc 2.28, auditwheel repair, the checks).
+# The zero-compile wheels: cibuildwheel with pyproject.toml's [tool.cibuildwheel], as the release
+# workflow, with podman and a local image (tools/wheels.py, tools/wheel_image.py), offline.
 wheel: vendor
-	@$(PYTHON) tools/deps.py build wheel
+	@$(PYTHON) tools/deps.py sdist wheel
+	@bash tools/podman_setup.sh >/dev/null
 	$(PYTHON) tools/wheels.py build $(foreach p,$(PYTHONS),--python $(p))
 
 install-optimized: build-deps vendor

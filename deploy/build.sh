@@ -57,7 +57,7 @@ if [ -n "$stray" ]; then
 fi
 if [ "$flavor" = zero-compile ]; then
   wheels=build/deploy/wheels/$flavor
-  $PYTHON tools/deps.py build wheel
+  $PYTHON tools/deps.py sdist wheel
   $PYTHON tools/vendor.py
   rm -rf "$wheels" && mkdir -p "$wheels"
   $PYTHON tools/wheels.py build --python "$PYTHON" --out "$wheels"

@@ -12,18 +12,22 @@ beside the builds. A whole cold CI run with them took 49 min.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import wheel_debian  # noqa: E402
+import wheel_steps  # noqa: E402
 import wheels  # noqa: E402
 
 try:
@@ -35,28 +39,70 @@ THIS_PYTHON = "%d.%d" % sys.version_info[:2]
 
 
 # ------------------------------------------------------------------------------ fast
-def test_release_workflow_is_make_wheel() -> None:
-    """The release workflow builds with `make wheel` for exactly the supported CPythons, runs the
-    Debian checks and re-checks before publishing with tools/wheels.py; it repairs nothing
-    itself, and no second wheel configuration (cibuildwheel's) exists to drift from it."""
+#: What `make wheel` may set beyond [tool.cibuildwheel]: where and on what it runs, and which of
+#: the selector's CPythons; never how a wheel is built, repaired or tested.
+LOCAL_SETTINGS = {"CIBW_CONTAINER_ENGINE", f"CIBW_MANYLINUX_{platform.machine().upper()}_IMAGE", "CIBW_ARCHS_LINUX",
+                  "CIBW_BUILD"}
+
+
+def cibw_identifiers(env: dict[str, str]) -> list[str]:
+    """The builds cibuildwheel itself selects from pyproject.toml with ``env`` (no container runs)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CIBW_")}
+    run = subprocess.run([sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", "linux",
+                          "--archs", platform.machine()], cwd=ROOT, capture_output=True, text=True,
+                         env={**clean, **env}, check=True)
+    return run.stdout.split()
+
+
+def test_cibuildwheel_is_the_one_wheel_configuration(tmp_path: Path) -> None:
+    """[tool.cibuildwheel] describes the release wheel; `make wheel` (tools/wheels.py build) runs
+    cibuildwheel with it and sets only the local engine, image and CPython subset; the release
+    workflow runs pypa/cibuildwheel with it and sets nothing; both build from the sdist."""
+    pytest.importorskip("cibuildwheel", reason="python tools/deps.py wheel")
     yaml = pytest.importorskip("yaml", reason="python tools/deps.py deploy")
-    text = (ROOT / ".github/workflows/wheels.yml").read_text()
-    jobs = yaml.safe_load(text)["jobs"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    cibw = project["tool"]["cibuildwheel"]
+    tags = ["cp" + v.replace(".", "") for v in wheels.SUPPORTED]
+    assert project["project"]["requires-python"] == f">={wheels.SUPPORTED[0]}"
+    assert cibw["build"].split() == [f"{t}-*" for t in tags]
+    assert cibw_identifiers({}) == [f"{t}-manylinux_{platform.machine()}" for t in tags]
+    # The same steps wherever it runs: the toolchain, the repair and the checks, the smoke test.
+    assert cibw["before-all"] == "python {project}/tools/wheel_steps.py toolchain"
+    assert "auditwheel repair --plat manylinux_2_28_$(uname -m)" in cibw["repair-wheel-command"]
+    assert cibw["repair-wheel-command"].endswith("python {project}/tools/wheels.py check {dest_dir}/*.whl")
+    assert cibw["test-command"] == "python {project}/tools/wheel_steps.py smoke"
+    assert cibw["config-settings"]["cmake.define.CMAKE_SHARED_LINKER_FLAGS"] == "-Wl,-Bsymbolic"
+    paths = [*cibw["config-settings"].values(), cibw["environment"]["CC"], cibw["environment"]["CXX"]]
+    assert all(str(wheel_steps.TOOLS) in v for v in paths if "/opt/" in v)
+    assert wheel_steps.GLIBC == wheels.GLIBC
+
+    # make wheel: cibuildwheel, from the sdist, with local settings only.
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\t$(PYTHON) tools/wheels.py build " in makefile.split("\nwheel:", 1)[1].split("\n\n", 1)[0]
+    source = inspect.getsource(wheels.build)
+    assert '"-m", "cibuildwheel", "--platform", "linux"' in source and "str(source)" in source
+    env = wheels.cibuildwheel_env(["3.11", "3.13"], "localhost/image:tag", tmp_path)
+    assert set(env) <= LOCAL_SETTINGS, set(env) - LOCAL_SETTINGS
+    assert env["CIBW_CONTAINER_ENGINE"].startswith("podman; create_args: --network=none ")
+    assert cibw_identifiers(env) == [f"cp311-manylinux_{platform.machine()}", f"cp313-manylinux_{platform.machine()}"]
+
+    # The workflow: pypa/cibuildwheel, of the version the [wheel] extra allows, on the sdist job's
+    # sdist, no CIBW_ setting of its own; the Debian checks take its wheels; publish needs the re-check.
+    jobs = yaml.safe_load((ROOT / ".github/workflows/wheels.yml").read_text())["jobs"]
     steps = jobs["wheels"]["steps"]
+    (cibw_step,) = [s for s in steps if s.get("uses", "").startswith("pypa/cibuildwheel@")]
+    (extra,) = [r for r in project["project"]["optional-dependencies"]["wheel"] if r.startswith("cibuildwheel")]
+    assert Requirement(extra).specifier.contains(cibw_step["uses"].split("@v", 1)[1])
+    assert not [k for k in cibw_step.get("env", {}) if k.startswith("CIBW_")], cibw_step["env"]
+    assert "sdist" in cibw_step["with"]["package-dir"] and "sdist" in jobs["wheels"]["needs"]
+    output = cibw_step["with"]["output-dir"]
     runs = [s.get("run", "") for s in steps]
-    assert any(r.split()[:2] == ["make", "wheel"] for r in runs), runs
-    assert any("pytest" in r and "tests/test_wheels.py" in r for r in runs), runs
-    (setup,) = [s for s in steps if s.get("uses", "").startswith("actions/setup-python")]
-    assert tuple(str(setup["with"]["python-version"]).split()) == wheels.SUPPORTED
+    assert any(f"SARAI_WHEELHOUSE={output}" in r and "pytest" in r and "tests/test_wheels.py" in r for r in runs), runs
     assert any("tools/wheels.py check" in s.get("run", "") for s in jobs["check"]["steps"])
     assert jobs["publish"]["needs"] == ["sdist", "check"]
-    commands = " ".join(s.get("run", "") + s.get("uses", "") for job in jobs.values() for s in job["steps"])
-    for word in ("auditwheel", "cibuildwheel", "pip wheel"):
-        assert word not in commands, f"{word} in wheels.yml: the build, repair and checks belong to tools/wheels.py"
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "cibuildwheel" not in project.get("tool", {})
-    assert project["project"]["requires-python"] == f">={wheels.SUPPORTED[0]}"
-    assert "\t$(PYTHON) tools/wheels.py build " in (ROOT / "Makefile").read_text()
+    commands = " ".join(s.get("run", "") for job in jobs.values() for s in job["steps"])
+    for word in ("auditwheel", "pip wheel", "make wheel", "cibuildwheel"):
+        assert word not in commands, f"{word} in a run step of wheels.yml: [tool.cibuildwheel] builds and repairs"
 
 
 def test_install_fast_finds_only_a_wheel_this_python_can_install(tmp_path: Path) -> None:
@@ -79,10 +125,11 @@ def test_install_fast_finds_only_a_wheel_this_python_can_install(tmp_path: Path)
 
 # ------------------------------------------------------------------------------ built wheels
 @pytest.fixture(scope="module")
-def built() -> Path:
-    pytest.importorskip("ziglang", reason="python tools/deps.py wheel")
-    pytest.importorskip("auditwheel", reason="python tools/deps.py wheel")
-    return wheel_debian.wheel_for(THIS_PYTHON)
+def built(prepared: wheel_debian.Prepared) -> Path:
+    """This Python's wheel, from the same cibuildwheel run as the Debian checks' where they share it."""
+    folder = prepared.built(THIS_PYTHON) or wheel_debian.wheel_for(THIS_PYTHON)
+    (whl,) = folder.glob(f"sarai_llama-*-cp{THIS_PYTHON.replace('.', '')}-*.whl")
+    return whl
 
 
 @pytest.mark.slow
@@ -139,8 +186,11 @@ def containers_or_skip() -> None:
 
 @pytest.fixture(scope="module")
 def prepared() -> wheel_debian.Prepared:
+    """Everything the wheel tests need, started at once. `make wheel` runs cibuildwheel with
+    podman; the release workflow hands its wheels in through SARAI_WHEELHOUSE."""
     containers_or_skip()
-    pytest.importorskip("ziglang", reason="python tools/deps.py wheel")
+    pytest.importorskip("cibuildwheel", reason="python tools/deps.py wheel")
+    pytest.importorskip("auditwheel", reason="python tools/deps.py wheel")
     return wheel_debian.Prepared(list(wheel_debian.RELEASES))
 
 

