@@ -81,6 +81,33 @@ void bind_context(py::module_ &m) {
              py::arg("logits"), "choose a token from n_vocab logits with the chain, and accept it")
         .def("reset", &Sampler::reset);
 
+    // The vocabularies of ContextParams' typed fields, named as users write them (type_k="q8_0",
+    // pooling_type="mean"): Python reads names and ids from here, so llama.cpp's headers are
+    // their one source. The fields themselves stay ints (the ids), as llama_context_params has.
+    // ("enum llama_pooling_type": llama.h also has a function of that name.)
+    py::enum_<ggml_type>(m, "KVType", "ggml types a KV cache may use (ContextParams.type_k / type_v)")
+        .value("f32", GGML_TYPE_F32)
+        .value("f16", GGML_TYPE_F16)
+        .value("q4_0", GGML_TYPE_Q4_0)
+        .value("q4_1", GGML_TYPE_Q4_1)
+        .value("q5_0", GGML_TYPE_Q5_0)
+        .value("q5_1", GGML_TYPE_Q5_1)
+        .value("q8_0", GGML_TYPE_Q8_0)
+        .value("bf16", GGML_TYPE_BF16);
+    m.def("bytes_per_element", [](ggml_type t) { return (double)ggml_type_size(t) / (double)ggml_blck_size(t); },
+          py::arg("type"), "bytes per element of a KV type (a quantized block's bytes over its elements)");
+    py::enum_<enum llama_pooling_type>(m, "Pooling", "llama.cpp's pooling types (ContextParams.pooling_type)")
+        .value("unspecified", LLAMA_POOLING_TYPE_UNSPECIFIED)
+        .value("none", LLAMA_POOLING_TYPE_NONE)
+        .value("mean", LLAMA_POOLING_TYPE_MEAN)
+        .value("cls", LLAMA_POOLING_TYPE_CLS)
+        .value("last", LLAMA_POOLING_TYPE_LAST)
+        .value("rank", LLAMA_POOLING_TYPE_RANK);
+    py::enum_<llama_flash_attn_type>(m, "FlashAttn", "llama.cpp's flash attention modes (ContextParams.flash_attn)")
+        .value("auto", LLAMA_FLASH_ATTN_TYPE_AUTO)
+        .value("off", LLAMA_FLASH_ATTN_TYPE_DISABLED)
+        .value("on", LLAMA_FLASH_ATTN_TYPE_ENABLED);
+
     py::class_<ContextParams>(m, "ContextParams")
         .def(py::init<>())
         .def_readwrite("n_ctx", &ContextParams::n_ctx)

@@ -55,13 +55,15 @@ void bind_engine(py::module_ &m) {
     using sarai::Engine;
     using sarai::Event;
 
+    py::enum_<sarai::EventKind> kind(m, "EventKind", "What an Event says happened (Event.kind)");
+    kind.value("TOKEN", sarai::EventKind::Token)
+        .value("DONE", sarai::EventKind::Done)
+        .value("ERROR", sarai::EventKind::Error)
+        .value("NEED_TOKEN", sarai::EventKind::NeedToken);
     py::class_<Event> ev(m, "Event", "One thing that happened to one request during Engine.step()");
-    ev.attr("TOKEN") = (int)sarai::EventKind::Token;
-    ev.attr("DONE") = (int)sarai::EventKind::Done;
-    ev.attr("ERROR") = (int)sarai::EventKind::Error;
-    ev.attr("NEED_TOKEN") = (int)sarai::EventKind::NeedToken;
+    for (const char *name : {"TOKEN", "DONE", "ERROR", "NEED_TOKEN"}) ev.attr(name) = kind.attr(name);  // short names
     ev.def_readonly("id", &Event::id)
-        .def_property_readonly("kind", [](const Event &e) { return (int)e.kind; })
+        .def_property_readonly("kind", [](const Event &e) { return e.kind; })  // a copy: no tie to the event
         .def_readonly("token", &Event::token)
         .def_property_readonly("text", [](const Event &e) { return py::bytes(e.text); })
         .def_readonly("eog", &Event::eog)
@@ -76,8 +78,8 @@ void bind_engine(py::module_ &m) {
         .def_readonly("n_draft_accepted", &Event::n_draft_accepted)
         .def_property_readonly("speculation", [](const Event &e) { return utf8_str(e.speculation); })
         .def("__repr__", [](const Event &e) {
-            static const char *kinds[] = {"TOKEN", "DONE", "ERROR", "NEED_TOKEN"};
-            return utf8_str("<Event id=" + std::to_string(e.id) + " " + kinds[(int)e.kind] + " token=" +
+            const auto kind = py::cast(e.kind).attr("name").cast<std::string>();
+            return utf8_str("<Event id=" + std::to_string(e.id) + " " + kind + " token=" +
                    std::to_string(e.token) + (e.finish_reason.empty() ? "" : " finish=" + e.finish_reason) +
                    (e.error.empty() ? "" : " error=" + e.error) + ">");
         });

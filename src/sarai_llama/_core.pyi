@@ -1,6 +1,6 @@
 """Type stub for the compiled binding (src/_core/: module.cpp and bind_*.cpp over the plain C++ core)."""
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -122,17 +122,60 @@ class Sampler:
     def sample(self, logits: npt.ArrayLike) -> int: ...  # n_vocab logits -> the chain's token, accepted
     def reset(self) -> None: ...
 
+class KVType:
+    """ggml types a KV cache may use, named as ``type_k`` / ``type_v`` accept them (ids: ggml's)."""
+
+    f32: ClassVar[KVType]
+    f16: ClassVar[KVType]
+    q4_0: ClassVar[KVType]
+    q4_1: ClassVar[KVType]
+    q5_0: ClassVar[KVType]
+    q5_1: ClassVar[KVType]
+    q8_0: ClassVar[KVType]
+    bf16: ClassVar[KVType]
+    __members__: ClassVar[dict[str, KVType]]
+    def __int__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+
+def bytes_per_element(type: KVType | int) -> float: ...  # a quantized block's bytes over its elements
+
+class Pooling:
+    """llama.cpp's pooling types, named as ``pooling_type`` accepts them."""
+
+    unspecified: ClassVar[Pooling]  # -1: the GGUF's
+    none: ClassVar[Pooling]
+    mean: ClassVar[Pooling]
+    cls: ClassVar[Pooling]
+    last: ClassVar[Pooling]
+    rank: ClassVar[Pooling]  # a reranker's classifier head
+    __members__: ClassVar[dict[str, Pooling]]
+    def __int__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+
+class FlashAttn:
+    """llama.cpp's flash attention modes."""
+
+    auto: ClassVar[FlashAttn]  # -1: llama.cpp decides
+    off: ClassVar[FlashAttn]  # 0
+    on: ClassVar[FlashAttn]  # 1
+    __members__: ClassVar[dict[str, FlashAttn]]
+    def __int__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+
 class ContextParams:
     n_ctx: int
     n_batch: int
     n_ubatch: int
     n_threads: int
     n_threads_batch: int
-    type_k: int
-    type_v: int
-    flash_attn: int
+    type_k: int  # a KVType id
+    type_v: int  # a KVType id
+    flash_attn: int  # a FlashAttn id
     embeddings: bool
-    pooling_type: int
+    pooling_type: int  # a Pooling id
     swa_full: bool
     n_seq_max: int  # the engine's sequences decoded together (default 1)
     step_budget_ms: float  # the engine's target step time while sequences generate; 0 (default): off
@@ -173,17 +216,29 @@ class PooledBatch:
     def run(self, inputs: list[list[int]]) -> list[list[float]]: ...
     def perf(self) -> dict[str, float]: ...
 
+class EventKind:
+    """What an ``Event`` says happened."""
+
+    TOKEN: ClassVar[EventKind]  # 0: a generated token (``text``: the complete UTF-8 bytes it released)
+    DONE: ClassVar[EventKind]  # 1: the request ended (``finish_reason``; ``text``: bytes held back until now)
+    ERROR: ClassVar[EventKind]  # 2: the request failed (``error``); the engine stays usable
+    NEED_TOKEN: ClassVar[EventKind]  # 3: external sampling: read ``logits(id)``, then provide_token or sample_with
+    __members__: ClassVar[dict[str, EventKind]]
+    def __int__(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+
 class Event:
     """One thing that happened to one request during ``Engine.step()`` (or provide_token/sample_with)."""
 
-    TOKEN: int  # 0: a generated token (``text``: the complete UTF-8 bytes it released)
-    DONE: int  # 1: the request ended (``finish_reason``; ``text``: bytes held back until now)
-    ERROR: int  # 2: the request failed (``error``); the engine stays usable
-    NEED_TOKEN: int  # 3: external sampling: read ``logits(id)``, then provide_token or sample_with
+    TOKEN: ClassVar[EventKind]  # EventKind's members under short names
+    DONE: ClassVar[EventKind]
+    ERROR: ClassVar[EventKind]
+    NEED_TOKEN: ClassVar[EventKind]
     @property
     def id(self) -> int: ...
     @property
-    def kind(self) -> int: ...
+    def kind(self) -> EventKind: ...
     @property
     def token(self) -> int: ...  # -1 unless TOKEN
     @property

@@ -18,10 +18,15 @@ from . import _core
 __all__ = ["DEFAULT_STEP_BUDGET_MS", "DEFAULT_UBATCH", "FLASH_ATTN", "KV_TYPES", "KV_TYPE_BYTES", "MAX_THREADS",
            "POOLING", "ContextConfig", "kv_cache_bytes", "kv_type", "pooling_id"]
 
+# The vocabularies come from the binding's enums (``_core.KVType``, ``Pooling``, ``FlashAttn``),
+# whose names and ids are llama.cpp's: no copy of a ggml or llama.cpp number lives in Python.
 #: ggml type ids for KV-cache types (``type_k`` / ``type_v`` accept these names)
-KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
-POOLING = {"unspecified": -1, "none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
-FLASH_ATTN = {None: -1, "auto": -1, False: 0, True: 1}
+KV_TYPES = {name: int(v) for name, v in _core.KVType.__members__.items()}
+#: llama.cpp's pooling ids by name (``pooling_type`` accepts these names)
+POOLING = {name: int(v) for name, v in _core.Pooling.__members__.items()}
+#: ``flash_attn`` keywords (llama-cpp-python's True/False/None, and "auto") -> llama.cpp's mode
+FLASH_ATTN = {None: int(_core.FlashAttn.auto), "auto": int(_core.FlashAttn.auto), False: int(_core.FlashAttn.off),
+              True: int(_core.FlashAttn.on)}
 #: ggml's GGML_MAX_N_THREADS: its thread pool has room for no more.
 MAX_THREADS = 512
 #: The physical batch when none is given (llama.cpp's default), or ``n_batch`` if smaller.
@@ -39,9 +44,8 @@ DEFAULT_UBATCH = 512
 DEFAULT_STEP_BUDGET_MS = 120.0
 
 
-#: Bytes per element of each KV type (a quantized block's bytes over its 32 elements).
-KV_TYPE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
-                 "q4_1": 20 / 32, "q4_0": 18 / 32}
+#: Bytes per element of each KV type (a quantized block's bytes over its 32 elements; ggml's sizes).
+KV_TYPE_BYTES = {name: _core.bytes_per_element(v) for name, v in _core.KVType.__members__.items()}
 
 
 def kv_cache_bytes(meta: Mapping[str, Any], n_ctx: int, type_k: str, type_v: str) -> int:
@@ -126,8 +130,9 @@ class ContextConfig:
     one ubatch). ``n_threads`` / ``n_threads_batch``: generation / prompt threads
     (1 to ggml's 512; more than the CPUs this process may use warns: the threads
     would wait for each other). ``type_k``/``type_v``: ggml
-    type ids (:func:`kv_type`). ``flash_attn``: -1 auto, 0 off, 1 on.
-    ``pooling``: a :data:`POOLING` id. ``n_seq_max``: sequences decoded together.
+    type ids (:func:`kv_type`, ``_core.KVType``). ``flash_attn``: a ``_core.FlashAttn``
+    id (-1 auto, 0 off, 1 on). ``pooling``: a :data:`POOLING` id (``_core.Pooling``).
+    ``n_seq_max``: sequences decoded together.
     ``step_budget_ms``: while some sequences generate, the engine gives a step only
     as many prompt tokens as its measured costs say fit in this many ms, so a long
     prompt does not stall the streams (0: off, prompts take ``n_batch``; a prompt
@@ -141,7 +146,7 @@ class ContextConfig:
     n_threads_batch: int | None = None
     type_k: int = KV_TYPES["f16"]
     type_v: int = KV_TYPES["f16"]
-    flash_attn: int = -1
+    flash_attn: int = FLASH_ATTN["auto"]
     embeddings: bool = False
     pooling: int = POOLING["unspecified"]
     swa_full: bool = False
@@ -173,9 +178,9 @@ class ContextConfig:
             set_(self, "n_ubatch", self.n_batch)
         set_(self, "type_k", kv_type(self.type_k))
         set_(self, "type_v", kv_type(self.type_v))
-        if self.flash_attn not in (-1, 0, 1):
+        if self.flash_attn not in FLASH_ATTN.values():
             raise ValueError(f"flash_attn must be -1 (auto), 0 or 1, not {self.flash_attn!r}")
-        if self.flash_attn == 0 and self.type_v not in (KV_TYPES["f32"], KV_TYPES["f16"], KV_TYPES["bf16"]):
+        if self.flash_attn == FLASH_ATTN[False] and self.type_v not in (KV_TYPES["f32"], KV_TYPES["f16"], KV_TYPES["bf16"]):
             # llama.cpp refuses the context otherwise (its V transpose needs an unquantized type)
             raise ValueError("a quantized V cache (type_v) needs flash attention: flash_attn on or auto")
         if self.pooling not in POOLING.values():
@@ -193,8 +198,8 @@ class ContextConfig:
             raise ValueError(f"flash_attn must be True, False or None, not {flash_attn!r}")
         pooling = pooling_id(pooling_type)
         return cls(type_k=kv_type(type_k, f16_kv), type_v=kv_type(type_v, f16_kv), flash_attn=FLASH_ATTN[flash_attn],
-                   embeddings=embeddings, pooling=POOLING["mean"] if embeddings and pooling == -1 else pooling,
-                   **fields)
+                   embeddings=embeddings,
+                   pooling=POOLING["mean"] if embeddings and pooling == POOLING["unspecified"] else pooling, **fields)
 
     @property
     def kv_layout(self) -> str:
