@@ -59,6 +59,8 @@ _REFUSED = 3
 #: Marks the probe's own message on its stderr, so it is told from llama.cpp's log.
 _MARK = "sarai-probe-refused: "
 
+#: How much lower the probe process's CPU priority is than this process's (``os.nice``).
+PROBE_NICE = 10
 _passed: set[tuple[Any, ...]] = set()
 _passed_lock = threading.Lock()
 
@@ -101,7 +103,9 @@ def probe(path: str | os.PathLike[str], vocab_only: bool = False) -> None:
         if key in _passed or (vocab_only and key[:-1] + (False,) in _passed):
             return
     package_root = str(Path(__file__).resolve().parent.parent)
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); "
+    # os.nice: the probe yields the cores to whatever this process serves meanwhile (a server
+    # loading one more model keeps streaming the others'); on an idle machine it costs nothing.
+    code = (f"import os, sys; os.nice({PROBE_NICE}); sys.path.insert(0, sys.argv[1]); "
             "from sarai_llama.loading import _probe_main; _probe_main(sys.argv[2], sys.argv[3] == '1')")
     # GGML_NO_BACKTRACE: a dying probe must not attach gdb to itself (slow, and its output is noise here).
     env = dict(os.environ, GGML_NO_BACKTRACE="1")
