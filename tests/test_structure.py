@@ -95,8 +95,27 @@ def test_modules_stay_small(module: str, most: int) -> None:
     assert lines <= most, f"{module} has {lines} lines (at most {most}): split it by concept"
 
 
+ROOT = SRC.parent.parent
+
+
+def test_no_module_outgrew_its_concept() -> None:
+    """The package's and the tools' Python modules stay within 400 lines, the C++ files within 600."""
+    big = [f"{p.relative_to(ROOT)}: {n}" for pattern, most in (("src/sarai_llama/**/*.py", 400), ("tools/*.py", 400),
+                                                            ("src/_core/*.[ch]*", 600))
+           for p in sorted(ROOT.glob(pattern)) if (n := len(p.read_text().splitlines())) > most]
+    assert big == [], f"split these by concept: {big}"
+
+
+def test_llama_is_a_thin_face() -> None:
+    """``class Llama`` stays within 300 lines: what it does lives in the parts it holds (issue 32)."""
+    tree = ast.parse((SRC / "llama.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Llama"]
+    assert cls.end_lineno is not None and cls.end_lineno - cls.lineno + 1 <= 300
+    assert cls.bases == [], "Llama holds its parts; it inherits none"
+
+
 #: The engine layer: what runs a model, in no protocol's shape.
-ENGINE_LAYER = ("engine", "engine_io", "runtime", "context_config", "sampling", "stops", "inline", "pooled",
+ENGINE_LAYER = ("engine", "engine_io", "sequence", "runtime", "context_config", "sampling", "stops", "inline", "pooled",
                 "embedding", "rerank", "state_cache", "loading", "threads", "tune_store")
 #: The protocol modules: OpenAI's, Anthropic's and Ollama's shapes, and the server's routes.
 PROTOCOLS = ("responses", "llama_types", "text_completion", "chat_completion", "server")

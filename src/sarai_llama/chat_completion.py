@@ -20,9 +20,10 @@ from .chat import ChatFormat
 from .chat_template import ChatOutput, RenderedChat, response_format_schema
 from .engine import Collected, Piece, Request
 from .errors import ParameterError
+from .sampling import SamplingParams
 
 __all__ = ["ChatChunks", "ChatDeltas", "answer", "apply", "as_openai_types", "chunks", "collect", "finish_reason",
-           "legacy_functions", "render", "sampling_kwargs"]
+           "legacy_functions", "render", "render_call", "reply", "sampling_kwargs"]
 
 
 def sampling_kwargs(kwargs: dict[str, Any], known: Iterable[str]) -> dict[str, Any]:
@@ -63,6 +64,23 @@ def legacy_functions(functions: Sequence[Mapping[str, Any]] | None, function_cal
     elif function_call is not None:
         tool_choice = function_call
     return tools, tool_choice
+
+
+#: ``Llama.create_chat_completion``'s keywords beyond OpenAI's that go on to the request.
+LLAMA_SAMPLING = ("temp", "tfs_z", "penalize_nl", "stopping_criteria")
+
+
+def render_call(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], kwargs: dict[str, Any], *,
+                functions: Any = None, function_call: Any = None,
+                **render_keywords: Any) -> tuple[RenderedChat, dict[str, Any]]:
+    """``Llama.create_chat_completion``'s chat rendered (:func:`render`, OpenAI's deprecated
+    ``functions`` as tools: :func:`legacy_functions`) and its other keywords: sampling keywords
+    (:class:`~sarai_llama.sampling.SamplingParams`' fields, :data:`LLAMA_SAMPLING`) pass on, OpenAI
+    fields set to nothing are dropped, any other is a ``ValueError`` (:func:`sampling_kwargs`)."""
+    kwargs = sampling_kwargs(kwargs, [*SamplingParams.__dataclass_fields__, *LLAMA_SAMPLING])
+    tools, tool_choice = legacy_functions(functions, function_call, render_keywords.pop("tools", None),
+                                          render_keywords.pop("tool_choice", None))
+    return render(fmt, messages, tools=tools, tool_choice=tool_choice, **render_keywords), kwargs
 
 
 def render(fmt: ChatFormat, messages: Sequence[Mapping[str, Any]], *, tools: Any = None, tool_choice: Any = None,
@@ -181,3 +199,13 @@ def chunks(pieces: Iterator[Piece], output: ChatOutput, cid: str, created: int,
     yield stream.first()
     for piece in pieces:
         yield from stream.feed(piece)
+
+
+def reply(pieces: Iterator[Piece], output: ChatOutput, model: str, stream: bool, with_logprobs: bool,
+          n_prompt: int) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    """``Llama.create_chat_completion``'s answer under a new id: its chunks when ``stream``
+    (:func:`chunks`), else one ``chat.completion`` (:func:`collect`)."""
+    cid, created = responses.chat_id(), responses.now()
+    if stream:
+        return chunks(pieces, output, cid, created, model)
+    return collect(pieces, output, cid, created, model, with_logprobs, n_prompt)

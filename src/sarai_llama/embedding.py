@@ -1,6 +1,6 @@
 """Pooled embeddings on a context of their own (``Llama(embedding=True)``, the server's
-``/v1/embeddings``), and ``Llama``'s pooled calls (:class:`PooledCalls`: embed,
-create_embedding, rerank)."""
+``/v1/embeddings``), and ``Llama``'s pooled calls (:class:`PooledCalls`: embed, rerank;
+``Llama.create_embedding`` shapes ``embed``'s vectors as OpenAI's)."""
 
 from __future__ import annotations
 
@@ -69,11 +69,13 @@ class Embedder:
 
 
 class PooledCalls:
-    """``Llama``'s calls on its pooled context: a base of ``Llama``, which provides
-    ``pooled`` (the :class:`Embedder`, a :class:`~sarai_llama.rerank.Reranker` under rank
-    pooling, or None), annotated here only."""
+    """``Llama``'s calls on its pooled context: a part that ``Llama`` holds and shows as its
+    own ``embed`` and ``rerank``. ``pooled``: the :class:`Embedder`, a
+    :class:`~sarai_llama.rerank.Reranker` under rank pooling, or None (no pooled context:
+    each call is a ``ValueError`` saying how to get one)."""
 
-    pooled: Embedder | Reranker | None
+    def __init__(self, pooled: Embedder | Reranker | None) -> None:
+        self.pooled = pooled
 
     def embed(self, input: str | Sequence[str], normalize: bool = False, truncate: bool = True,
               return_count: bool = False) -> Any:

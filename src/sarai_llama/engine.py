@@ -17,6 +17,8 @@ Two ways to drive it, one rule: **one thread steps at a time** (a lock).
 
 Events are dispatched in the stepping thread, so stop strings are found there
 and the request released at once: the token after a stop is never decoded.
+A sequence between requests (its cached tokens, eval, saved state) is
+:meth:`Engine.sequence` (:mod:`~sarai_llama.sequence`).
 """
 
 from __future__ import annotations
@@ -28,16 +30,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import _core
+from ._core import EventKind
 from .context_config import ContextConfig
 from .engine_io import Collected, EngineError, Piece, Request, TokenLogprob
 from .llama_speculative import Speculation, check_draft_limits
 from .sampling import RANDOM_SEED
+from .sequence import IdleSequence
 from .stops import StopMatcher
 
 # The records are engine_io's; named here too, where the engine's users have always found them.
 __all__ = ["Collected", "Engine", "EngineError", "Handle", "Piece", "Request", "TokenLogprob", "run_all"]
-
-TOKEN, DONE, ERROR, NEED_TOKEN = 0, 1, 2, 3
 
 
 class Handle:
@@ -157,36 +159,17 @@ class Engine:
         """Most tokens one sequence (prompt + generated) may hold."""
         return int(self._core.n_ctx_seq)
 
-    # ----------------------------------------------------------- sequence 0 (single-user calls)
-    def cached(self, seq: int = 0) -> list[int]:
-        """Tokens whose KV sequence ``seq`` keeps for prefix reuse."""
-        return list(self._core.cached(seq))
-
-    def eval(self, tokens: list[int], seq: int = 0) -> list[float]:
-        """Evaluate ``tokens`` after sequence ``seq``'s cached ones (it must be idle);
-        returns the logits after the last one."""
-        with self._step_lock:
-            return list(self._core.eval(seq, tokens))
-
-    def state(self, seq: int = 0) -> tuple[list[int], bytes]:
-        with self._step_lock:
-            return list(self._core.cached(seq)), bytes(self._core.seq_state(seq))
+    # ----------------------------------------------------------- idle sequences
+    def sequence(self, seq: int = 0) -> IdleSequence:
+        """Sequence ``seq`` between requests: its cached tokens, eval, saved state
+        (sequence 0 is ``Llama``'s single-user cache)."""
+        return IdleSequence(self._core, self._step_lock, seq)
 
     def keep_states(self) -> None:
         """Save every idle sequence's state to the state cache (a server's shutdown: its
         conversations are in the disk tier for the next start); no cache: nothing."""
         with self._step_lock:
             self._core.keep_idle_states()
-
-    def serves_from(self, seq: int = 0) -> int:
-        """The shortest prefix of sequence ``seq``'s tokens its state can serve (1; more on
-        sliding-window or recurrent memories; 0: none)."""
-        with self._step_lock:
-            return int(self._core.seq_serves_from(seq))
-
-    def set_state(self, data: bytes, tokens: list[int], seq: int = 0) -> None:
-        with self._step_lock:
-            self._core.set_seq_state(seq, data, tokens)
 
     def clear(self) -> None:
         """Drop every request (without events) and the whole KV cache."""
@@ -305,20 +288,20 @@ class Engine:
             h = self._handles.get(ev.id)
         if h is None:
             return
-        kind = int(ev.kind)
-        if kind == NEED_TOKEN:
+        kind = ev.kind
+        if kind == EventKind.NEED_TOKEN:
             self._external(h, ev)
             return
         h.drafted, h.draft_accepted = int(ev.n_drafted), int(ev.n_draft_accepted)
-        if kind == TOKEN:
+        if kind == EventKind.TOKEN:
             h.n_reused = int(ev.n_reused)
             if not (ev.eog and not h.request.ignore_eos):
                 self._on_token(h, ev)
-        elif kind == DONE:
+        elif kind == EventKind.DONE:
             h.n_reused = int(ev.n_reused)
             h.speculation = str(ev.speculation)
             self._close(h, str(ev.finish_reason), bytes(ev.text).decode("utf-8", errors="replace"))
-        elif kind == ERROR:
+        elif kind == EventKind.ERROR:
             h.error = str(ev.error) or "llama.cpp failed"
             self._close(h, None, "", error=True)
         self._notify(h)
@@ -346,7 +329,7 @@ class Engine:
         if req.logits_processor is not None:
             logits = np.ascontiguousarray(req.logits_processor(ids, logits), dtype=np.float32)
         events = self._core.sample_with(h.id, logits)
-        if req.stopping_criteria is not None and events and int(events[0].kind) == TOKEN:
+        if req.stopping_criteria is not None and events and events[0].kind == EventKind.TOKEN:
             ids = np.append(ids, np.intc(events[0].token))
             if req.stopping_criteria(ids, logits):
                 self._core.release(h.id)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._numpy import numpy as _numpy
 from .sampling import SamplingParams
+from .stops import normalize_stops
 
 __all__ = ["Collected", "EngineError", "Piece", "Request", "TokenLogprob"]
 
@@ -48,6 +50,25 @@ class Request:
     preserved_tokens: list[int] = field(default_factory=list)
     draft_max: int | None = None
     draft_min: int | None = None
+
+    @classmethod
+    def from_keywords(cls, prompt: list[int], *, max_tokens: int | None = 16, stop: Any = None,
+                      logprobs: int | None = None, logits_processor: Any = None, stopping_criteria: Any = None,
+                      text_offset: int = 0, penalty_last_n: int = 64, **sampling: Any) -> Request:
+        """A request from llama-cpp-python's completion keywords, each checked here: ``logprobs``
+        None or an integer >= 0 (else ``ValueError``), ``stop`` None, a string or a list
+        (:func:`~sarai_llama.stops.normalize_stops`), sampling keywords as
+        :meth:`SamplingParams.from_kwargs` (``penalty_last_n``: the repetition penalties'
+        window, in tokens). Logits processors and stopping criteria need numpy: a clear error
+        where it cannot run (logprobs are computed in C++)."""
+        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
+            raise ValueError(f"logprobs must be a non-negative integer, not {logprobs!r}")
+        params = SamplingParams.from_kwargs(penalty_last_n=penalty_last_n, **sampling)
+        if logits_processor or stopping_criteria:
+            _numpy()
+        return cls(prompt=prompt, sampling=params, max_tokens=max_tokens, stop=normalize_stops(stop),
+                   logprobs=logprobs, logits_processor=logits_processor, stopping_criteria=stopping_criteria,
+                   text_offset=text_offset)
 
 
 @dataclass(frozen=True)

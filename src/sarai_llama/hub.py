@@ -5,11 +5,13 @@ from __future__ import annotations
 import fnmatch
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ModelLoadError
 
-__all__ = ["download"]
+__all__ = ["download", "from_pretrained"]
+
+_T = TypeVar("_T")
 
 
 def _hub() -> Any:
@@ -57,3 +59,13 @@ def download(repo_id: str, filename: str, additional_files: list[str] | None = N
             raise ModelLoadError(f"cannot download {name} from {repo_id} ({type(exc).__name__}: {exc}); "
                                  "without a network only files already in the Hub cache load") from exc
     return str(paths[0])
+
+
+def from_pretrained(cls: type[_T], repo_id: str, filename: str, additional_files: list[str] | None = None,
+                    local_dir: str | os.PathLike[str] | None = None, local_dir_use_symlinks: Any = "auto",
+                    cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> _T:
+    """A ``Llama`` (``cls``) on ``filename`` (a name or glob pattern) of a Hugging Face Hub
+    repository, downloaded with ``huggingface_hub`` (or taken from its cache, see
+    :func:`download`); ``kwargs`` go to ``Llama``. ``local_dir_use_symlinks`` is accepted
+    and ignored (the Hub client decides)."""
+    return cls(download(repo_id, filename, additional_files, local_dir, cache_dir), **kwargs)  # type: ignore[call-arg]

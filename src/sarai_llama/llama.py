@@ -13,16 +13,16 @@ llama-cpp-python's call shapes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import chat, chat_completion, fim, llama_cache, responses, text_completion
-from ._numpy import numpy as _numpy
+from . import chat, chat_completion, fim, hub, llama_cache, responses, text_completion
 from .chat_template import response_grammar
 from .context_config import DEFAULT_STEP_BUDGET_MS
-from .embedding import Embedder, PooledCalls
+from .embedding import PooledCalls
 from .engine import Engine, Request, run_all
 from .inline import InlineRuns
 from .grammar import LlamaGrammar
@@ -31,10 +31,8 @@ from .llama_cache import BaseLlamaCache, LlamaState
 from .llama_speculative import LlamaDraftModel, Speculation
 from .llama_tokenizer import LlamaTokenizer
 from .logits import ManualLoop, logits_to_logprobs
-from .rerank import Reranker
 from .runtime import Runtime
-from .sampling import RANDOM_SEED, SamplingParams, next_call_seed
-from .stops import normalize_stops
+from .sampling import RANDOM_SEED, next_call_seed
 from .vocab import Vocab
 
 __all__ = ["LLAMA_DEFAULT_SEED", "Llama", "LlamaState"]
@@ -46,9 +44,33 @@ LLAMA_DEFAULT_SEED = RANDOM_SEED
 #: Keywords llama-cpp-python accepts for GPUs and NUMA; meaningless on this CPU build.
 GPU_KEYWORDS = ("n_gpu_layers", "main_gpu", "tensor_split", "split_mode", "offload_kqv", "numa")
 
+_P, _R, _Part = ParamSpec("_P"), TypeVar("_R"), TypeVar("_Part")
 
-class Llama(ManualLoop, PooledCalls):
-    """A GGUF model and its engine, with llama-cpp-python's API.
+
+def _shown(part: Callable[[Any], _Part],
+           method: Callable[Concatenate[_Part, _P], _R]) -> Callable[Concatenate[Any, _P], _R]:
+    """``method`` of the part that ``part(llama)`` returns, as a ``Llama`` method: its signature
+    and docstring are the part's, so llama-cpp-python's call shapes are written once."""
+    @functools.wraps(method)
+    def call(self: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return method(part(self), *args, **kwargs)
+    return call
+
+
+def _shown_properties(part: Callable[[Any], Any], cls: type, *names: str) -> tuple[property, ...]:
+    """The properties ``names`` of ``cls``, the type of the part that ``part(llama)`` returns, as
+    read-only ``Llama`` properties with their docstrings."""
+    def shown(prop: property) -> property:
+        fget = prop.fget
+        assert fget is not None
+        return property(lambda self: fget(part(self)), doc=prop.__doc__)
+    return tuple(shown(getattr(cls, name)) for name in names)
+
+
+class Llama:
+    """A GGUF model and its engine, with llama-cpp-python's API. Parts it holds show as its
+    members: ``vocab.Vocab`` (tokens), ``logits.ManualLoop`` (sequence 0: ``eval``,
+    ``sample``, ``generate``, ...), ``embedding.PooledCalls`` (``embed``, ``rerank``).
 
     Args:
         model_path: path to a ``.gguf`` file.
@@ -72,36 +94,31 @@ class Llama(ManualLoop, PooledCalls):
         flash_attn: True, False or None/"auto" (default: llama.cpp decides).
         use_extra_bufts: let llama.cpp repack weights for faster CPU kernels (None, the default:
             the tuned record's choice under ``n_threads="tuned"``, else True; an explicit value wins).
-        chat_format: a llama.cpp built-in template name overriding the GGUF's.
+        chat_format: a built-in template name ("chatml", "llama3", ...), a Jinja file or Jinja text
+            overriding the GGUF's template (see ``chat.resolve_chat_format``).
         job: the job whose ``<JOB>_THREADS`` / tuned result applies (e.g. "coding").
         last_n_tokens_size: tokens the repetition penalties look back on (default 64).
         draft_model: speculative decoding, ``LlamaPromptLookupDecoding(max_ngram_size, num_pred_tokens)``
             (default None: off): the engine's n-gram drafts; see ``llama_speculative``.
-        verbose: print llama.cpp's log (default True, as llama-cpp-python).
-        trusted: skip the probe process that loads an untrusted file first, so that a
-            file which would abort llama.cpp raises ``ModelLoadError`` instead (None =
-            the ``SARAI_TRUSTED_MODELS`` variable, default untrusted; see ``loading.py``).
+        verbose: print llama.cpp's log from the info level up (default True, as llama-cpp-python), else errors only.
+        trusted: skip the probe process, which loads an untrusted file first so that a file that would
+            abort llama.cpp raises ``ModelLoadError`` instead of killing Python (None = the
+            ``SARAI_TRUSTED_MODELS`` variable, default untrusted; see ``loading.py``).
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 512, n_batch: int = 512,
                  n_ubatch: int | None = None, n_threads: int | str | None = None, n_threads_batch: int | None = None,
                  n_seq_max: int = 1, step_budget_ms: float = DEFAULT_STEP_BUDGET_MS, seed: int = LLAMA_DEFAULT_SEED,
-                 f16_kv: bool = True,
-                 type_k: str | int | None = None, type_v: str | int | None = None, use_mmap: bool = True,
-                 use_mlock: bool = False, vocab_only: bool = False, embedding: bool = False,
+                 f16_kv: bool = True, type_k: str | int | None = None, type_v: str | int | None = None,
+                 use_mmap: bool = True, use_mlock: bool = False, vocab_only: bool = False, embedding: bool = False,
                  pooling_type: str | int = "unspecified", flash_attn: bool | str | None = None,
                  use_extra_bufts: bool | None = None, swa_full: bool = False, chat_format: str | None = None,
                  job: str | None = None, logits_all: bool = False, last_n_tokens_size: int = 64,
                  draft_model: LlamaDraftModel | None = None, verbose: bool = True, trusted: bool | None = None,
                  **ignored: Any) -> None:
-        super().__init__()
-        self._rt: Runtime | None = None
-        self._runs = InlineRuns(n_seq_max)
-        self.cache: BaseLlamaCache | None = None
-        self.verbose = verbose
-        for key in ignored:
-            if key not in GPU_KEYWORDS:
-                raise TypeError(f"Llama() got an unexpected keyword argument {key!r}")
+        self._runs, self.cache, self.verbose = InlineRuns(n_seq_max), None, verbose
+        if unknown := [key for key in ignored if key not in GPU_KEYWORDS]:
+            raise TypeError(f"Llama() got an unexpected keyword argument {unknown[0]!r}")
         rt = Runtime(model_path, threads=n_threads, job=job, vocab_only=vocab_only, use_mmap=use_mmap,
                      use_mlock=use_mlock, use_extra_bufts=use_extra_bufts, trusted=trusted, seed=seed,
                      speculation=Speculation.of(draft_model), chat_format=chat_format, verbose=verbose,
@@ -109,23 +126,26 @@ class Llama(ManualLoop, PooledCalls):
                      f16_kv=f16_kv, type_k=type_k, type_v=type_v, flash_attn=flash_attn, embeddings=embedding,
                      pooling_type=pooling_type, swa_full=swa_full, n_seq_max=n_seq_max,
                      step_budget_ms=step_budget_ms)
-        self._rt, self.model_path, self.threads, self.context_config = rt, rt.path, rt.threads, rt.config
+        self._rt: Runtime | None = rt
+        self.model_path, self.threads, self.context_config = rt.path, rt.threads, rt.config
         self.tuned = rt.threads.tuned
-        self._tok = Vocab(rt.model)
         self.n_threads, self.n_threads_batch = rt.threads.n_threads, rt.config.n_threads_batch
         self.seed, self.embedding, self.logits_all = seed, embedding, logits_all
         # Private in llama-cpp-python too; its own tests read them.
         self._is_recurrent, self._is_hybrid = bool(rt.model.is_recurrent), bool(rt.model.is_hybrid)
         self.last_n_tokens_size, self.chat_format, self.vocab_only = last_n_tokens_size, chat_format, vocab_only
-        self.metadata: dict[str, str] = rt.metadata
-        self._n_ctx = rt.n_ctx
+        self.metadata, self._n_ctx = rt.metadata, rt.n_ctx
+        self._loop = None if rt.engine is None else \
+            ManualLoop(rt.engine, self._runs, self._n_ctx, rt.model.n_vocab, last_n_tokens_size)
+        self._pooled_calls = PooledCalls(rt.pooled)
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Free the engine and the model now (also done by ``with`` and garbage collection)."""
+        """Free the engine, the pooled context and the model now (also done by ``with`` and
+        garbage collection); every later call is a ``RuntimeError``."""
         if self._rt is not None:
             self._rt.close()
-            self._rt = None
+            self._rt, self._loop, self._pooled_calls = None, None, PooledCalls(None)
 
     def __enter__(self) -> Llama:
         return self
@@ -139,18 +159,12 @@ class Llama(ManualLoop, PooledCalls):
         return self._rt
 
     def _vocab(self) -> Vocab:
-        self._runtime()
-        return self._tok
+        return Vocab(self._runtime().model)
 
-    @property
-    def _model(self) -> Any:
-        """The compiled core's ``Model`` (private in llama-cpp-python too, where it is its own wrapper)."""
-        return self._runtime().model
-
-    @property
-    def runtime(self) -> Runtime:
-        """The loaded model and what runs it (``sarai_llama.runtime``): the unit a server serves."""
-        return self._runtime()
+    runtime = property(_runtime, doc="The loaded model and what runs it (``sarai_llama.runtime``): the unit a "
+                                     "server serves.")
+    _model = property(lambda self: self._runtime().model, doc="The compiled core's ``Model`` (private in "
+                      "llama-cpp-python too, where it is its own wrapper).")
 
     @property
     def engine(self) -> Engine:
@@ -161,27 +175,35 @@ class Llama(ManualLoop, PooledCalls):
             raise RuntimeError(f"this Llama was loaded with {why}")
         return engine
 
+    def _manual(self) -> ManualLoop:
+        self.engine  # noqa: B018 -- the RuntimeError saying why there is none
+        return self._loop  # type: ignore[return-value]  # set whenever there is an engine
+
+    def _pooled(self) -> PooledCalls:
+        self._runtime()
+        return self._pooled_calls
+
+    input_ids, n_tokens, eval_tokens, scores, eval_logits = _shown_properties(
+        _manual, ManualLoop, "input_ids", "n_tokens", "eval_tokens", "scores", "eval_logits")
+    eval, sample = _shown(_manual, ManualLoop.eval), _shown(_manual, ManualLoop.sample)
+    generate = _shown(_manual, ManualLoop.generate)
+    embed, rerank = _shown(_pooled, PooledCalls.embed), _shown(_pooled, PooledCalls.rerank)
+
     # ------------------------------------------------------------- model facts
     def n_ctx(self) -> int:
         return self._n_ctx
 
-    def n_vocab(self) -> int:
-        return self._vocab().model.n_vocab
+    n_vocab, token_bos = _shown(_vocab, Vocab.n_vocab), _shown(_vocab, Vocab.token_bos)
+    token_eos, token_nl = _shown(_vocab, Vocab.token_eos), _shown(_vocab, Vocab.token_nl)
+    tokenize, detokenize = _shown(_vocab, Vocab.tokenize), _shown(_vocab, Vocab.detokenize)
 
     def n_embd(self) -> int:
-        return self._vocab().model.n_embd
-
-    def token_bos(self) -> int:
-        return self._vocab().model.token_bos
-
-    def token_eos(self) -> int:
-        return self._vocab().model.token_eos
-
-    def token_nl(self) -> int:
-        return self._vocab().model.token_nl
+        """The model's embedding width (floats per vector of :meth:`embed`)."""
+        return int(self._runtime().model.n_embd)
 
     def pooling_type(self) -> int:
-        """llama.cpp's pooling type of the context (-1 unspecified, 0 none, 1 mean, 2 cls, 3 last)."""
+        """llama.cpp's pooling type of the context (a ``_core.Pooling`` id: -1 unspecified, 0 none, 1 mean,
+        2 cls, 3 last, 4 rank)."""
         return self.context_config.pooling
 
     def tokenizer(self) -> LlamaTokenizer:
@@ -190,27 +212,7 @@ class Llama(ManualLoop, PooledCalls):
 
     logits_to_logprobs = staticmethod(logits_to_logprobs)
     longest_token_prefix = staticmethod(llama_cache.longest_token_prefix)
-
-    @classmethod
-    def from_pretrained(cls, repo_id: str, filename: str, additional_files: list[str] | None = None,
-                        local_dir: str | os.PathLike[str] | None = None, local_dir_use_symlinks: Any = "auto",
-                        cache_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> Llama:
-        """A ``Llama`` on ``filename`` (a name or glob pattern) of a Hugging Face Hub repository,
-        downloaded with ``huggingface_hub`` (or taken from its cache); ``kwargs`` go to ``Llama``.
-        ``local_dir_use_symlinks`` is accepted and ignored (the Hub client decides)."""
-        from .hub import download
-
-        return cls(download(repo_id, filename, additional_files, local_dir, cache_dir), **kwargs)
-
-    # ------------------------------------------------------------- tokens
-    def tokenize(self, text: bytes, add_bos: bool = True, special: bool = False) -> list[int]:
-        """Tokens of ``text`` (UTF-8 bytes); ``add_bos`` adds the model's BOS if it uses one."""
-        return self._vocab().tokenize(text, add_bos, special)
-
-    def detokenize(self, tokens: Sequence[int], prev_tokens: Sequence[int] | None = None,
-                   special: bool = False) -> bytes:
-        """UTF-8 bytes of ``tokens`` (see :meth:`sarai_llama.vocab.Vocab.detokenize`)."""
-        return self._vocab().detokenize(tokens, special=special)
+    from_pretrained = classmethod(hub.from_pretrained)
 
     # ------------------------------------------------------------- state
     def reset(self) -> None:
@@ -227,44 +229,44 @@ class Llama(ManualLoop, PooledCalls):
         views on the engine's state cache (``llama_cache``); None: none kept."""
         self.cache = llama_cache.attach(cache, self.engine, self.model_path, self.context_config.kv_layout)
 
+    def save_state(self) -> LlamaState:
+        """Sequence 0's tokens and KV state, and this object's seed."""
+        return self._manual().save_state(self.seed)
+
+    def load_state(self, state: LlamaState) -> None:
+        """Make ``state`` sequence 0's; its seed becomes this object's (a cache's state has none)."""
+        self._manual().load_state(state)
+        if state.seed is not None:
+            self.set_seed(state.seed)
+
     def cancel(self) -> None:
         """Stop this object's running requests at their next token (finish_reason "cancelled")."""
         self._runs.cancel()
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: prompt/eval tokens and milliseconds."""
-        pooled = self.pooled
-        return pooled.perf() if pooled is not None else dict(self.engine.perf())
+        return (self.pooled or self.engine).perf()
 
     # ------------------------------------------------------------- requests
     def submit(self, request: Request) -> Iterator[Any]:
         """Run ``request`` on the engine in this thread; yields its :class:`~sarai_llama.engine.Piece` s."""
         return self._runs.run(self.engine, request)
 
-    def _completion_request(self, prompt: str | bytes | Sequence[int], max_tokens: int | None, stop: Any,
-                            logprobs: int | None, logits_processor: Any, stopping_criteria: Any,
-                            use_cache: bool = False, **sampling: Any) -> Request:
-        if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 0):
-            raise ValueError(f"logprobs must be a non-negative integer, not {logprobs!r}")
-        params = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size, **sampling)
-        if logits_processor or stopping_criteria:
-            _numpy()  # array APIs: a clear error where numpy cannot run (logprobs are computed in C++)
-        tokens = self._vocab().prompt_tokens(prompt, self._n_ctx)
-        if use_cache and self.cache is not None:  # before the draw: a state saved by save_state brings its seed
-            if (state := llama_cache.restore(self.cache, self.engine.cached(), tokens)) is not None:
-                self.load_state(state)  # looked up on the object: llama-cpp-python's tests count the calls
-        # Checked first, drawn last: a refused request does not advance the seed.
-        params = dataclasses.replace(params, seed=self._call_seed(params.seed))
+    def _completion_request(self, prompt: str | bytes | Sequence[int], use_cache: bool = False,
+                            **keywords: Any) -> Request:
+        """``Request.from_keywords`` on ``prompt``'s tokens, after the prompt cache (``use_cache``)."""
+        vocab = self._vocab()
+        tokens = vocab.prompt_tokens(prompt, self._n_ctx)
         # logprobs' text_offset counts characters from the start of the prompt (llama-cpp-python).
-        return Request(prompt=tokens, sampling=params, max_tokens=max_tokens, stop=normalize_stops(stop),
-                       logprobs=logprobs, logits_processor=logits_processor, stopping_criteria=stopping_criteria,
-                       text_offset=len(self._vocab().prompt_text(prompt, tokens)))
-
-    def _call_seed(self, seed: int | None) -> int:
-        """This call's seed: ``seed``, else the next draw from the current one (see
-        :func:`~sarai_llama.sampling.next_call_seed`); it becomes the object's seed."""
-        self.set_seed(next_call_seed(self.seed) if seed is None else seed)
-        return self.seed
+        request = Request.from_keywords(tokens, text_offset=len(vocab.prompt_text(prompt, tokens)),
+                                        penalty_last_n=self.last_n_tokens_size, **keywords)
+        if use_cache and self.cache is not None:  # before the draw: a state saved by save_state brings its seed
+            if (state := llama_cache.restore(self.cache, self.engine.sequence(0).cached(), tokens)) is not None:
+                self.load_state(state)  # looked up on the object: llama-cpp-python's tests count the calls
+        # Checked first, drawn last: the call's seed (else next_call_seed's draw) becomes the object's.
+        self.set_seed(next_call_seed(self.seed) if request.sampling.seed is None else request.sampling.seed)
+        request.sampling = dataclasses.replace(request.sampling, seed=self.seed)
+        return request
 
     def create_completion(self, prompt: str | bytes | Sequence[int], suffix: str | None = None,
                           max_tokens: int | None = 16, echo: bool = False, logprobs: int | None = None,
@@ -285,21 +287,18 @@ class Llama(ManualLoop, PooledCalls):
         """
         if fim.fills(self._vocab().model, suffix, echo):
             prompt = fim.fim_prompt(self._vocab().model, prompt, suffix)  # type: ignore[arg-type]
-        json_grammar = response_grammar(response_format, grammar=sampling.get("grammar"))
-        if json_grammar is not None:  # as the server's completions route: JSON through a grammar
+        if (json_grammar := response_grammar(response_format, grammar=sampling.get("grammar"))) is not None:
+            # as the server's completions route: JSON through a grammar
             sampling["grammar"] = json_grammar
-        request = self._completion_request(prompt, max_tokens, stop, logprobs, logits_processor,
-                                           stopping_criteria, use_cache=True, **sampling)
-        cid, created, name = responses.completion_id(), responses.now(), model or self.model_path
+        request = self._completion_request(prompt, True, max_tokens=max_tokens, stop=stop, logprobs=logprobs,
+                                           logits_processor=logits_processor, stopping_criteria=stopping_criteria,
+                                           **sampling)
         head = self._vocab().prompt_text(prompt, request.prompt) if echo else ""
         pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
-        if stream:
-            return text_completion.chunks(pieces, head, cid, created, name)
-        return text_completion.collect(pieces, head, cid, created, name, logprobs is not None, len(request.prompt))
+        return text_completion.answer(pieces, head, model or self.model_path, stream, logprobs is not None,
+                                      len(request.prompt))
 
-    def __call__(self, prompt: str | bytes | Sequence[int], **kwargs: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        """Same as :meth:`create_completion`."""
-        return self.create_completion(prompt, **kwargs)
+    __call__ = create_completion
 
     def create_completions(self, prompts: Sequence[str | bytes | Sequence[int]], max_tokens: int | None = 16,
                            stop: str | list[str] | None = None, logprobs: int | None = None,
@@ -309,15 +308,14 @@ class Llama(ManualLoop, PooledCalls):
         For batch jobs without a server. Same keywords and result shape as
         :meth:`create_completion` (non-streaming), one result per prompt, in order.
         """
-        requests = [self._completion_request(p, max_tokens, stop, logprobs, None, None, **sampling) for p in prompts]
+        requests = [self._completion_request(p, max_tokens=max_tokens, stop=stop, logprobs=logprobs, **sampling)
+                    for p in prompts]
         name, created, done = model or self.model_path, responses.now(), run_all(self.engine, requests)
         return [text_completion.collect(pieces, "", responses.completion_id(), created, name, logprobs is not None,
                                         len(req.prompt)) for req, pieces in zip(requests, done)]
 
     # ------------------------------------------------------------- chat
-    def chat_handler(self) -> chat.ChatFormat:
-        """How :meth:`create_chat_completion` renders chats for this model (``.why`` says why)."""
-        return self._runtime().chat_format()
+    chat_handler = _shown(_runtime, Runtime.chat_format)  # how create_chat_completion renders chats
 
     def chat_template(self) -> tuple[str, str]:
         """(template name or Jinja source, why) used by :meth:`create_chat_completion`."""
@@ -343,23 +341,18 @@ class Llama(ManualLoop, PooledCalls):
         ``reasoning_format``: "none" (default, as llama-cpp-python) or "deepseek" (``reasoning_content``).
         Sampling keywords as :meth:`create_completion` (``temperature`` defaults to 0.2).
         """
-        kwargs = chat_completion.sampling_kwargs(kwargs, [*SamplingParams.__dataclass_fields__, "temp", "tfs_z",
-                                                          "penalize_nl", "stopping_criteria"])
-        tools, tool_choice = chat_completion.legacy_functions(functions, function_call, tools, tool_choice)
-        rendered = chat_completion.render(self.chat_handler(), messages, tools=tools, tool_choice=tool_choice,
-                                          parallel_tool_calls=parallel_tool_calls, response_format=response_format,
-                                          grammar=grammar, reasoning_format=reasoning_format)
-        stopping = kwargs.pop("stopping_criteria", None)
-        request = self._completion_request(rendered.prompt, max_tokens, stop,
-                                           (top_logprobs or 0) if logprobs else None, logits_processor, stopping,
-                                           use_cache=True, temperature=temperature, grammar=grammar, **kwargs)
+        rendered, kwargs = chat_completion.render_call(
+            self.chat_handler(), messages, kwargs, functions=functions, function_call=function_call, tools=tools,
+            tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls, response_format=response_format,
+            grammar=grammar, reasoning_format=reasoning_format)
+        request = self._completion_request(rendered.prompt, True, max_tokens=max_tokens, stop=stop,
+                                           logprobs=(top_logprobs or 0) if logprobs else None,
+                                           logits_processor=logits_processor, temperature=temperature,
+                                           grammar=grammar, **kwargs)
         chat_completion.apply(request, rendered)
-        cid, created, name = responses.chat_id(), responses.now(), model or self.model_path
         pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
-        if stream:
-            return chat_completion.chunks(pieces, rendered.output(), cid, created, name)
-        return chat_completion.collect(pieces, rendered.output(), cid, created, name, bool(logprobs),
-                                       len(request.prompt))
+        return chat_completion.reply(pieces, rendered.output(), model or self.model_path, stream, bool(logprobs),
+                                     len(request.prompt))
 
     def create_chat_completion_openai_v1(self, *args: Any, **kwargs: Any) -> Any:
         """:meth:`create_chat_completion` as the ``openai`` package's types
@@ -372,7 +365,4 @@ class Llama(ManualLoop, PooledCalls):
         vectors, total = self.embed(input, return_count=True)
         return responses.embeddings([vectors] if isinstance(input, str) else vectors, model or self.model_path, total)
 
-    @property
-    def pooled(self) -> Embedder | Reranker | None:
-        """The pooled context (``embedding=True``; a ``Reranker`` under rank pooling), else None."""
-        return self._runtime().pooled
+    (pooled,) = _shown_properties(_runtime, Runtime, "pooled")  # embedding=True: its Embedder (or Reranker)

@@ -1,8 +1,8 @@
 """The manual loop over logits: ``Llama.eval`` -> ``Llama.sample`` -> ``Llama.eval`` ...
 
-llama-cpp-python's low-level API on sequence 0 (:class:`ManualLoop`, a part of
-``Llama``): ``eval``, ``sample``, ``generate``, ``input_ids``, ``scores``,
-``save_state`` / ``load_state``.
+llama-cpp-python's low-level API on sequence 0 (:class:`ManualLoop`, a part that
+``Llama`` holds and shows): ``eval``, ``sample``, ``generate``, ``input_ids``,
+``scores``, ``save_state`` / ``load_state``.
 
 ``Llama.eval`` keeps the logits after the last evaluated token. A greedy
 choice (temperature 0, nothing reshaping the logits but Python logits
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._numpy import numpy as _numpy
 from .engine import Engine, Request
+from .inline import InlineRuns
 from .llama_cache import LlamaState
 from .sampling import SamplingParams
 
@@ -80,37 +81,47 @@ _NOT_SAMPLING = ("self", "tokens", "reset", "logits_processor", "stopping_criter
 
 
 class ManualLoop:
-    """Sequence 0 token by token, as llama-cpp-python's ``Llama`` offers it.
+    """Sequence 0 token by token, as llama-cpp-python's ``Llama`` offers it: a part that
+    ``Llama`` holds (one per engine) and shows as its own ``eval``, ``sample``, ``generate``,
+    ``input_ids``, ``scores``, ...
 
-    What it uses of its host (``Llama``), as annotations only: the host defines them.
+    ``engine``: the engine whose sequence 0 is the single-user cache; ``runs``: the
+    holder's running requests (``sample`` and ``generate`` run theirs there, in the
+    caller's thread); ``n_ctx`` / ``n_vocab``: the holder's context and vocabulary sizes;
+    ``penalty_last_n``: tokens the repetition penalties look back on (the holder's
+    ``last_n_tokens_size`` when it was created).
     """
 
-    seed: int
-    last_n_tokens_size: int
-    engine: Engine  # the host's engine (sequence 0 is the single-user cache)
-    submit: Callable[[Request], Iterator[Any]]  # run a request, yield its pieces
-    set_seed: Callable[[int], None]
-    n_ctx: Callable[[], int]
-    n_vocab: Callable[[], int]
-
-    def __init__(self) -> None:
-        self.eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
+    def __init__(self, engine: Engine, runs: InlineRuns, n_ctx: int, n_vocab: int, penalty_last_n: int) -> None:
+        self._engine, self._runs, self._seq = engine, runs, engine.sequence(0)
+        self._n_ctx, self._n_vocab, self._penalty_last_n = n_ctx, n_vocab, penalty_last_n
+        self._eval_logits: collections.deque[list[float]] = collections.deque(maxlen=1)
         self._eval_at = -1  # n_tokens when eval_logits was computed (-1: never)
+
+    def _run(self, request: Request) -> Iterator[Any]:
+        return self._runs.run(self._engine, request)
+
+    @property
+    def eval_logits(self) -> collections.deque[list[float]]:
+        """The logits after the last token :meth:`eval` evaluated (one row: llama-cpp-python
+        keeps only the last too unless ``logits_all``); empty before any eval."""
+        return self._eval_logits
 
     @property
     def input_ids(self) -> np.ndarray:
         """Tokens cached in sequence 0 (the prompt cache of single-user calls)."""
         np = _numpy()
-        return np.array(self.engine.cached(), dtype=np.intc)
+        return np.array(self._seq.cached(), dtype=np.intc)
 
     @property
     def n_tokens(self) -> int:
-        return len(self.engine.cached())
+        """How many tokens sequence 0 holds."""
+        return len(self._seq.cached())
 
     @property
     def eval_tokens(self) -> collections.deque[int]:
         """The evaluated tokens of sequence 0."""
-        return collections.deque(self.engine.cached(), maxlen=self.n_ctx())
+        return collections.deque(self._seq.cached(), maxlen=self._n_ctx)
 
     @property
     def scores(self) -> np.ndarray:
@@ -118,25 +129,22 @@ class ManualLoop:
         (shape ``(1, n_vocab)``; ``(0, n_vocab)`` before any eval). llama-cpp-python keeps
         rows only with ``logits_all``; every other row there is stale."""
         np = _numpy()
-        return np.array(list(self.eval_logits), dtype=np.single).reshape(-1, self.n_vocab())
+        return np.array(list(self._eval_logits), dtype=np.single).reshape(-1, self._n_vocab)
 
-    def save_state(self) -> LlamaState:
-        """Sequence 0's tokens and KV state, and this object's seed."""
-        tokens, data = self.engine.state()
-        return LlamaState(tuple(tokens), data, self.n_ctx(), self.seed, self.engine.serves_from())
+    def save_state(self, seed: int) -> LlamaState:
+        """Sequence 0's tokens and KV state, with ``seed`` (the holder's)."""
+        tokens, data = self._seq.state()
+        return LlamaState(tuple(tokens), data, self._n_ctx, seed, self._seq.serves_from())
 
     def load_state(self, state: LlamaState) -> None:
-        """Make ``state`` sequence 0's; its seed becomes this object's (a cache's state
-        has none: the seed stays)."""
-        self.engine.set_state(state.llama_state, list(state.input_ids))
-        if state.seed is not None:
-            self.set_seed(state.seed)
+        """Make ``state`` sequence 0's (its seed is the holder's to take)."""
+        self._seq.set_state(state.llama_state, list(state.input_ids))
 
     def eval(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` after the ones cached in sequence 0; ``eval_logits[-1]`` then
         holds the logits after the last one (llama-cpp-python keeps only the last too
         unless ``logits_all``)."""
-        self.eval_logits = collections.deque([self.engine.eval([int(t) for t in tokens])], maxlen=1)
+        self._eval_logits = collections.deque([self._seq.eval([int(t) for t in tokens])], maxlen=1)
         self._eval_at = self.n_tokens
 
     def sample(self, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05, typical_p: float = 1.0,
@@ -144,12 +152,13 @@ class ManualLoop:
                presence_penalty: float = 0.0, tfs_z: float = 1.0, mirostat_mode: int = 0, mirostat_eta: float = 0.1,
                mirostat_tau: float = 5.0, penalize_nl: bool = True, logits_processor: LogitsProcessorList | None = None,
                grammar: LlamaGrammar | None = None, idx: int | None = None) -> int:
-        """One token after the evaluated ones (:meth:`eval`), with this object's seed; it is
-        not evaluated. ``idx``: None or the last evaluated position (see the module docstring)."""
-        params = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size,
+        """One token after the evaluated ones (:meth:`eval`), with the engine's seed (the
+        object's); it is not evaluated. ``idx``: None or the last evaluated position (see the
+        module docstring)."""
+        params = SamplingParams.from_kwargs(penalty_last_n=self._penalty_last_n,
                                             **{k: v for k, v in locals().items() if k not in _NOT_SAMPLING})
-        fresh = self.eval_logits[-1] if self.eval_logits and self._eval_at == self.n_tokens else None
-        return sample_after_eval(self.engine.cached(), fresh, params, logits_processor, idx, self.submit)
+        fresh = self._eval_logits[-1] if self._eval_logits and self._eval_at == self.n_tokens else None
+        return sample_after_eval(self._seq.cached(), fresh, params, logits_processor, idx, self._run)
 
     def generate(self, tokens: Sequence[int], top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  typical_p: float = 1.0, temp: float = 0.80, repeat_penalty: float = 1.0, reset: bool = True,
@@ -163,9 +172,9 @@ class ManualLoop:
         ``reset=False`` continues after the tokens cached in sequence 0. Closing
         the generator ends the request; no lock is held between tokens.
         """
-        sampling = SamplingParams.from_kwargs(penalty_last_n=self.last_n_tokens_size,
+        sampling = SamplingParams.from_kwargs(penalty_last_n=self._penalty_last_n,
                                               **{k: v for k, v in locals().items() if k not in _NOT_SAMPLING})
-        prompt = [int(t) for t in tokens] if reset else self.engine.cached() + [int(t) for t in tokens]
-        for piece in self.submit(Request(prompt=prompt, sampling=sampling, max_tokens=None, ignore_eos=True,
-                                         logits_processor=logits_processor, stopping_criteria=stopping_criteria)):
+        prompt = [int(t) for t in tokens] if reset else self._seq.cached() + [int(t) for t in tokens]
+        for piece in self._run(Request(prompt=prompt, sampling=sampling, max_tokens=None, ignore_eos=True,
+                                       logits_processor=logits_processor, stopping_criteria=stopping_criteria)):
             yield from piece.tokens

@@ -8,7 +8,7 @@ from typing import Any
 from . import responses
 from .engine import Collected, Piece
 
-__all__ = ["CompletionChunks", "chunks", "collect"]
+__all__ = ["CompletionChunks", "answer", "chunks", "collect"]
 
 
 def collect(pieces: Iterable[Piece], head: str, cid: str, created: int, model: str, with_logprobs: bool,
@@ -17,6 +17,16 @@ def collect(pieces: Iterable[Piece], head: str, cid: str, created: int, model: s
     got = Collected.of(pieces, with_logprobs, n_prompt)
     return responses.completion(cid, created, model, head + got.text, got.finish_reason,  # type: ignore[arg-type]
                                 got.logprobs, responses.usage(got.n_prompt, got.n_generated))
+
+
+def answer(pieces: Iterator[Piece], head: str, model: str, stream: bool, with_logprobs: bool,
+           n_prompt: int) -> dict[str, Any] | Iterator[dict[str, Any]]:
+    """``Llama.create_completion``'s answer under a new id: its chunks when ``stream``
+    (:func:`chunks`), else one ``text_completion`` (:func:`collect`)."""
+    cid, created = responses.completion_id(), responses.now()
+    if stream:
+        return chunks(pieces, head, cid, created, model)
+    return collect(pieces, head, cid, created, model, with_logprobs, n_prompt)
 
 
 class CompletionChunks:

@@ -17,6 +17,22 @@ class Vocab:
     def __init__(self, model: Any) -> None:
         self.model = model
 
+    def n_vocab(self) -> int:
+        """Tokens in the vocabulary."""
+        return int(self.model.n_vocab)
+
+    def token_bos(self) -> int:
+        """The beginning-of-sequence token's id (-1: none)."""
+        return int(self.model.token_bos)
+
+    def token_eos(self) -> int:
+        """The end-of-sequence token's id (-1: none)."""
+        return int(self.model.token_eos)
+
+    def token_nl(self) -> int:
+        """The newline token's id (-1: none)."""
+        return int(self.model.token_nl)
+
     def tokenize(self, text: bytes | str, add_bos: bool = True, special: bool = False) -> list[int]:
         """Tokens of ``text`` (UTF-8 bytes; a ``str`` is encoded, a lone surrogate is a
         ``ValueError``); ``add_bos`` adds the model's BOS if it uses one."""
