@@ -216,7 +216,7 @@ class Llama:
 
     # ------------------------------------------------------------- state
     def reset(self) -> None:
-        """Forget the prompt cache (every sequence's cached tokens)."""
+        """Forget the prompt cache (every sequence's cached tokens); running requests end with an ``EngineError``."""
         self.engine.clear()
 
     def set_seed(self, seed: int) -> None:
