@@ -209,7 +209,7 @@ class Engine:
         # so a step that already decodes this request cannot hand out its events first.
         with self._handles_lock:
             rid = self._core.submit(list(request.prompt), sampler, max_tokens, request.ignore_eos, n_probs, external,
-                                    list(request.preserved_tokens), *drafts)
+                                    list(request.preserved_tokens), *drafts, list(request.media))
             handle = Handle(self, request, rid)
             self._handles[rid] = handle
         with self._work:

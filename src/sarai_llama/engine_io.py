@@ -36,6 +36,8 @@ class Request:
     format's tool-call markers); other special tokens add no text.
     ``draft_max`` / ``draft_min``: this request's speculation limits (None: the
     engine's; see :class:`~sarai_llama.llama_speculative.Speculation`).
+    ``media``: the prompt's images (``_core.MediaSpan``, from :func:`~sarai_llama.vision.media_prompt`),
+    whose positions in ``prompt`` hold negative placeholders.
     """
 
     prompt: list[int]
@@ -50,6 +52,7 @@ class Request:
     preserved_tokens: list[int] = field(default_factory=list)
     draft_max: int | None = None
     draft_min: int | None = None
+    media: list[Any] = field(default_factory=list)
 
     @classmethod
     def from_keywords(cls, prompt: list[int], *, max_tokens: int | None = 16, stop: Any = None,

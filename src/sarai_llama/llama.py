@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from . import chat, chat_completion, fim, hub, llama_cache, responses, text_completion
+from . import chat, chat_completion, fim, hub, llama_cache, responses, text_completion, vision
 from .chat_template import response_grammar
 from .context_config import DEFAULT_STEP_BUDGET_MS
 from .embedding import PooledCalls
@@ -104,6 +104,9 @@ class Llama:
         trusted: skip the probe process, which loads an untrusted file first so that a file that would
             abort llama.cpp raises ``ModelLoadError`` instead of killing Python (None = the
             ``SARAI_TRUSTED_MODELS`` variable, default untrusted; see ``loading.py``).
+        mmproj: a projector GGUF beside the model, so that chats may hold images (``image_url``
+            parts: ``data:`` URIs or ``file://`` paths; see ``vision``). ``chat_handler``: llama-cpp-python's
+            multimodal handlers (``MTMDChatHandler(clip_model_path=...)``, ``Llava15ChatHandler``, ...) name it too.
     """
 
     def __init__(self, model_path: str | os.PathLike[str], *, n_ctx: int = 512, n_batch: int = 512,
@@ -115,7 +118,7 @@ class Llama:
                  use_extra_bufts: bool | None = None, swa_full: bool = False, chat_format: str | None = None,
                  job: str | None = None, logits_all: bool = False, last_n_tokens_size: int = 64,
                  draft_model: LlamaDraftModel | None = None, verbose: bool = True, trusted: bool | None = None,
-                 **ignored: Any) -> None:
+                 mmproj: str | os.PathLike[str] | None = None, chat_handler: Any = None, **ignored: Any) -> None:
         self._runs, self.cache, self.verbose = InlineRuns(n_seq_max), None, verbose
         if unknown := [key for key in ignored if key not in GPU_KEYWORDS]:
             raise TypeError(f"Llama() got an unexpected keyword argument {unknown[0]!r}")
@@ -125,7 +128,7 @@ class Llama:
                      n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_threads_batch=n_threads_batch,
                      f16_kv=f16_kv, type_k=type_k, type_v=type_v, flash_attn=flash_attn, embeddings=embedding,
                      pooling_type=pooling_type, swa_full=swa_full, n_seq_max=n_seq_max,
-                     step_budget_ms=step_budget_ms)
+                     step_budget_ms=step_budget_ms, mmproj=vision.projector_path(mmproj, chat_handler))
         self._rt: Runtime | None = rt
         self.model_path, self.threads, self.context_config = rt.path, rt.threads, rt.config
         self.tuned = rt.threads.tuned
@@ -341,6 +344,7 @@ class Llama:
         ``reasoning_format``: "none" (default, as llama-cpp-python) or "deepseek" (``reasoning_content``).
         Sampling keywords as :meth:`create_completion` (``temperature`` defaults to 0.2).
         """
+        messages, pictures = vision.chat_images(self._runtime().vision, messages, files=True)
         rendered, kwargs = chat_completion.render_call(
             self.chat_handler(), messages, kwargs, functions=functions, function_call=function_call, tools=tools,
             tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls, response_format=response_format,
@@ -349,6 +353,8 @@ class Llama:
                                            logprobs=(top_logprobs or 0) if logprobs else None,
                                            logits_processor=logits_processor, temperature=temperature,
                                            grammar=grammar, **kwargs)
+        if pictures:
+            vision.attach(request, self._runtime().vision, self._runtime().model, rendered.prompt, pictures)
         chat_completion.apply(request, rendered)
         pieces = llama_cache.store_after(self.cache, request.prompt, self.submit(request), self.save_state)
         return chat_completion.reply(pieces, rendered.output(), model or self.model_path, stream, bool(logprobs),

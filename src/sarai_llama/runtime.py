@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from . import _core, chat
+from . import _core, chat, vision
 from .context_config import KV_TYPES, POOLING, ContextConfig, kv_cache_bytes, pooling_id
 from .embedding import Embedder
 from .engine import Engine
@@ -66,6 +66,8 @@ class Runtime:
         chat_format: a built-in template name, a Jinja file or text overriding the GGUF's
             (None: the GGUF's own; see ``chat.resolve_chat_format``).
         verbose: print llama.cpp's log from the info level up (default True), else its errors only.
+        mmproj: a projector GGUF (llama.cpp's mtmd) loaded beside the model, so that prompts may
+            hold images (:attr:`vision`; ``ValueError`` when it does not fit the model). None: text only.
         **context: :meth:`ContextConfig.from_keywords` (``n_ctx``, ``n_batch``, ``n_ubatch``,
             ``n_threads_batch``, ``type_k``, ``type_v``, ``f16_kv``, ``flash_attn``,
             ``embeddings``, ``pooling_type``, ``swa_full``, ``n_seq_max``, ``step_budget_ms``).
@@ -80,7 +82,7 @@ class Runtime:
                  job: str | None = None, vocab_only: bool = False, use_mmap: bool = True,
                  use_mlock: bool = False, use_extra_bufts: bool | None = None, trusted: bool | None = None,
                  seed: int = RANDOM_SEED, speculation: Speculation | None = None, chat_format: str | None = None,
-                 verbose: bool = True, **context: Any) -> None:
+                 verbose: bool = True, mmproj: str | os.PathLike[str] | None = None, **context: Any) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"model file not found: {path}")
@@ -107,6 +109,7 @@ class Runtime:
         self._pooled: dict[str, Embedder | Reranker | ValueError] = {}
         self._pooled_lock = threading.Lock()
         self._chat: chat.ChatFormat | ValueError | None = None
+        self.vision: _core.Vision | None = None
         if vocab_only:
             return
         try:
@@ -116,8 +119,15 @@ class Runtime:
                 self._pooled[self.role] = (Reranker if self.role == "rank" else Embedder)(self.model, self.config)
         except RuntimeError as exc:
             raise ModelLoadError(str(exc)) from exc
+        if mmproj is not None:
+            self.vision = vision.load(self.model, mmproj, self.threads.n_threads)
 
     # ------------------------------------------------------------- what it holds
+    @property
+    def takes_images(self) -> bool:
+        """Whether prompts may hold images: a projector was loaded beside the model (``mmproj``)."""
+        return self.vision is not None
+
     @property
     def n_ctx(self) -> int:
         """The context the caller gets: the engine's (all sequences), the pooled context's, or for
@@ -211,5 +221,6 @@ class Runtime:
     def close(self) -> None:
         """Free the engine, the pooled contexts and the model now (garbage collection does it too)."""
         self.engine = None
+        self.vision = None
         self._pooled.clear()
         self.model = None
