@@ -143,6 +143,12 @@ std::shared_ptr<const std::vector<float>> Vision::encoded(const void *chunk_p, c
 
 MediaPrompt Vision::tokenize(const std::string &text, const std::vector<std::string> &images, bool add_special,
                              bool parse_special) {
+    size_t n_markers = 0;
+    const std::string m = marker();
+    for (size_t at = text.find(m); at != std::string::npos; at = text.find(m, at + m.size())) ++n_markers;
+    if (n_markers != images.size())
+        throw InvalidArgument("the prompt has " + std::to_string(n_markers) + " media markers (" + m + ") for " +
+                              std::to_string(images.size()) + " images: one marker per image");
     Bitmaps bitmaps;
     for (size_t i = 0; i < images.size(); ++i) {
         const auto *buf = reinterpret_cast<const unsigned char *>(images[i].data());
@@ -169,13 +175,6 @@ MediaPrompt Vision::tokenize(const std::string &text, const std::vector<std::str
     clear_last_error();
     const int32_t rc = mtmd_tokenize(ctx_, chunks.p, &in, const_cast<const mtmd_bitmap **>(bitmaps.p.data()),
                                      bitmaps.p.size());
-    if (rc == 1) {
-        size_t n_markers = 0;
-        const std::string m = marker();
-        for (size_t at = text.find(m); at != std::string::npos; at = text.find(m, at + m.size())) ++n_markers;
-        throw InvalidArgument("the prompt has " + std::to_string(n_markers) + " media markers (" + m + ") for " +
-                              std::to_string(images.size()) + " images: one marker per image");
-    }
     if (rc != 0) throw InvalidArgument(with_reason("the projector cannot take the image"));
     MediaPrompt out;
     size_t n_image = 0;
