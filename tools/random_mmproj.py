@@ -86,3 +86,22 @@ def write_tiny_mmproj(path: Path, *, text_n_embd: int, n_embd: int = 32, n_layer
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+#: A chat template for the tiny text model: turns, with the text parts of a content list in order.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|>{% if m.content is string %}{{ m.content }}{% else %}"
+    "{% for p in m.content %}{{ p.text }}{% endfor %}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+
+def write_vision_pair(text_path: Path, mmproj_path: Path, *, n_embd: int = 64, seed: int = 0,
+                      **projector: int) -> tuple[Path, Path]:
+    """A random tiny llama (F32, :data:`TINY_CHAT_TEMPLATE`) and a gemma3 projector for it
+    (``projector``: :func:`write_tiny_mmproj`'s sizes)."""
+    from random_gguf import write_tiny_llama  # beside this file: tools/ is on the path of both
+
+    write_tiny_llama(text_path, n_embd=n_embd, n_ctx_train=1024, seed=seed, chat_template=TINY_CHAT_TEMPLATE,
+                     special_tokens=("<|system|>", "<|user|>", "<|assistant|>"), add_space_prefix=False)
+    write_tiny_mmproj(mmproj_path, text_n_embd=n_embd, seed=seed + 1, **projector)
+    return text_path, mmproj_path
