@@ -68,9 +68,8 @@ def _shown_properties(part: Callable[[Any], Any], cls: type, *names: str) -> tup
 
 
 class Llama:
-    """A GGUF model and its engine, with llama-cpp-python's API. Parts it holds show as its
-    members: ``vocab.Vocab`` (tokens), ``logits.ManualLoop`` (sequence 0: ``eval``,
-    ``sample``, ``generate``, ...), ``embedding.PooledCalls`` (``embed``, ``rerank``).
+    """A GGUF model and its engine, with llama-cpp-python's API. Parts it holds show as its members:
+    ``vocab.Vocab`` (tokens), ``logits.ManualLoop`` (sequence 0), ``embedding.PooledCalls`` (``embed``, ``rerank``).
 
     Args:
         model_path: path to a ``.gguf`` file.
@@ -144,8 +143,7 @@ class Llama:
 
     # ------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        """Free the engine, the pooled context and the model now (also done by ``with`` and
-        garbage collection); every later call is a ``RuntimeError``."""
+        """Free the engine, pooled context and model now (also ``with``, garbage collection); then calls fail."""
         if self._rt is not None:
             self._rt.close()
             self._rt, self._loop, self._pooled_calls = None, None, PooledCalls(None)
@@ -205,8 +203,7 @@ class Llama:
         return int(self._runtime().model.n_embd)
 
     def pooling_type(self) -> int:
-        """llama.cpp's pooling type of the context (a ``_core.Pooling`` id: -1 unspecified, 0 none, 1 mean,
-        2 cls, 3 last, 4 rank)."""
+        """llama.cpp's pooling type of the context: a ``_core.Pooling`` id (-1 unspecified ... 4 rank)."""
         return self.context_config.pooling
 
     def tokenizer(self) -> LlamaTokenizer:
@@ -291,8 +288,7 @@ class Llama:
         if fim.fills(self._vocab().model, suffix, echo):
             prompt = fim.fim_prompt(self._vocab().model, prompt, suffix)  # type: ignore[arg-type]
         if (json_grammar := response_grammar(response_format, grammar=sampling.get("grammar"))) is not None:
-            # as the server's completions route: JSON through a grammar
-            sampling["grammar"] = json_grammar
+            sampling["grammar"] = json_grammar  # as the server's completions route: JSON through a grammar
         request = self._completion_request(prompt, True, max_tokens=max_tokens, stop=stop, logprobs=logprobs,
                                            logits_processor=logits_processor, stopping_criteria=stopping_criteria,
                                            **sampling)
@@ -313,9 +309,8 @@ class Llama:
         """
         requests = [self._completion_request(p, max_tokens=max_tokens, stop=stop, logprobs=logprobs, **sampling)
                     for p in prompts]
-        name, created, done = model or self.model_path, responses.now(), run_all(self.engine, requests)
-        return [text_completion.collect(pieces, "", responses.completion_id(), created, name, logprobs is not None,
-                                        len(req.prompt)) for req, pieces in zip(requests, done)]
+        return text_completion.collect_all(requests, run_all(self.engine, requests), model or self.model_path,
+                                           logprobs is not None)
 
     # ------------------------------------------------------------- chat
     chat_handler = _shown(_runtime, Runtime.chat_format)  # how create_chat_completion renders chats

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import responses
-from .engine import Collected, Piece
+from .engine import Collected, Piece, Request
 
-__all__ = ["CompletionChunks", "answer", "chunks", "collect"]
+__all__ = ["CompletionChunks", "answer", "chunks", "collect", "collect_all"]
 
 
 def collect(pieces: Iterable[Piece], head: str, cid: str, created: int, model: str, with_logprobs: bool,
@@ -17,6 +17,14 @@ def collect(pieces: Iterable[Piece], head: str, cid: str, created: int, model: s
     got = Collected.of(pieces, with_logprobs, n_prompt)
     return responses.completion(cid, created, model, head + got.text, got.finish_reason,  # type: ignore[arg-type]
                                 got.logprobs, responses.usage(got.n_prompt, got.n_generated))
+
+
+def collect_all(requests: Sequence[Request], pieces: Sequence[list[Piece]], model: str,
+                with_logprobs: bool) -> list[dict[str, Any]]:
+    """One ``text_completion`` per request, from its pieces (``Llama.create_completions``)."""
+    created = responses.now()
+    return [collect(got, "", responses.completion_id(), created, model, with_logprobs, len(req.prompt))
+            for req, got in zip(requests, pieces)]
 
 
 def answer(pieces: Iterator[Piece], head: str, model: str, stream: bool, with_logprobs: bool,
