@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HARNESSES = ["gguf", "tokenize", "grammar", "state", "server", "chat_template", "json_schema", "utf8"]
+HARNESSES = ["gguf", "tokenize", "grammar", "state", "server", "chat_template", "json_schema", "utf8", "image"]
 #: Largest input per harness (libFuzzer's -max_len): a GGUF seed is a whole small file.
-MAX_LEN = {"gguf": 1 << 20, "chat_template": 16384, "server": 8192}
+MAX_LEN = {"gguf": 1 << 20, "chat_template": 16384, "server": 8192, "image": 1 << 17}  # image: test-1.jpeg fits
 NOT_AVAILABLE = 79  # fuzz/_common.py's; libFuzzer's own codes are 77 (crash) and 70 (timeout)
 
 

@@ -12,7 +12,9 @@ tiny test model and Gemma's header; the chat-template seeds are real templates
 from __future__ import annotations
 
 import json
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import _common
@@ -57,6 +59,26 @@ BODIES = [
 ]
 
 
+def _png(width: int, height: int, grey: bool = False) -> bytes:
+    """A small PNG made by hand (zlib only): a gradient, RGB or greyscale."""
+    chan = 1 if grey else 3
+    rows = b"".join(b"\x00" + bytes((x * 7 + y * 13 + c * 50) % 256 for x in range(width) for c in range(chan))
+                    for y in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0 if grey else 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def image_seeds() -> list[bytes]:
+    """fuzz_image's: test-1.jpeg whole and cut, PNGs of several shapes; the last two bytes are choices."""
+    jpeg = (_common.ROOT / "vendor/llama.cpp/tools/mtmd/test-1.jpeg").read_bytes()
+    images = [jpeg, jpeg[:4096], _png(16, 16), _png(1, 1), _png(40, 7, grey=True), _png(64, 64)[:100]]
+    return [img + b"\x00\x00" for img in images] + [jpeg[:2000] + _png(8, 8) + bytes([200, 1])]
+
+
 def _write(out: Path, name: str, seeds: list[bytes]) -> None:
     d = out / name
     d.mkdir(parents=True, exist_ok=True)
@@ -95,6 +117,7 @@ def generate(out: Path) -> None:
             templates.append(own.decode("utf-8", errors="replace"))
     _write(out, "chat_template", [t.encode() + b"\x01\x02" for t in templates])
     _write(out, "json_schema", [json.dumps(s).encode() for s in SCHEMAS])
+    _write(out, "image", image_seeds())
     # Raw bytes first (the tokenizer's), then the choices fuzz_utf8 reads from the end.
     _write(out, "utf8", [t + b"root ::= [\\x80-\\xff]+" + bytes([16, 8, c, 3, 1, m]) for t in texts
                          for c in (0, 2, 3) for m in (0, 3)])
