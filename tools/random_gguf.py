@@ -234,12 +234,22 @@ def main() -> None:
     ap.add_argument("--n-ff", type=int, default=4096)
     ap.add_argument("--n-vocab-words", type=int, default=32000)
     ap.add_argument("--quant", default="Q4_0", help="Q4_0, Q8_0, or F16")
+    ap.add_argument("--mmproj", type=Path, help="also write a random gemma3 projector for the model here "
+                                                "(tools/random_mmproj.py): the pair llama.cpp's mtmd loads")
+    ap.add_argument("--mmproj-size", choices=["tiny", "siglip-400m"], default="tiny",
+                    help="the projector's vision tower: tiny (16 tokens per image) or SigLIP-400M's shapes (256)")
     args = ap.parse_args()
     quant = None if args.quant.upper() in ("F16", "F32") else args.quant.upper()
     write_tiny_llama(args.out, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, n_ff=args.n_ff,
                      n_ctx_train=4096, f16=args.quant.upper() == "F16", quant=quant,
                      n_vocab_words=args.n_vocab_words)
     print(args.out, args.out.stat().st_size)
+    if args.mmproj:
+        from random_mmproj import SIGLIP_400M, write_tiny_mmproj
+
+        size = SIGLIP_400M if args.mmproj_size == "siglip-400m" else {}
+        write_tiny_mmproj(args.mmproj, text_n_embd=args.n_embd, f16=bool(size), **size)
+        print(args.mmproj, args.mmproj.stat().st_size)
 
 
 if __name__ == "__main__":
