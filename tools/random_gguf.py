@@ -233,12 +233,23 @@ def main() -> None:
     ap.add_argument("--n-head", type=int, default=16)
     ap.add_argument("--n-ff", type=int, default=4096)
     ap.add_argument("--n-vocab-words", type=int, default=32000)
-    ap.add_argument("--quant", default="Q4_0", help="Q4_0, Q8_0, or F16")
+    ap.add_argument("--quant", default=None, help="Q4_0 (default), Q8_0 or F16; with --shape: Q4_K_M (default) or Q8_0")
+    ap.add_argument("--shape", help="a real model's shapes and tensor-type mix instead (tools/shaped_gguf.py): "
+                                    "solar-10.7b, llama-3.2-3b, tiny")
     ap.add_argument("--mmproj", type=Path, help="also write a random gemma3 projector for the model here "
                                                 "(tools/random_mmproj.py): the pair llama.cpp's mtmd loads")
     ap.add_argument("--mmproj-size", choices=["tiny", "siglip-400m"], default="tiny",
                     help="the projector's vision tower: tiny (16 tokens per image) or SigLIP-400M's shapes (256)")
     args = ap.parse_args()
+    if args.shape:
+        from shaped_gguf import SHAPES, write_shaped
+
+        if args.shape not in SHAPES:
+            ap.error(f"--shape: one of {', '.join(SHAPES)}")
+        write_shaped(args.out, SHAPES[args.shape], (args.quant or "Q4_K_M").upper())
+        print(args.out, args.out.stat().st_size)
+        return
+    args.quant = args.quant or "Q4_0"
     quant = None if args.quant.upper() in ("F16", "F32") else args.quant.upper()
     write_tiny_llama(args.out, n_embd=args.n_embd, n_layer=args.n_layer, n_head=args.n_head, n_ff=args.n_ff,
                      n_ctx_train=4096, f16=args.quant.upper() == "F16", quant=quant,

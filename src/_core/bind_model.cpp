@@ -12,6 +12,7 @@
 #include "grammar_check.h"
 #include "gguf_check.h"
 #include "log.h"
+#include "membw.h"
 #include "model.h"
 
 namespace sarai_bind {
@@ -66,6 +67,37 @@ void bind_model(py::module_ &m) {
     m.def("set_log_level", &sarai::set_log_level,
           "Minimum ggml log level printed to stderr (1 debug .. 4 error, 5 silent)");
     m.def("inspect_gguf", &inspect_gguf, py::arg("path"));
+    m.def(
+        "gguf_tensors",
+        [](const std::string &path) {
+            std::vector<sarai::GgufTensor> tensors;
+            {
+                py::gil_scoped_release release;
+                tensors = sarai::gguf_tensors(path);
+            }
+            py::list out;
+            for (const auto &t : tensors) out.append(py::make_tuple(utf8_str(t.name), t.type, t.bytes));
+            return out;
+        },
+        py::arg("path"), "(name, ggml type name, bytes) of each tensor in the file, in file order");
+    m.def(
+        "read_bandwidth",
+        [](size_t bytes, int threads, int passes) {
+            sarai::Bandwidth b;
+            {
+                py::gil_scoped_release release;  // a pass reads the whole buffer: tens of ms
+                b = sarai::read_bandwidth(bytes, threads, passes);
+            }
+            py::dict out;
+            out["bytes_per_s"] = b.bytes_per_s;
+            out["median_bytes_per_s"] = b.median_bytes_per_s;
+            out["threads"] = b.threads;
+            out["bytes"] = b.bytes;
+            out["passes"] = b.passes;
+            return out;
+        },
+        py::arg("bytes"), py::arg("threads"), py::arg("passes"),
+        "Sustained memory read bandwidth of a streaming kernel (src/_core/membw.h)");
     m.def(
         "check_grammar",
         [](const std::string &text, const std::string &root, const std::shared_ptr<Model> &model) {

@@ -58,6 +58,16 @@ bool gguf_has_tensor(const std::string &path, const std::string &name) {
     return gguf_find_tensor(guard.get(), name.c_str()) >= 0;
 }
 
+std::vector<GgufTensor> gguf_tensors(const std::string &path) {
+    GgufPtr guard = open_gguf(path);
+    gguf_context *ctx = guard.get();
+    std::vector<GgufTensor> out;
+    for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i)
+        out.push_back({gguf_get_tensor_name(ctx, i), ggml_type_name(gguf_get_tensor_type(ctx, i)),
+                       (uint64_t)gguf_get_tensor_size(ctx, i)});
+    return out;
+}
+
 void validate_gguf(const std::string &path, bool vocab_only) {
     GgufPtr guard = open_gguf(path);
     gguf_context *ctx = guard.get();

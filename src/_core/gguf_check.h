@@ -29,6 +29,16 @@ GgufInfo inspect_gguf(const std::string &path);
 // Whether the file holds a tensor named `name` (InvalidArgument when unreadable).
 bool gguf_has_tensor(const std::string &path, const std::string &name);
 
+// One tensor of a GGUF file as its header describes it.
+struct GgufTensor {
+    std::string name;
+    std::string type;  // ggml's type name: "q4_K", "f32", ...
+    uint64_t bytes = 0;
+};
+
+// The file's tensors in file order (InvalidArgument when unreadable).
+std::vector<GgufTensor> gguf_tensors(const std::string &path);
+
 // Throws InvalidArgument for the files on which llama.cpp would abort the
 // process instead of failing. Every model load goes through here.
 void validate_gguf(const std::string &path, bool vocab_only);

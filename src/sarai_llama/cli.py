@@ -113,12 +113,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     notes += threads.explain_job_threads(var[: -len("_THREADS")].lower())[2]
                 except ValueError as exc:
                     problems.append(str(exc))
+    # The roofline bench reports generation against (sarai_llama.roofline), at one thread
+    # and at the thread count generation would use.
+    from .roofline import measure_bandwidth
+
+    n = threads.choose_threads(None).n_threads
+    bandwidth = [measure_bandwidth(t) for t in dict.fromkeys((1, n))]
     if args.json:
-        json.dump({"ok": not problems, "problems": problems, "notes": notes}, sys.stdout, indent=2)
+        json.dump({"ok": not problems, "problems": problems, "notes": notes,
+                   "bandwidth_gb_s": {str(b.threads): round(b.gb_per_s, 2) for b in bandwidth}}, sys.stdout, indent=2)
         print()
     else:
         for note in notes:
             print(f"note: {note}")
+        print("memory read bandwidth: " + ", ".join(f"{b.gb_per_s:.1f} GB/s at {b.threads} thread(s)" for b in bandwidth)
+              + " (streaming read, best of 5 passes over 1 GiB)")
         for p in problems:
             print(_colour("problem: ", "31") + p)
         if not problems:
