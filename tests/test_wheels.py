@@ -1,13 +1,15 @@
-"""The zero-compile wheels: `make wheel` (tools/wheels.py), `make install-fast`'s choice of
-wheel, the release workflow kept to the same command, and the wheels run on Debian 11, 12
-and 13 in containers with no compiler and no network (tools/wheel_debian.py).
+"""The zero-compile wheels: [tool.cibuildwheel], `make wheel` (tools/wheels.py) and the release
+workflow kept to one configuration, `make install-fast`'s choice of wheel, and the wheels run on
+Debian 11, 12 and 13 in containers with no compiler and no network (tools/wheel_debian.py).
 
-The container tests are slow on a fresh machine: the first builds the wheel for this Python
-(22 min with an empty ccache on a 2-core VM at load average 5; nothing once build/wheel/ holds it for
-these sources, which `make image` shares), and the Debian checks build the cp313 wheel (2 to 4
-min from ccache), four Debian images (3 to 5 min each, once per machine) and, for Debian 11,
-CPython 3.11 (about 10 to 15 min, once per machine); wheel_debian.Prepared runs the images
-beside the builds. A whole cold CI run with them took 49 min.
+The container tests are slow on a fresh machine: one cibuildwheel run builds the wheels for
+CPython 3.11 and 3.13 in the local build image (tools/wheel_image.py; the first compile with an
+empty ccache takes 20 to 30 min on a 2-core VM under load, the second CPython a few minutes;
+nothing once build/wheel/ holds them for these sources, which `make image` shares) beside four
+Debian images (3 to 5 min each, once per machine) and, for Debian 11, CPython 3.11 (about 10 to
+15 min, once per machine); .ci/run starts all of it beside the native build
+(`tools/wheel_debian.py --prepare`). With SARAI_WHEELHOUSE (the release workflow) the checks take
+the wheels from that folder instead of building them.
 """
 
 from __future__ import annotations
