@@ -111,6 +111,8 @@ def apply(request: Request, rendered: RenderedChat) -> Request:
         request.sampling = dataclasses.replace(request.sampling, **fields)
     request.stop = list(request.stop) + [s for s in rendered.stops if s not in request.stop]
     request.preserved_tokens = list(rendered.preserved_tokens)
+    if rendered.media:
+        request.media = list(rendered.media)
     return request
 
 

@@ -171,6 +171,7 @@ class RenderedChat:
     format: str = "Content-only"
     parses_tool_calls: bool = False
     why: str = ""
+    media: list[Any] = field(default_factory=list)  # the prompt's images (vision.media_prompt), set by the server
     _core_render: Any = None
 
     def sampling_fields(self) -> dict[str, Any]:

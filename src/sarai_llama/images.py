@@ -24,7 +24,7 @@ from typing import Any
 
 from .errors import ParameterError
 
-__all__ = ["MAX_IMAGE_BYTES", "data_uri", "has_images", "read_url", "take"]
+__all__ = ["MAX_IMAGE_BYTES", "anthropic_part", "data_uri", "first_image", "image_part", "read_url", "take"]
 
 #: The largest image accepted, in bytes: OpenAI's limit for one image (20 MB).
 MAX_IMAGE_BYTES = 20 * 1000 * 1000
@@ -36,6 +36,25 @@ _AUDIO_PARTS = ("input_audio", "audio_url")
 def data_uri(data: str, media_type: str | None) -> str:
     """A base64 payload (Anthropic's ``source.data``, Ollama's ``images``) as a ``data:`` URI."""
     return f"data:{media_type or 'application/octet-stream'};base64,{data}"
+
+
+def image_part(url: str) -> dict[str, Any]:
+    """An OpenAI ``image_url`` content part (what every route turns its image blocks into)."""
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def anthropic_part(block: Mapping[str, Any], param: str) -> dict[str, Any]:
+    """An Anthropic ``image`` block (``source``: ``base64`` with ``media_type`` and ``data``) as an OpenAI
+    part; a ``url`` source is refused as every remote URL is (ParameterError)."""
+    source = block.get("source")
+    if not isinstance(source, Mapping):
+        raise ParameterError("an image block needs a source", param)
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return image_part(data_uri(source["data"], str(source.get("media_type") or "")))
+    if source.get("type") == "url":
+        return image_part(str(source.get("url", "")))  # read_url says why it is not fetched
+    raise ParameterError("an image block's source must be {\"type\": \"base64\", \"media_type\": ..., "
+                         "\"data\": ...}", param)
 
 
 def _checked(raw: bytes, param: str) -> bytes:
@@ -90,11 +109,14 @@ def _part_url(part: Mapping[str, Any], param: str) -> str:
     return url
 
 
-def has_images(messages: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any message's content holds an image part."""
-    return any(isinstance(p, Mapping) and p.get("type") in _IMAGE_PARTS
-               for m in messages if isinstance(m, Mapping) and isinstance(m.get("content"), list)
-               for p in m["content"])
+def first_image(messages: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+    """(message, part) of the first image part, None when the messages hold none."""
+    for i, m in enumerate(messages):
+        content = m.get("content") if isinstance(m, Mapping) else None
+        for j, p in enumerate(content if isinstance(content, list) else []):
+            if isinstance(p, Mapping) and p.get("type") in _IMAGE_PARTS:
+                return i, j
+    return None
 
 
 def take(messages: Sequence[Mapping[str, Any]], marker: str, *, files: bool = False,

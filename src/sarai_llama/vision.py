@@ -89,8 +89,8 @@ def chat_images(vision: _core.Vision | None, messages: Sequence[Mapping[str, Any
     """``messages`` with their images replaced by the projector's marker, and the images' bytes;
     ParameterError (``no_projector``) for an image and no projector."""
     if vision is None:
-        if images.has_images(messages):
-            raise ParameterError(no_projector, param)
+        if (at := images.first_image(messages)) is not None:
+            raise ParameterError(no_projector, f"{param}[{at[0]}].content[{at[1]}]")
         return list(messages), []  # type: ignore[arg-type]
     return images.take(messages, vision.marker, files=files, param=param)
 

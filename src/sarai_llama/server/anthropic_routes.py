@@ -18,11 +18,12 @@ from typing import Any
 from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
 
+from .. import images
 from ..chat_completion import ChatDeltas
 from ..chat_template import RenderedChat
 from .anthropic_schemas import CountTokensBody, MessagesBody, error_reply, message
 from .blocks import Block, Blocks, Event, new_id, text_content
-from .errors import APIError, bad
+from .errors import APIError, bad, invalid
 from .lifecycle import ServerState
 from .requests import Sampling, max_tokens, prepare, render_chat, stops
 from .runs import Run, collect, start, stream
@@ -101,19 +102,30 @@ def output_format(body: MessagesBody) -> dict[str, Any] | None:
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
 
 
-def _texts(content: Any, param: str) -> list[str]:
-    """The text of a string or of a list of ``text`` blocks (a 400 for anything else)."""
+def _texts(content: Any, param: str) -> list[str | dict[str, Any]]:
+    """The text of a string or of a list of ``text`` and ``image`` blocks (a 400 for anything else);
+    an image becomes an OpenAI image part (a tool result may be a screenshot)."""
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
         raise bad(f"{param} must be a string or a list of text blocks", param)
-    out = []
+    out: list[str | dict[str, Any]] = []
     for i, block in enumerate(content):
+        if isinstance(block, dict) and block.get("type") == "image":
+            out.append(_image(block, f"{param}.{i}"))
+            continue
         if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise bad(f"{param}.{i}: only text blocks are supported here, not {kind!r}", param)
         out.append(block["text"])
     return out
+
+
+def _image(block: dict[str, Any], param: str) -> dict[str, Any]:
+    try:
+        return images.anthropic_part(block, param)
+    except ValueError as exc:
+        raise invalid(exc, param) from None
 
 
 def chat_messages(body: CountTokensBody) -> list[dict[str, Any]]:
@@ -137,6 +149,8 @@ def chat_messages(body: CountTokensBody) -> list[dict[str, Any]]:
             kind = block.get("type")
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
+            elif kind == "image" and msg.role == "user":
+                texts.append(_image(block, f"{param}.{j}"))
             elif kind == "tool_use" and msg.role == "assistant":
                 if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                     raise bad(f"{param}.{j}: a tool_use block needs an id and a name", param)
@@ -147,14 +161,15 @@ def chat_messages(body: CountTokensBody) -> list[dict[str, Any]]:
                     raise bad(f"{param}.{j}: a tool_result block needs a tool_use_id", param)
                 result = _texts(block.get("content", ""), f"{param}.{j}.content") or [""]
                 if block.get("is_error"):
-                    result = ["Error: " + result[0], *result[1:]]
+                    result = ["Error: " + result[0], *result[1:]] if isinstance(result[0], str) \
+                        else ["Error: ", *result]
                 out.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text_content(result)})
                 results += 1
             elif kind in ("thinking", "redacted_thinking") and msg.role == "assistant":
                 continue
             else:
                 raise bad(f"{param}.{j}: a {msg.role} message cannot hold a {kind!r} block here "
-                          "(supported: text; tool_use from the assistant; tool_result from the user)", param)
+                          "(supported: text; image, tool_result from the user; tool_use from the assistant)", param)
         if texts or calls or not results:
             turn: dict[str, Any] = {"role": msg.role, "content": text_content(texts) if texts else
                                     (None if calls else "")}

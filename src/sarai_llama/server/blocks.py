@@ -24,9 +24,12 @@ def new_id(prefix: str) -> str:
     return prefix + uuid.uuid4().hex[:24]
 
 
-def text_content(texts: list[str]) -> str | list[dict[str, str]]:
-    """An OpenAI message ``content`` from text parts: one string, or text parts for several."""
-    return texts[0] if len(texts) == 1 else [{"type": "text", "text": t} for t in texts]
+def text_content(texts: list[str | dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """An OpenAI message ``content`` from text parts (and image parts: ``images.image_part``): one
+    string, or parts for several."""
+    if len(texts) == 1 and isinstance(texts[0], str):
+        return texts[0]
+    return [{"type": "text", "text": t} if isinstance(t, str) else t for t in texts]
 
 
 @dataclass

@@ -35,7 +35,7 @@ __all__ = ["PER_MODEL", "ROLES", "ModelSpec", "catalog"]
 PER_MODEL = frozenset({
     "parallel", "ctx_size", "batch_size", "ubatch_size", "step_budget_ms", "spec_type", "draft_max", "draft_min",
     "spec_ngram_size_n", "cache_type_k", "cache_type_v", "flash_attn", "cache_ram", "threads", "job", "max_queue",
-    "max_tokens_limit", "chat_format", "reasoning_format", "seed", "embeddings", "spm_infill",
+    "max_tokens_limit", "chat_format", "reasoning_format", "seed", "embeddings", "spm_infill", "mmproj",
 })
 #: What a model is loaded as: "generate" (the engine, with embeddings and rerank beside it on the same
 #: weights), or a pooled context only, "embed" (embedding models) or "rank" (rerankers).
@@ -100,7 +100,8 @@ def _spec(settings: Settings, name: str, path: str, entry: dict[str, Any], why: 
             overrides[key] = parse[key](text)
         except ValueError as exc:
             raise ValueError(f"model {name!r} ({why}): {key}: {exc}") from None
-    own = dataclasses.replace(settings, model=path, alias=name, **overrides)
+    # --mmproj is the positional model's projector: another model has its own (models.toml) or none.
+    own = dataclasses.replace(settings, model=path, alias=name, **{"mmproj": None, **overrides})
     return ModelSpec(name, path, own, role, why)  # type: ignore[arg-type]
 
 
@@ -125,6 +126,8 @@ def _directory(settings: Settings, folder: Path) -> list[ModelSpec]:
             raise ValueError(f"{manifest}: [models.{name}] needs file = \"NAME.gguf\"")
         path = (folder / file).resolve()
         named.add(path)
+        if isinstance(entry.get("mmproj"), str):
+            entry["mmproj"] = str((folder / entry["mmproj"]).resolve())
         out.append(_spec(settings, name, str(path), entry, str(manifest)))
     for path in sorted(folder.glob("*.gguf")):
         if path.resolve() not in named and not path.name.endswith("-mmproj.gguf"):

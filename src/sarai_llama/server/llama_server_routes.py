@@ -119,7 +119,7 @@ def router(state: ServerState) -> APIRouter:
             "default_generation_settings": {"n_ctx": served.n_ctx_seq,
                                             "params": {"n_predict": -1, "seed": settings.seed}},
             "total_slots": settings.parallel, "model_alias": served.name, "model_path": settings.model,
-            "modalities": {"vision": False, "audio": False}, "chat_template": source,
+            "modalities": {"vision": served.runtime.takes_images, "audio": False}, "chat_template": source,
             "bos_token": vocab.token_to_piece(vocab.token_bos, True).decode("utf-8", "replace")
             if vocab.token_bos >= 0 else "",
             "eos_token": vocab.token_to_piece(vocab.token_eos, True).decode("utf-8", "replace")

@@ -40,7 +40,9 @@ def router(state: ServerState) -> APIRouter:
                 meta.update(n_vocab=served.n_vocab, n_ctx_train=int(model.n_ctx_train), n_params=int(model.n_params),
                             size=int(model.size), parallel=served.settings.parallel)
             data.append({"id": served.name, "object": "model", "created": state.created, "owned_by": "sarai-llama",
-                         "status": {"value": served.status}, "meta": meta})
+                         "status": {"value": served.status}, "meta": meta,
+                         # llama-server's /props names: whether chats may hold images (--mmproj)
+                         "modalities": {"vision": bool(served.settings.mmproj), "audio": False}})
         return JSONResponse({"object": "list", "data": data})
 
     async def load(body: ModelName) -> JSONResponse:

@@ -128,7 +128,7 @@ class Description:
         """What the model can do here, each only where it holds: tools where the chat template has a
         tool-call syntax, insert where the vocabulary has FIM tokens, thinking where the template
         thinks, embedding for an embedding model (a pooling type in its metadata) served with
-        ``--embeddings``. No vision: this server takes no images."""
+        ``--embeddings``, vision where a projector is loaded beside it (``--mmproj``)."""
         caps = ["completion"]
         template = self.served.template
         source = self.template_source()
@@ -142,6 +142,8 @@ class Description:
         arch = self.metadata().get("general.architecture", "")
         if self.served.role == "embed" or (self.served.settings.embeddings and f"{arch}.pooling_type" in self.metadata()):
             caps.append("embedding")
+        if self.served.runtime is not None and self.served.runtime.takes_images:
+            caps.append("vision")
         return caps
 
     def parameters(self) -> str:

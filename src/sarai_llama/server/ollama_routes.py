@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request as HTTPRequest
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .. import fim, responses
+from .. import fim, images, responses
 from .errors import APIError, bad, invalid
 from .lifecycle import ServerState
 from .ollama_models import Description, Descriptions, find, router as models_router
@@ -49,7 +49,15 @@ REGISTRY = {
     "copy": "a model's name is set where it is configured: `--alias`, `--model NAME=PATH` or models.toml",
     "delete": "this server does not delete model files; stop it and remove the file",
 }
-NO_IMAGES = "this model takes no images: this server serves text models only (no vision projector)"
+
+
+def _with_images(text: str, pictures: list[Any] | None, param: str) -> str | list[dict[str, Any]]:
+    """A message's text, and before it its ``images`` (base64, as Ollama sends them) as OpenAI image parts."""
+    if not pictures:
+        return text
+    if not all(isinstance(b, str) for b in pictures):
+        raise bad("images must be base64 strings", param)
+    return [*(images.image_part(images.data_uri(b, None)) for b in pictures), {"type": "text", "text": text}]
 
 
 def router(state: ServerState) -> APIRouter:
@@ -63,8 +71,6 @@ def router(state: ServerState) -> APIRouter:
         if not body.messages and (unloaded := unload(body)) is not None:
             return unloaded
         served = await find(state, body.model_name, http, body.keep_alive)
-        if any(m.images for m in body.messages):
-            raise bad(NO_IMAGES, "messages.images")
         if not body.messages:  # Ollama's way to load a model: nothing to say yet
             return loaded(body, {"message": {"role": "assistant", "content": ""}})
         think = thinking(body, about.of(served))
@@ -99,8 +105,6 @@ def router(state: ServerState) -> APIRouter:
         if not body.prompt and not body.suffix and (unloaded := unload(body)) is not None:
             return unloaded
         served = await find(state, body.model_name, http, body.keep_alive)
-        if body.images:
-            raise bad(NO_IMAGES, "images")
         if body.template:
             raise bad("template overrides (Go templates) are not supported: this server renders the model's own "
                       "chat template; send raw: true with the prompt written out instead", "template")
@@ -109,12 +113,14 @@ def router(state: ServerState) -> APIRouter:
         opts = options(body)
         user_stops = stops(opts.stop, "options.stop")
         if body.suffix is not None or body.raw:
+            if body.images:
+                raise bad("images go through the chat template: not with raw or suffix", "images")
             tokens = await raw_prompt(served, body)
             prepared = prepare(served, sampling(body.options), tokens, budget(served, body.options, len(tokens)),
                                stop=user_stops, grammar=json_grammar(response_format(body.format), None, None))
         else:
             messages = ([{"role": "system", "content": body.system}] if body.system else []) + \
-                [{"role": "user", "content": body.prompt or ""}]
+                [{"role": "user", "content": _with_images(body.prompt or "", body.images, "images")}]
             kwargs, reasoning = thinking(body, about.of(served))
             rendered, tokens = await render_chat(served, messages, "prompt",
                                                  response_format=response_format(body.format),
@@ -268,7 +274,8 @@ def chat_messages(body: ChatBody) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     unanswered: list[tuple[str, str]] = []  # (id, name)
     for i, m in enumerate(body.messages):
-        msg: dict[str, Any] = {"role": m.role, "content": m.content or ""}
+        msg: dict[str, Any] = {"role": m.role,
+                               "content": _with_images(m.content or "", m.images, f"messages.{i}.images")}
         if m.role == "assistant" and m.thinking:
             msg["reasoning_content"] = m.thinking
         if m.tool_calls:

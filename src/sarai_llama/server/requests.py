@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from .. import chat_completion
+from .. import chat_completion, vision
 from ..chat_template import ChatOutput, RenderedChat, json_schema_grammar, response_format_schema, response_grammar
 from ..engine import Request
 from ..errors import utf8
@@ -40,6 +40,10 @@ class Prepared:
     def output(self) -> ChatOutput | None:
         """A fresh reader of one choice's answer (chat requests only)."""
         return self.rendered.output() if self.rendered is not None else None
+
+
+#: A chat image for a model served without a projector.
+NO_PROJECTOR = "this model takes no images: start the server with --mmproj PATH (the model's projector GGUF)"
 
 
 def utf8_text(text: str, param: str) -> bytes:
@@ -163,24 +167,32 @@ async def render_chat(served: Served, messages: list[dict[str, Any]], param: str
     if template is None:
         raise bad(served.template_error or "this model has no chat template", param)
 
+    vision_of = getattr(served.runtime, "vision", None)
+
     def run() -> tuple[RenderedChat, list[int]]:
         try:
+            chat, pictures = vision.chat_images(vision_of, messages, no_projector=NO_PROJECTOR, param=param)
             # The schema first, on its own: the template's render reports a schema that does not
             # convert as its own error, which would name the messages instead of the format.
             schema = response_format_schema(response_format, json_schema)
             if schema is not None and grammar is None:
                 json_schema_grammar(schema)
             rendered = chat_completion.render(
-                template, messages, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
+                template, chat, tools=tools, tool_choice=tool_choice, parallel_tool_calls=parallel_tool_calls,
                 response_format=response_format, json_schema=json_schema, grammar=grammar,
                 chat_template_kwargs=chat_template_kwargs,
                 reasoning_format=reasoning_format or served.settings.reasoning_format)
+            if pictures:  # decoded and encoded here, in the worker thread, never in the engine's step
+                got = vision.media_prompt(vision_of, served.model, rendered.prompt, pictures, param)
+                rendered.media = list(got.media)
+                return rendered, list(got.tokens)
         except ValueError as exc:
             raise invalid(exc, param) from None
         return rendered, tokenize_prompt(served, rendered.prompt, param)
 
     rendered, tokens = await run_in_threadpool(run)
-    check_tokens(served, tokens, param)
+    if not rendered.media:  # image positions hold placeholders (vision.media_prompt), all else was checked
+        check_tokens(served, tokens, param)
     return rendered, tokens
 
 

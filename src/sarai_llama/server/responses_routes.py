@@ -79,18 +79,23 @@ def call_id() -> str:
     return new_id("call_")
 
 
-def _text(content: Any, param: str) -> str | list[dict[str, str]]:
-    """A message's content: a string, or its text parts (``input_text``, ``output_text``, ``text``)."""
+def _text(content: Any, param: str) -> str | list[dict[str, Any]]:
+    """A message's content: a string, or its text parts (``input_text``, ``output_text``, ``text``) and
+    ``input_image`` parts (read by ``images.take``)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise bad("content must be a string or a list of content parts", param)
-    texts = []
+    texts: list[str | dict[str, Any]] = []
     for i, p in enumerate(content):
+        if isinstance(p, dict) and p.get("type") == "input_image":
+            texts.append(p)
+            continue
         if not isinstance(p, dict) or p.get("type") not in ("input_text", "output_text", "text") \
                 or not isinstance(p.get("text"), str):
             kind = p.get("type") if isinstance(p, dict) else type(p).__name__
-            raise bad(f"content part type {kind!r} is not supported (text parts only)", f"{param}[{i}]")
+            raise bad(f"content part type {kind!r} is not supported (text and input_image parts only)",
+                      f"{param}[{i}]")
         texts.append(p["text"])
     return text_content(texts) if texts else ""
 

@@ -169,7 +169,7 @@ class Served:
             else:
                 context.update(embeddings=True, pooling_type="rank" if self.role == "rank" else "unspecified")
             rt = Runtime(s.model, threads=s.thread_choice(), seed=s.seed, speculation=s.speculation(),
-                         chat_format=s.chat_format, verbose=s.log_level == "debug", **context)
+                         chat_format=s.chat_format, verbose=s.log_level == "debug", mmproj=s.mmproj, **context)
             self.runtime, self.model = rt, rt.model
             self.n_threads, self.n_vocab = rt.threads.n_threads, int(rt.model.n_vocab)
             if rt.engine is not None:

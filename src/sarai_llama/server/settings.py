@@ -111,6 +111,9 @@ OPTIONS: tuple[Option, ...] = (
            ("-a",)),
     Option("chat_format", str, None, "chat template overriding the GGUF's: a llama.cpp built-in name, a Jinja "
            "file or Jinja text", ("--chat-template",)),
+    Option("mmproj", str, None, "a projector GGUF (llama.cpp's mtmd) for the model, so that chats may hold images: "
+           "OpenAI image_url data: URIs, Responses input_image, Anthropic base64 image blocks, Ollama images "
+           "(llama-server's --mmproj)", ("-mm",), "PATH"),
     Option("reasoning_format", parse_reasoning_format, "auto", "what a thinking model's reasoning becomes in "
            "chat answers, as llama-server: none (left in content), auto = deepseek (in reasoning_content); "
            "a request's reasoning_format overrides it", metavar="none|auto|deepseek"),
@@ -175,6 +178,7 @@ class Settings:
     retry_after: int
     alias: str | None
     chat_format: str | None
+    mmproj: str | None
     reasoning_format: str
     seed: int
     log_level: str
