@@ -33,7 +33,7 @@ help:
 	@echo "make install-optimized  the native build for this CPU (-march=native, LTO) [BLAS=none]"
 	@echo "make show-llama-build   print the installed build's metadata"
 	@echo "make clean-llama-build  remove the native build and reinstall the portable one"
-	@echo "make bench-llama-native benchmark the installed build [MODEL=path]"
+	@echo "make bench-llama-native benchmark the installed build [MODEL=path; BUILDS=\"name=wheel|dir|installed ...\": the design's table]"
 	@echo "make vendor             fill vendor/ with the pinned sources (offline capable)"
 	@echo "make deps               the Python packages for building and testing (only what is missing)"
 	@echo "make build-tools        the Debian packages a build uses (g++, ccache)"
@@ -125,8 +125,14 @@ fuzz:
 	@$(PYTHON) tools/deps.py fuzz
 	$(PYTHON) fuzz/run.py --seconds $(FUZZ_SECONDS)
 
+# BUILDS="zero-compile=WHEEL native=installed native+openblas=DIR": the design's table
+# (tools/bench_builds.py: the builds interleaved, ratios, the roofline, a PNG); without: llama-bench's.
 bench-llama-native:
+ifneq ($(BUILDS),)
+	$(PYTHON) tools/bench_builds.py $(MODEL) $(foreach b,$(BUILDS),--build $(b)) --plot build/bench-builds.png
+else
 	$(PYTHON) -m sarai_llama bench $(if $(MODEL),$(MODEL)) -p 512 -n 128 -t $(THREADS)
+endif
 
 sdist: vendor
 	@$(PYTHON) tools/deps.py sdist
