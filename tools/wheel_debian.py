@@ -212,11 +212,15 @@ class Prepared:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("suites", nargs="*", default=list(RELEASES), choices=list(RELEASES))
+    # Checked below, not with choices=: argparse checks an empty list against them and refuses it.
+    ap.add_argument("suites", nargs="*", help=f"of {', '.join(RELEASES)} (default: all three)")
     ap.add_argument("--model", type=Path, help="GGUF to run (default: Gemma 3 270M from its PyPI package)")
     ap.add_argument("--prepare", action="store_true",
                     help="only build what the checks need (images, Debian 11's CPython, wheels), then exit")
     args = ap.parse_args(argv)
+    args.suites = args.suites or list(RELEASES)
+    if unknown := [s for s in args.suites if s not in RELEASES]:
+        ap.error(f"unknown suite {', '.join(unknown)}: {', '.join(RELEASES)}")
     if args.prepare:
         Prepared(args.suites).wait()
         return 0

@@ -168,4 +168,10 @@ def image(pythons: dict[str, str], house: Path) -> str:
                     "--build-arg", f"BASE={base}", "-v", f"{house}:/wheelhouse:ro", "-t", tag, str(context)],
                    check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(context, ignore_errors=True)
+    # The images this one replaces (other CPythons or wheelhouse) are 300 to 600 MB each.
+    names = subprocess.run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", tag.split(":")[0]],
+                           capture_output=True, text=True).stdout.split()
+    for old in names:
+        if old != tag and old.split(":")[1].startswith(f"{host_suite()}-") and len(old.split("-")[-1]) == 12:
+            subprocess.run(["podman", "rmi", old], capture_output=True)
     return tag
