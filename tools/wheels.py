@@ -112,15 +112,15 @@ def interpreters(requested: list[str]) -> tuple[dict[str, str], list[str]]:
 LICENSES = ("LICENSE", "llama.cpp-LICENSE", "nlohmann-json-LICENSE", "LLVM-LICENSE.txt")
 
 
-def cache_dir(tag: str) -> Path:
-    """Where the repaired wheel for ``tag`` (cp311) of these sources is kept."""
-    return BUILD / f"{tag}-{source_hash('manylinux')}"
+def cache_dir(tag: str, sources: str) -> Path:
+    """Where the repaired wheel for ``tag`` (cp311) of the sources hashed ``sources`` is kept."""
+    return BUILD / f"{tag}-{sources}"
 
 
-def sdist() -> Path:
+def sdist(sources: str) -> Path:
     """The sdist of these sources (build/wheel/sdist-<hash>/): cibuildwheel builds from it, as
     the release workflow does, so the container gets the sdist's files, not build/ or vendor/."""
-    dest = BUILD / f"sdist-{source_hash('manylinux')}"
+    dest = BUILD / f"sdist-{sources}"
     found = list(dest.glob("sarai_llama-*.tar.gz"))
     if not found:
         shutil.rmtree(dest, ignore_errors=True)
@@ -159,13 +159,15 @@ def build(requested: list[str], out: Path) -> list[Path]:
     sys.path.insert(0, str(ROOT / "tools"))
     import wheel_image  # noqa: PLC0415 - needs the [wheel] extra
 
+    # Hashed once: the sources may change while cibuildwheel runs (a shared checkout).
+    sources = source_hash("manylinux")
     found, missing = interpreters(requested)
     if missing:
         log(f"no CPython {', '.join(missing)} on this machine: no wheel for {'it' if len(missing) == 1 else 'them'}")
-    todo = sorted(v for v in found if not list(cache_dir("cp" + v.replace(".", "")).glob("*.whl")))
+    todo = sorted(v for v in found if not list(cache_dir("cp" + v.replace(".", ""), sources).glob("*.whl")))
     if todo:
         t0 = time.monotonic()
-        source = sdist()
+        source = sdist(sources)
         t1 = time.monotonic()
         # One image per machine: every CPython here, whichever this run builds for.
         everything = {**interpreters([])[0], **found}
@@ -180,14 +182,18 @@ def build(requested: list[str], out: Path) -> list[Path]:
         t3 = time.monotonic()
         log(f"times: sdist {t1 - t0:.0f} s, wheelhouse and image {t2 - t1:.0f} s, cibuildwheel {t3 - t2:.0f} s")
         for whl in raw.glob("sarai_llama-*.whl"):
-            dest = cache_dir(whl.name.split("-")[2])
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
-            whl.rename(dest / whl.name)
+            tag = whl.name.split("-")[2]
+            for old in BUILD.glob(f"{tag}-*"):  # other sources' wheels: 57 MB each
+                shutil.rmtree(old, ignore_errors=True)
+            cache_dir(tag, sources).mkdir(parents=True)
+            whl.rename(cache_dir(tag, sources) / whl.name)
+        for old in BUILD.glob("sdist-*"):
+            if old != source.parent:
+                shutil.rmtree(old, ignore_errors=True)
     wheels = []
     out.mkdir(parents=True, exist_ok=True)
     for version in sorted(found):
-        (whl,) = cache_dir("cp" + version.replace(".", "")).glob("*.whl")
+        (whl,) = cache_dir("cp" + version.replace(".", ""), sources).glob("*.whl")
         shutil.copy2(whl, out / whl.name)
         wheels.append(out / whl.name)
     return wheels
