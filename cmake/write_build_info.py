@@ -124,6 +124,14 @@ def main() -> None:
             "threading": args.blas_threading,
             "requested": args.blas,
         },
+        # Why a native build without blas= has no OpenBLAS (the Makefile's BLAS ?= none).
+        "blas_default": {
+            "value": "none",
+            "reason": "measured (issue 37, docs/architecture.md 'Measured at real sizes'): 1.05x on 512-token "
+                      "prompts of a Llama-3.2-3B Q4_K_M on Zen 4, within the noise; generation never uses it (ggml "
+                      "gives OpenBLAS only batches >= 32, as F32 copies of the quantized weights, which the int8 "
+                      "kernels already beat)",
+        },
         "optimal_threads": {
             "value": threads,
             "note": "the build machine's physical cores; the run-time answer (sarai_llama.optimal_threads) wins",
