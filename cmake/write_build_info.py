@@ -128,7 +128,8 @@ def main() -> None:
         "blas_default": {
             "value": "none",
             "reason": "measured (issue 37, docs/architecture.md 'Measured at real sizes'): 1.05x on 512-token "
-                      "prompts of a Llama-3.2-3B Q4_K_M on Zen 4, within the noise; generation never uses it (ggml "
+                      "prompts of a Llama-3.2-3B Q4_K_M on Zen 4 and 1.16x at SOLAR-10.7B, both on a loaded 2-core "
+                      "machine: not enough for a 6x longer build; generation never uses it (ggml "
                       "gives OpenBLAS only batches >= 32, as F32 copies of the quantized weights, which the int8 "
                       "kernels already beat)",
         },
