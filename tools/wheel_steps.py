@@ -18,6 +18,7 @@ says why zig and libomp.
 
 from __future__ import annotations
 
+import base64
 import os
 import platform
 import subprocess
@@ -31,6 +32,8 @@ TOOLS = Path("/opt/sarai-wheel")
 GLIBC = "2.28"
 ZIG_TARGET = f"{platform.machine()}-linux-gnu.{GLIBC}"
 PROMPT = "the a"
+#: A real photo, shipped in the sdist with mtmd's sources (pyproject sdist.include).
+TEST_IMAGE = ROOT / "vendor" / "llama.cpp" / "tools" / "mtmd" / "test-1.jpeg"
 
 
 def log(msg: str) -> None:
@@ -92,16 +95,28 @@ def smoke() -> int:
 
     if Path(sarai_llama.__file__).resolve().is_relative_to(ROOT):
         raise SystemExit(f"sarai_llama was imported from the source tree ({sarai_llama.__file__}), not the wheel")
+    import random_mmproj  # noqa: PLC0415
+
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny.gguf"
         random_gguf.write_tiny_llama(model)
         llm = sarai_llama.Llama(str(model), n_ctx=64, n_threads=1, verbose=False)
         out = llm(PROMPT, max_tokens=4, temperature=0)
+        # mtmd is in the wheel: a projector loads and an image (stb-decoded) reaches the model
+        text, projector = random_mmproj.write_vision_pair(Path(tmp) / "vision.gguf", Path(tmp) / "vision-mmproj.gguf")
+        image = base64.b64encode(TEST_IMAGE.read_bytes()).decode()
+        seeing = sarai_llama.Llama(str(text), mmproj=str(projector), n_ctx=512, n_threads=1, verbose=False)
+        looked = seeing.create_chat_completion(
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{image}"}},
+                                          {"type": "text", "text": "what is it?"}]}], max_tokens=2, temperature=0)
     variant = sarai_llama.system_info()["cpu_variant"]
     n = out["usage"]["completion_tokens"]
-    print(f"[wheel-steps] smoke: {sarai_llama.__file__}, CPU variant {variant}, {n} tokens: {out['choices'][0]['text']!r}")
+    print(f"[wheel-steps] smoke: {sarai_llama.__file__}, CPU variant {variant}, {n} tokens: {out['choices'][0]['text']!r}; "
+          f"an image chat of {looked['usage']['prompt_tokens']} prompt tokens")
     if n < 1 or not variant:
         raise SystemExit("the wheel generated nothing")
+    if looked["usage"]["prompt_tokens"] < 16:  # the image's own tokens are in the prompt
+        raise SystemExit("the wheel's projector put no image tokens in the prompt")
     return 0
 
 
