@@ -7,10 +7,10 @@ names what is accepted; :data:`~.settings.OPTIONS` pairs each setting with one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["FLASH_ATTN_KEYWORD", "int_in", "keys", "model_pairs", "parse_bool", "parse_cache_ram",
+__all__ = ["FLASH_ATTN_KEYWORD", "int_in", "keys", "model_pairs", "one_of", "parse_bool", "parse_cache_ram",
            "parse_flash_attn", "parse_kv_type", "parse_memory", "parse_reasoning_format", "parse_step_budget",
            "parse_threads", "positive"]
 
@@ -51,14 +51,19 @@ def parse_step_budget(text: str) -> float:
     return ms
 
 
+def one_of(what: str, names: Iterable[str], text: str) -> str:
+    """``text`` (trimmed, lower case) if it is one of ``names``; else a ValueError listing them."""
+    value, names = str(text).strip().lower(), list(names)
+    if value not in names:
+        raise ValueError(f"{what} must be one of {', '.join(names)}, not {text!r}")
+    return value
+
+
 def parse_kv_type(text: str) -> str:
     """A KV-cache type name, as llama-server's ``-ctk`` / ``-ctv`` take it (f16, q8_0, ...)."""
     from ..context_config import KV_TYPES
 
-    value = str(text).strip().lower()
-    if value not in KV_TYPES:
-        raise ValueError(f"KV cache type must be one of {', '.join(KV_TYPES)}, not {text!r}")
-    return value
+    return one_of("KV cache type", KV_TYPES, text)
 
 
 #: A ``--flash-attn`` value as ``ContextConfig.from_keywords``' ``flash_attn``.
@@ -78,10 +83,7 @@ def parse_reasoning_format(text: str) -> str:
     """One of ``chat_template.REASONING_FORMATS``, as llama-server's ``--reasoning-format``."""
     from ..chat_template import REASONING_FORMATS
 
-    value = str(text).strip().lower()
-    if value not in REASONING_FORMATS:
-        raise ValueError(f"reasoning format must be one of {', '.join(REASONING_FORMATS)}, not {text!r}")
-    return value
+    return one_of("reasoning format", REASONING_FORMATS, text)
 
 
 def parse_cache_ram(text: str) -> str | int:
