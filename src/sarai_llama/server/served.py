@@ -96,6 +96,7 @@ class Served:
         self.n_ctx_seq = self.n_threads = self.n_vocab = 0
         self.cost = 0
         self._cache = 0  # the state cache's RAM budget once loaded (bytes)
+        self._estimate: tuple[tuple[int, int], tuple[int, str]] | None = None  # (file state, estimate)
         self.load_seconds = 0.0
         self.pins = 0
         self.last_used = time.monotonic()
@@ -114,9 +115,16 @@ class Served:
 
     def estimate(self) -> tuple[int, str]:
         """(bytes, how) this model will take once loaded, from its file alone: weights (the file), the
-        KV cache for its context, compute buffers (a bound from its shapes) and its state cache."""
+        KV cache for its context, compute buffers (a bound from its shapes) and its state cache.
+        Worked out once per state of the file (size, mtime): ``/v1/models`` asks on every call."""
+        stat = os.stat(self.spec.path)
+        key = (stat.st_size, stat.st_mtime_ns)
+        if self._estimate is None or self._estimate[0] != key:
+            self._estimate = (key, self._estimate_now(stat.st_size))
+        return self._estimate[1]
+
+    def _estimate_now(self, weights: int) -> tuple[int, str]:
         settings = self.settings
-        weights = os.stat(self.spec.path).st_size
         try:
             meta = {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
                     for k, v in self.file_facts().items()}
