@@ -206,6 +206,8 @@ class ModelPool:
                 why = served.failed_before()
                 if why is not None:
                     raise _load_error(served, why)
+                if served.runtime is not None:  # its engine broke while serving: a fresh load
+                    self.unload(served, f"reloading after: {served.failure}")
                 need, how = served.estimate()
                 self._make_room(served, need, how)
                 served.cost = need
