@@ -61,14 +61,14 @@ def test_trusted_skips_the_probe(too_many_layers):
 
 def test_a_file_that_passed_is_not_probed_again(tmp_path):
     path = write_tiny_llama(tmp_path / "ok.gguf")
-    key = loading._identity(path, False)
+    key = loading._key(path, False)
     assert key not in loading._passed
     Llama(str(path), verbose=False, n_threads=1).close()
     assert key in loading._passed
     Llama(str(path), vocab_only=True, verbose=False).close()  # a full load's verdict covers vocab_only
-    assert loading._identity(path, True) not in loading._passed
+    assert loading._key(path, True) not in loading._passed
     os.utime(path, ns=(1, 1))  # a changed file is a new file
-    assert loading._identity(path, False) not in loading._passed
+    assert loading._key(path, False) not in loading._passed
 
 
 def test_a_clean_failure_in_the_probe_is_reported_with_llamas_reason(tmp_path, tiny_model_path):

@@ -258,3 +258,55 @@ def test_image_requests_batched_equal_alone(pair: tuple[Path, Path]) -> None:
         together = ["".join(p.text for p in pieces) for pieces in run_all(rt.engine, made)]
         alone = ["".join(p.text for p in pieces) for r in made for pieces in run_all(rt.engine, [r])]
         assert together == alone
+
+
+def test_a_stream_gets_a_token_in_every_step_of_an_image_prompt(pair: tuple[Path, Path]) -> None:
+    """A long prompt with an image, read in pieces under the step budget beside a generating
+    stream: the stream gets its token in every step until the image prompt's first token."""
+    from sarai_llama import vision as vision_mod
+    from sarai_llama.engine_io import Request
+    from sarai_llama.sampling import SamplingParams
+
+    with Llama(str(pair[0]), mmproj=str(pair[1]), n_ctx=2048, n_seq_max=2, step_budget_ms=1, verbose=False) as llm:
+        rt, greedy = llm.runtime, SamplingParams(temperature=0.0)
+        stream = rt.engine.submit(Request(prompt=list(rt.model.tokenize(b"the cat is", True, True)), sampling=greedy,
+                                          max_tokens=400, ignore_eos=True))
+        while len(stream.tokens) < 3:  # generating, and the step costs measured
+            rt.engine.step()
+        text = "the river and the stone " * 30
+        got = vision_mod.media_prompt(rt.vision, rt.model, text + rt.vision.marker + text, [TEST_JPEG.read_bytes()])
+        image_prompt = rt.engine.submit(Request(prompt=list(got.tokens), media=list(got.media), sampling=greedy,
+                                                max_tokens=2))
+        read, steps = [], 0
+        while not image_prompt.tokens:
+            before, prompt_before = len(stream.tokens), rt.engine.stats()["n_prompt_tokens"]
+            assert rt.engine.step()
+            steps += 1
+            assert len(stream.tokens) == before + 1, f"the stream got no token in step {steps}"
+            read.append(rt.engine.stats()["n_prompt_tokens"] - prompt_before)
+        assert sum(read) + image_prompt.n_reused == len(got.tokens), read  # the image among them
+        assert steps >= 4, read  # the prompt went in pieces under the budget
+        stream.cancel()
+
+
+def test_a_projector_that_aborts_clip_is_refused_by_the_probe(tmp_path: Path) -> None:
+    """A projector whose heads do not divide its width loads in mtmd and aborts the process on
+    its first image (GGML_ASSERT in a reshape); the probe builds its graph first and refuses it."""
+    import os
+    import subprocess
+    import sys
+
+    from sarai_llama.errors import ModelLoadError
+
+    text, bad = write_vision_pair(tmp_path / "t.gguf", tmp_path / "bad-mmproj.gguf", n_head=5)
+    with pytest.raises(ModelLoadError, match="GGML_ASSERT|killed a probe"):
+        Llama(str(text), mmproj=str(bad), verbose=False)
+    # The file is as bad as claimed: trusted (no probe), its first image kills the process.
+    code = ("import base64, sys; from sarai_llama import Llama; "
+            "llm = Llama(sys.argv[1], mmproj=sys.argv[2], verbose=False, n_ctx=256, trusted=True); "
+            "url = 'data:image/jpeg;base64,' + base64.b64encode(open(sys.argv[3], 'rb').read()).decode(); "
+            "llm.create_chat_completion([{'role': 'user', 'content': [{'type': 'image_url', "
+            "'image_url': {'url': url}}]}], max_tokens=1)")
+    run = subprocess.run([sys.executable, "-c", code, str(text), str(bad), str(TEST_JPEG)], capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, GGML_NO_BACKTRACE="1"))
+    assert run.returncode == -6 and "GGML_ASSERT" in run.stderr, (run.returncode, run.stderr[-800:])

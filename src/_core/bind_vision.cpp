@@ -33,11 +33,14 @@ void bind_vision(py::module_ &m) {
         m, "Vision",
         "A projector (mmproj GGUF, llama.cpp's mtmd) beside a text model: prompts with media markers and "
         "image bytes -> tokens and encoded images. tokenize() may run on any thread (encodes are serialised).")
-        .def(py::init([](std::shared_ptr<sarai::Model> model, const std::string &path, int32_t n_threads) {
+        .def(py::init([](std::shared_ptr<sarai::Model> model, const std::string &path, int32_t n_threads,
+                         bool warmup) {
                  py::gil_scoped_release release;
-                 return std::make_shared<Vision>(std::move(model), path, n_threads);
+                 return std::make_shared<Vision>(std::move(model), path, n_threads, warmup);
              }),
-             py::arg("model"), py::arg("path"), py::arg("n_threads"))
+             py::arg("model"), py::arg("path"), py::arg("n_threads"), py::arg("warmup") = false,
+             "warmup: build the encoder's graph for the largest image now (its shape asserts run; "
+             "the loading probe asks for it)")
         .def_property_readonly("takes_images", &Vision::takes_images)
         .def_property_readonly("takes_audio", &Vision::takes_audio)
         .def_property_readonly("marker", &Vision::marker, "the text that stands for one image in a prompt")

@@ -60,7 +60,7 @@ llama_token media_placeholder(const std::string &id, size_t i) {
     return -(llama_token)(1 + (h % 0x7FFFFFFEull));
 }
 
-Vision::Vision(std::shared_ptr<Model> model, const std::string &mmproj_path, int32_t n_threads)
+Vision::Vision(std::shared_ptr<Model> model, const std::string &mmproj_path, int32_t n_threads, bool warmup)
     : model_(std::move(model)) {
     if (n_threads < 1) throw InvalidArgument("n_threads must be >= 1");
     route_mtmd_logs();
@@ -68,9 +68,10 @@ Vision::Vision(std::shared_ptr<Model> model, const std::string &mmproj_path, int
     p.use_gpu = false;
     p.print_timings = false;
     p.n_threads = n_threads;
-    // No warm-up encode at load: it costs a whole image's encode (seconds on a large
-    // projector) for every model load, also for servers that never see an image.
-    p.warmup = false;
+    // mtmd's warm-up builds the graph for the largest image and reserves its compute
+    // buffers: memory that a server which never sees an image does not need, so the
+    // real load leaves it to the first image and only the loading probe asks for it.
+    p.warmup = warmup;
     clear_last_error();
     ctx_ = mtmd_init_from_file(mmproj_path.c_str(), model_->get(), p);
     if (!ctx_) throw InvalidArgument(with_reason("cannot load the projector " + mmproj_path));

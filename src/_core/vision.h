@@ -45,7 +45,10 @@ class Vision {
   public:
     // Loads the projector for `model` (InvalidArgument when the file is not a projector
     // mtmd can load for this model, with mtmd's reason). n_threads: the encoder's threads.
-    Vision(std::shared_ptr<Model> model, const std::string &mmproj_path, int32_t n_threads);
+    // warmup: build the encoder's graph for the projector's largest image and reserve its
+    // buffers now (every op's shape asserts run on the file's shapes, nothing is computed);
+    // the loading probe does this, the real load leaves it to the first image.
+    Vision(std::shared_ptr<Model> model, const std::string &mmproj_path, int32_t n_threads, bool warmup = false);
     ~Vision();
     Vision(const Vision &) = delete;
     Vision &operator=(const Vision &) = delete;

@@ -20,7 +20,10 @@ Three layers, cheapest first (every caller -- ``Llama``, the server, ``bench``,
    (memory-mapped, not repacked) and, unless ``vocab_only``, creates a small
    context (which builds llama.cpp's compute graph and so runs the shape asserts
    of every operation) and decodes a 2-token batch and one more token (which
-   runs the kernels and their asserts on the file's values); then it exits.
+   runs the kernels and their asserts on the file's values); with a projector
+   (``mmproj``), it loads that too and builds its encoder's graph for the largest
+   image (mtmd's warm-up: clip's shape asserts; no image is encoded, which on a
+   real projector takes seconds to minutes); then it exits.
 
 Why a new interpreter (``subprocess``: fork+exec) and not ``os.fork``: a fork
 copies a process that may hold other threads (the server's scheduler, ggml's
@@ -72,9 +75,14 @@ def is_trusted(trusted: bool | None) -> bool:
     return os.environ.get(TRUSTED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _identity(path: Path, vocab_only: bool) -> tuple[Any, ...]:
+def _identity(path: Path) -> tuple[Any, ...]:
     st = path.stat()
-    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, vocab_only)
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _key(path: Path, vocab_only: bool, mmproj: Path | None = None) -> tuple[Any, ...]:
+    """What a probe's verdict holds for: the files as they are now, and how the model was loaded."""
+    return (*_identity(path), vocab_only, () if mmproj is None else _identity(mmproj))
 
 
 def _reason(stderr: str) -> str:
@@ -89,28 +97,32 @@ def _reason(stderr: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def probe(path: str | os.PathLike[str], vocab_only: bool = False) -> None:
-    """Load ``path`` in a short-lived child interpreter; raise :class:`ModelLoadError` if the
-    load kills the child (llama.cpp's message included) or fails cleanly there.
+def probe(path: str | os.PathLike[str], vocab_only: bool = False,
+          mmproj: str | os.PathLike[str] | None = None) -> None:
+    """Load ``path`` (and the projector ``mmproj`` beside it, if given) in a short-lived child
+    interpreter; raise :class:`ModelLoadError` if the load kills the child (llama.cpp's
+    message included) or fails cleanly there.
 
-    Returns quietly when the file loads, and also when the child could not run at
+    Returns quietly when the files load, and also when the child could not run at
     all (e.g. ``sys.executable`` is not a Python that can import this package):
     then it warns, and the load goes ahead unprobed.
     """
     path = Path(path)
-    key = _identity(path, vocab_only)
+    key = _key(path, vocab_only, None if mmproj is None else Path(mmproj))
     with _passed_lock:
-        if key in _passed or (vocab_only and key[:-1] + (False,) in _passed):
+        if key in _passed or (vocab_only and _key(path, False) in _passed):
             return
     package_root = str(Path(__file__).resolve().parent.parent)
     # os.nice: the probe yields the cores to whatever this process serves meanwhile (a server
     # loading one more model keeps streaming the others'); on an idle machine it costs nothing.
     code = (f"import os, sys; os.nice({PROBE_NICE}); sys.path.insert(0, sys.argv[1]); "
-            "from sarai_llama.loading import _probe_main; _probe_main(sys.argv[2], sys.argv[3] == '1')")
+            "from sarai_llama.loading import _probe_main; "
+            "_probe_main(sys.argv[2], sys.argv[3] == '1', sys.argv[4] or None)")
     # GGML_NO_BACKTRACE: a dying probe must not attach gdb to itself (slow, and its output is noise here).
     env = dict(os.environ, GGML_NO_BACKTRACE="1")
     try:
-        run = subprocess.run([sys.executable, "-c", code, package_root, str(path), "1" if vocab_only else "0"],
+        run = subprocess.run([sys.executable, "-c", code, package_root, str(path), "1" if vocab_only else "0",
+                              "" if mmproj is None else os.fspath(mmproj)],
                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, check=False)
     except OSError as exc:
@@ -135,7 +147,7 @@ def probe(path: str | os.PathLike[str], vocab_only: bool = False) -> None:
                   f"loading {path} unprobed", RuntimeWarning, stacklevel=3)
 
 
-def _probe_main(path: str, vocab_only: bool) -> None:
+def _probe_main(path: str, vocab_only: bool, mmproj: str | None = None) -> None:
     """The probe process: load as :func:`load_model` will, then exit (never returns)."""
     try:  # if memory runs out, the kernel should end the probe, not its parent
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -165,30 +177,41 @@ def _probe_main(path: str, vocab_only: bool) -> None:
             ctx.eval([token], False)
         except (RuntimeError, ValueError):
             pass  # a clean failure here depends on the context asked for; the real one reports its own
+        if mmproj is not None:
+            try:  # warmup: clip builds its graph for the largest image (a bad shape aborts here)
+                _core.Vision(model, mmproj, 1, warmup=True)
+            except (RuntimeError, ValueError):
+                pass  # a clean refusal: the real load gives the same reason
     sys.stderr.flush()
     os._exit(0)  # no interpreter teardown: nothing here needs it
 
 
 def load_model(path: str | os.PathLike[str], *, vocab_only: bool = False, use_mmap: bool = True,
-               use_mlock: bool = False, use_extra_bufts: bool = True, trusted: bool | None = None) -> Any:
+               use_mlock: bool = False, use_extra_bufts: bool = True, trusted: bool | None = None,
+               mmproj: str | os.PathLike[str] | None = None) -> Any:
     """A ``_core.Model`` for the GGUF at ``path``, or an exception; never a dead process.
 
     ``FileNotFoundError`` when there is no such file; :class:`ModelLoadError`
     (a ``ValueError``) with llama.cpp's reason when the file is not a model it
-    can load. ``trusted`` (default: ``SARAI_TRUSTED_MODELS``) skips the probe
-    process; a trusted hostile file may still abort the process.
+    can load. ``mmproj``: a projector GGUF that will be loaded beside the model
+    (:func:`sarai_llama.vision.load`); the probe checks it with the model. ``trusted``
+    (default: ``SARAI_TRUSTED_MODELS``) skips the probe process; a trusted hostile
+    file may still abort the process.
     """
     from . import _core
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
-    try:  # the GGUF header: a file that is not GGUF at all is refused here
-        _core.inspect_gguf(str(path))
-    except ValueError as exc:
-        raise ModelLoadError(str(exc)) from exc
+    for file, what in ((path, "model"), (None if mmproj is None else Path(mmproj), "projector")):
+        if file is None:
+            continue
+        if not file.is_file():
+            raise FileNotFoundError(f"{what} file not found: {file}")
+        try:  # the GGUF header: a file that is not GGUF at all is refused here
+            _core.inspect_gguf(str(file))
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     if not is_trusted(trusted):
-        probe(path, vocab_only)
+        probe(path, vocab_only, mmproj)
     try:
         return _core.Model(str(path), vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
                            use_extra_bufts=use_extra_bufts)

@@ -67,7 +67,8 @@ class Runtime:
             (None: the GGUF's own; see ``chat.resolve_chat_format``).
         verbose: print llama.cpp's log from the info level up (default True), else its errors only.
         mmproj: a projector GGUF (llama.cpp's mtmd) loaded beside the model, so that prompts may
-            hold images (:attr:`vision`; ``ValueError`` when it does not fit the model). None: text only.
+            hold images (:attr:`vision`; ``ValueError`` when it does not fit the model). The loading
+            probe checks it with the model unless ``trusted``. None: text only.
         **context: :meth:`ContextConfig.from_keywords` (``n_ctx``, ``n_batch``, ``n_ubatch``,
             ``n_threads_batch``, ``type_k``, ``type_v``, ``f16_kv``, ``flash_attn``,
             ``embeddings``, ``pooling_type``, ``swa_full``, ``n_seq_max``, ``step_budget_ms``).
@@ -102,7 +103,8 @@ class Runtime:
         self.role: Role = ("rank" if self.config.pooling == POOLING["rank"] else "embed") \
             if self.config.embeddings else "generate"
         self.model: Any = load_model(self.path, vocab_only=vocab_only, use_mmap=use_mmap, use_mlock=use_mlock,
-                                     use_extra_bufts=use_extra_bufts, trusted=trusted)
+                                     use_extra_bufts=use_extra_bufts, trusted=trusted,
+                                     mmproj=None if vocab_only else mmproj)
         self.metadata: dict[str, str] = dict(self.model.metadata())
         self.architecture = self.metadata.get("general.architecture", "")
         self.engine: Engine | None = None

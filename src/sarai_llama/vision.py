@@ -78,7 +78,8 @@ def projector_path(mmproj: str | os.PathLike[str] | None, chat_handler: Any) -> 
 
 def load(model: Any, path: str | os.PathLike[str], n_threads: int) -> _core.Vision:
     """The projector at ``path`` for ``model`` (``FileNotFoundError``; ``ValueError`` with mtmd's
-    reason for a file that is not a projector of this model's width, or one of a kind not decoded)."""
+    reason for a file that is not a projector of this model's width, or one of a kind not decoded).
+    It loads in this process: :func:`~sarai_llama.loading.load_model` (``mmproj=``) probes the file first."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"projector file not found: {path}")
     return _core.Vision(model, os.fspath(path), n_threads)
