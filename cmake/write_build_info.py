@@ -127,9 +127,10 @@ def main() -> None:
         # Why a native build without blas= has no OpenBLAS (the Makefile's BLAS ?= none).
         "blas_default": {
             "value": "none",
-            "reason": "measured (issue 37, docs/architecture.md 'Measured at real sizes'): 1.05x on 512-token "
-                      "prompts of a Llama-3.2-3B Q4_K_M on Zen 4 and 1.16x at SOLAR-10.7B, both on a loaded 2-core "
-                      "machine: not enough for a 6x longer build; generation never uses it (ggml "
+            "reason": "measured (issue 37, docs/architecture.md 'Measured at real sizes', quiet 2-core Zen 4, "
+                      "rounds interleaved): 1.02x on 512-token prompts of a Llama-3.2-3B Q4_K_M and 1.01x at "
+                      "SOLAR-10.7B, generation 1.02x and 0.95x: nothing for a 6x longer build; generation never "
+                      "uses it (ggml "
                       "gives OpenBLAS only batches >= 32, as F32 copies of the quantized weights, which the int8 "
                       "kernels already beat)",
         },

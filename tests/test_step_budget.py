@@ -189,3 +189,30 @@ def test_gemma_stream_keeps_getting_tokens_while_a_long_prompt_is_read(gemma_pat
           f"token, {st['logits_row_ms']:.1f} ms per logits row, {st['n_budgeted_steps']} steps cut by the budget")
     engine.cancel(a)
     drain(engine)
+
+
+def test_the_prompt_nearest_its_first_token_goes_first(model):
+    """Shortest remaining prefill first: beside a stream, a short prompt that arrives just after
+    a long one gets its first token long before the long one, which still finishes (ageing)."""
+    engine = engine_with(model, TINY_TARGET_MS, n_seq=3)
+    stream, long_, short = prompts(model, 3, length=10, seed=11)
+    long_ = long_ + prompts(model, 1, length=300, seed=12)[0][1:]
+    a = engine.submit(stream, greedy(), max_tokens=600, ignore_eos=True)
+    firsts: dict[int, int] = {}
+    step = 0
+    while a not in firsts:  # generating (the prompt cost is learnt from the long prompt's first chunk)
+        step += 1
+        for e in engine.step():
+            firsts.setdefault(e.id, step)
+    b = engine.submit(long_, greedy(), max_tokens=2, ignore_eos=True)
+    c = engine.submit(short, greedy(), max_tokens=2, ignore_eos=True)
+    while b not in firsts:
+        step += 1
+        for e in engine.step():
+            if e.kind == Event.TOKEN:
+                firsts.setdefault(e.id, step)
+    engine.cancel(a)
+    drain(engine)
+    floor = engine.prompt_budget(1)
+    # First come, first served would read the long prompt's 300 tokens before the short one's.
+    assert firsts[c] - firsts[a] <= 2 * (len(short) // floor + 2) < firsts[b] - firsts[a], firsts

@@ -4,6 +4,7 @@
     python tools/bench_builds.py MODEL --build zero-compile=dist/sarai_llama-...whl \\
         --build native=installed --build native+openblas=build/issue37/sites/native-blas \\
         [--rounds 3 --n-prompt 512 --n-gen 16 --threads N --setup native=101 --plot out.png]
+        [--env native-spin0=GOMP_SPINCOUNT=0]
 
 (``make bench-llama-native MODEL=... BUILDS="zero-compile=WHEEL native=installed ..."``.)
 
@@ -11,6 +12,8 @@ Each ``--build NAME=WHERE`` is ``installed`` (this environment's sarai_llama), a
 ``pip install --target`` directory, or a wheel, which is installed into a temporary
 directory first; that install is timed and is the build's setup time (native builds'
 setup times come from ``--setup NAME=SECONDS``, measured where they were built).
+``--env NAME=VAR=VALUE`` sets a variable for one build's rounds only, so one build can run
+under two settings (two names for the same WHERE), e.g. GNU OpenMP's ``GOMP_SPINCOUNT``.
 
 Every round runs each build once, in its own process, in a rotating order (so that no
 build always runs first, after a given other, or on a warmer page cache): load the model
@@ -107,8 +110,9 @@ def _site(name: str, where: str, workdir: Path, setup: dict[str, float]) -> str 
     return where
 
 
-def run_round(site: str | None, args: argparse.Namespace) -> dict:
+def run_round(site: str | None, args: argparse.Namespace, extra: dict[str, str]) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SARAI_CPU_VARIANT")}
+    env.update(extra)
     if site:
         env["PYTHONPATH"] = site
     cmd = [sys.executable, __file__, "--child", args.model, "--n-prompt", str(args.n_prompt), "--n-gen",
@@ -207,6 +211,8 @@ def main() -> None:
                     help="installed, a pip --target directory or a wheel (repeatable)")
     ap.add_argument("--setup", action="append", default=[], metavar="NAME=SECONDS",
                     help="a build's measured setup time (a wheel's install is timed here)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VAR=VALUE",
+                    help="an environment variable for one build's rounds (repeatable)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--n-prompt", type=int, default=512)
     ap.add_argument("--n-gen", type=int, default=16)
@@ -225,6 +231,10 @@ def main() -> None:
     args.cpu_info = cpu.model_name()
     setup = {k: float(v) for k, v in (s.split("=", 1) for s in args.setup)}
     specs = [b.split("=", 1) for b in args.build] or [["native", "installed"]]
+    envs: dict[str, dict[str, str]] = {}
+    for e in args.env:
+        name, var, value = e.split("=", 2)
+        envs.setdefault(name, {})[var] = value
     with tempfile.TemporaryDirectory(prefix="bench-builds-") as tmp:
         sites = {name: _site(name, where, Path(tmp), setup) for name, where in specs}
         results: dict[str, list[dict]] = {name: [] for name in sites}
@@ -232,7 +242,7 @@ def main() -> None:
         names = list(sites)
         for i in range(args.rounds):
             for name in names[i % len(names):] + names[:i % len(names)]:
-                results[name].append(run_round(sites[name], args))
+                results[name].append(run_round(sites[name], args, envs.get(name, {})))
                 bandwidth.append(roofline.measure_bandwidth(args.threads).bytes_per_s)
                 print(f"round {i + 1}/{args.rounds} {name}: tg {results[name][-1]['tg_ts']:.2f} tok/s, "
                       f"pp {results[name][-1]['pp_s']:.2f} s", file=sys.stderr, flush=True)

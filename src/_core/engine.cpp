@@ -184,6 +184,7 @@ void Engine::admit_locked() {
         s.req = std::move(p->req);
         s.sampler = std::move(p->sampler);
         s.admit_order = admit_counter_++;
+        s.admitted = Clock::now();
         s.next = -1;
         s.has_next = s.waiting = false;
         s.n_generated = 0;
@@ -400,8 +401,9 @@ std::vector<Event> Engine::step() {
     admit_locked();
 
     // One token for every generating sequence first (they are latency
-    // bound), then prompt chunks first come, first served, up to n_batch, or
-    // up to the step budget while sequences generate.
+    // bound), then prompt chunks in order_prompts' order (the nearest to its
+    // first token first), up to n_batch, or up to the step budget while
+    // sequences generate.
     int32_t n = 0;
     auto add_row = [&](Slot &s, llama_token tok, llama_pos pos, bool logits, bool prompt) {
         batch_.token[n] = tok;
@@ -430,8 +432,7 @@ std::vector<Event> Engine::step() {
         }
     }
     const int32_t n_gen = n;
-    std::sort(prompting.begin(), prompting.end(),
-              [](const Slot *a, const Slot *b) { return a->admit_order < b->admit_order; });
+    order_prompts(prompting);
     const bool budgeted = step_budget_ms_ > 0.0 && n_gen > 0 && !prompting.empty();
     const int32_t budget = budgeted ? prompt_budget_locked(n_gen) : -1;
     const int32_t limit = budgeted ? n_gen + budget : (int32_t)n_batch_;

@@ -212,6 +212,7 @@ class Engine {
     Slot *find_active(int64_t id) const;
     bool decode_batch(std::vector<Event> &out);
     int32_t prompt_budget_locked(int32_t n_gen) const;
+    void order_prompts(std::vector<Slot *> &prompting) const;  // engine_budget.cpp
     void learn_costs(int32_t n_logits, int32_t n_plain, double ms);
     // Copies batch row `from` (token, position, sequence, logits flag, owner, kind) to `to`:
     // compacting the batch after rows left it.

@@ -1,10 +1,15 @@
 // The step budget: while some sequences generate, a step takes only as many
 // prompt tokens as fit in step_budget_ms beside them, from costs measured step
-// by step (learn_costs). Called from step() (engine.cpp) with the lock held.
+// by step (learn_costs); and which prompts get a step's room first (order_prompts).
+// Called from step() (engine.cpp) with the lock held.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "engine.h"
+#include "engine_slot.h"
 #include "errors.h"
 
 namespace sarai {
@@ -72,6 +77,36 @@ void Engine::learn_costs(int32_t n_logits, int32_t n_plain, double ms) {
     // (it was measured with another number of rows), a tenth of the step is kept.
     const double rest = std::max(ms - logits_row_ms_ * n_logits, 0.1 * ms);
     update(prompt_token_ms_, rest / n_plain);
+}
+
+void Engine::order_prompts(std::vector<Slot *> &prompting) const {
+    // Shortest remaining prefill first, with ageing: a prompt's key is the time its
+    // remaining tokens take minus the time it has waited since it took its sequence,
+    // so the prompt nearest its first token goes first (the median first-token time
+    // falls, the total work stays the same) and a long prompt passes fresh short ones
+    // once it has waited as long as its own rest takes: nothing starves. Until the
+    // prompt cost is measured, and with SARAI_PREFILL_ORDER=fifo, first come first served.
+    static const bool fifo = [] {
+        const char *v = std::getenv("SARAI_PREFILL_ORDER");
+        return v && std::strcmp(v, "fifo") == 0;
+    }();
+    auto by_admission = [](const Slot *a, const Slot *b) { return a->admit_order < b->admit_order; };
+    if (fifo || prompt_token_ms_ <= 0.0 || prompting.size() < 2) {
+        std::sort(prompting.begin(), prompting.end(), by_admission);
+        return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    std::vector<std::pair<double, Slot *>> keyed;
+    keyed.reserve(prompting.size());
+    for (Slot *s : prompting) {
+        const double rest_ms = prompt_token_ms_ * (double)(s->req.prompt.size() - s->prompt_done);
+        const double waited_ms = std::chrono::duration<double, std::milli>(now - s->admitted).count();
+        keyed.emplace_back(rest_ms - waited_ms, s);
+    }
+    std::sort(keyed.begin(), keyed.end(), [&](const auto &a, const auto &b) {
+        return a.first != b.first ? a.first < b.first : by_admission(a.second, b.second);
+    });
+    for (size_t i = 0; i < keyed.size(); ++i) prompting[i] = keyed[i].second;
 }
 
 void Engine::set_step_budget_ms(double ms) {

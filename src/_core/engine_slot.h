@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <vector>
 
@@ -24,7 +25,8 @@ struct Engine::Slot {
     int64_t id = 0;
     Request req;
     std::unique_ptr<Sampler> sampler;
-    uint64_t admit_order = 0;  // prompt chunks are scheduled first come, first served
+    uint64_t admit_order = 0;  // the order requests took a sequence in
+    std::chrono::steady_clock::time_point admitted{};  // when (prefill_order: a prompt's wait)
     size_t prompt_done = 0;    // prompt tokens already in `cache`
     llama_token next = -1;     // sampled but not decoded yet (decoded by the next step)
     bool has_next = false;

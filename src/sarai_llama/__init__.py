@@ -12,7 +12,12 @@ check_cpu()  # before the extension is loaded: never SIGILL
 
 import os as _os
 
-from . import _core
+from ._openmp import choose_wait_policy
+
+#: The OpenMP wait policy chosen before the core loads, and why (see _openmp.py).
+OPENMP = choose_wait_policy()
+
+from . import _core  # noqa: E402  (after the OpenMP policy: the runtime reads it when it loads)
 
 #: Which CPU backend runs: {"variant", "score", "reason"} (see system_info()).
 try:

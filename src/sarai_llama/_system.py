@@ -12,10 +12,11 @@ def system_info() -> dict[str, Any]:
 
     ``cpu_variant`` names the loaded CPU backend module (portable builds: e.g.
     "zen4", "haswell"; native builds: "static"), ``variant_reason`` says why it
-    was chosen; ``features`` maps each feature llama.cpp prints (``AVX2``,
+    was chosen; ``openmp`` is the OpenMP wait policy set before the core loaded and
+    its reason (``_openmp.choose_wait_policy``); ``features`` maps each feature llama.cpp prints (``AVX2``,
     ``AVX512``, ``LLAMAFILE``, ``OPENMP``, ...) to its value; ``raw`` is the line.
     """
-    from . import BACKEND
+    from . import BACKEND, OPENMP
 
     raw = _core.system_info()
     features: dict[str, str] = {}
@@ -29,6 +30,7 @@ def system_info() -> dict[str, Any]:
         "cpu_variant": BACKEND["variant"],
         "variant_score": BACKEND["score"],
         "variant_reason": BACKEND["reason"],
+        "openmp": dict(OPENMP),
         "backends": _core.backends(),
         "features": features,
         "raw": raw,

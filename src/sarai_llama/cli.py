@@ -65,6 +65,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if b.get("cpu_variants"):
         print(f"variants   : {', '.join(b['cpu_variants'])}")
     print(f"kernels    : {', '.join(k for k, v in sysinfo['features'].items() if v == '1')}")
+    omp = sysinfo["openmp"]
+    print(f"OpenMP wait: {omp['policy']} ({omp['runtime']}: {omp['reason']})")
     print(f"threads    : {report['threads']['reason']}")
     print(f"build-time threads (build machine): {b['optimal_threads']['value']}")
     if b["build_type"] == "native":
