@@ -82,8 +82,8 @@ void Engine::learn_costs(int32_t n_logits, int32_t n_plain, double ms) {
 void Engine::order_prompts(std::vector<Slot *> &prompting) const {
     // Shortest remaining prefill first, with ageing: a prompt's key is the time its
     // remaining tokens take minus the time it has waited since it took its sequence,
-    // so the prompt nearest its first token goes first (the median first-token time
-    // falls, the total work stays the same) and a long prompt passes fresh short ones
+    // so the prompt nearest its first token goes first (the total work stays the same;
+    // measured: the slow tail of first tokens shrinks) and a long prompt passes fresh short ones
     // once it has waited as long as its own rest takes: nothing starves. Until the
     // prompt cost is measured, and with SARAI_PREFILL_ORDER=fifo, first come first served.
     static const bool fifo = [] {
