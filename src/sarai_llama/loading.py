@@ -201,9 +201,8 @@ def load_model(path: str | os.PathLike[str], *, vocab_only: bool = False, use_mm
     from . import _core
 
     path = Path(path)
-    for file, what in ((path, "model"), (None if mmproj is None else Path(mmproj), "projector")):
-        if file is None:
-            continue
+    files = [(path, "model")] + ([] if mmproj is None else [(Path(mmproj), "projector")])
+    for file, what in files:
         if not file.is_file():
             raise FileNotFoundError(f"{what} file not found: {file}")
         try:  # the GGUF header: a file that is not GGUF at all is refused here
