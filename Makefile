@@ -110,7 +110,7 @@ demo: build-tools deps install-optimized
 	$(PYTHON) -m sarai_llama run $(if $(MODEL),$(MODEL)) "$(PROMPT)" --max-tokens 48 --temperature 0
 
 test: deps system-deps install-optimized
-	SARAI_EXPECT_BUILD=native $(PYTHON) -m pytest -v
+	SARAI_EXPECT_BUILD=native $(PYTHON) -m pytest -v --durations=25
 	$(MAKE) lcp-suite
 
 # llama-cpp-python 0.3.36's own tests against sarai_llama (tools/lcp_suite.py; allow-list beside it).

@@ -41,6 +41,35 @@ def build_into_site(src: Path, tmp: Path, *config_settings: str) -> tuple[Path, 
     return wheel, site
 
 
+def can_build_wheels() -> str | None:
+    """Why `make wheel` (cibuildwheel in podman, tools/wheels.py) cannot run here, or None where it can."""
+    import importlib.util
+    import shutil
+
+    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
+        return "podman and mmdebstrap are not installed: sudo bash tools/podman_setup.sh"
+    if os.geteuid() != 0:
+        return "the Debian images are made with mmdebstrap as root: sudo make system-deps, then run as root"
+    for module in ("cibuildwheel", "auditwheel"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed: python tools/deps.py wheel"
+    return None
+
+
+def zero_compile_wheel() -> Path | None:
+    """This Python's wheel as it is published: from $SARAI_WHEELHOUSE (the release workflow's
+    cibuildwheel output), else `make wheel`'s cibuildwheel run (tools/wheels.py keeps it per
+    source hash, so the run .ci/run starts beside the native build is reused); None where this
+    machine can build neither (``can_build_wheels``)."""
+    import wheel_debian
+
+    if not os.environ.get("SARAI_WHEELHOUSE") and can_build_wheels():
+        return None
+    python = "%d.%d" % sys.version_info[:2]
+    (wheel,) = wheel_debian.wheel_for(python).glob(f"sarai_llama-*-cp{python.replace('.', '')}-*.whl")
+    return wheel
+
+
 def write_tree(root: Path, files: dict[str, str]) -> Path:
     """Write ``files`` (path relative to ``root`` -> text) under ``root``: recorded
     /proc and /sys trees for the cgroup, CPU and memory readers."""

@@ -18,13 +18,14 @@ import inspect
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
+from conftest import can_build_wheels
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -179,20 +180,12 @@ def test_every_variant_loads_from_the_repaired_wheel(built: Path, tmp_path: Path
         assert json.loads(run.stdout.strip().splitlines()[-1])["variant"] == variant
 
 
-def containers_or_skip() -> None:
-    if shutil.which("podman") is None or shutil.which("mmdebstrap") is None:
-        pytest.skip("podman and mmdebstrap are not installed: sudo bash tools/podman_setup.sh")
-    if os.geteuid() != 0:
-        pytest.skip("the Debian images are made with mmdebstrap as root: sudo make system-deps, then run as root")
-
-
 @pytest.fixture(scope="module")
 def prepared() -> wheel_debian.Prepared:
     """Everything the wheel tests need, started at once. `make wheel` runs cibuildwheel with
     podman; the release workflow hands its wheels in through SARAI_WHEELHOUSE."""
-    containers_or_skip()
-    pytest.importorskip("cibuildwheel", reason="python tools/deps.py wheel")
-    pytest.importorskip("auditwheel", reason="python tools/deps.py wheel")
+    if why := can_build_wheels():
+        pytest.skip(why)
     return wheel_debian.Prepared(list(wheel_debian.RELEASES))
 
 
