@@ -102,3 +102,17 @@ def test_every_benchmark_tool_answers_help(script: Path) -> None:
     """A benchmark that nobody runs in CI must still import and parse its arguments (none may rot)."""
     got = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert got.returncode == 0 and got.stdout.startswith("usage:"), got.stderr[-2000:]
+
+
+def test_compare_servers_measures_a_real_server(tiny_model_path: Path) -> None:
+    """compare_servers.py end to end on ours with the tiny model: the load generator it starts
+    (bench_serve.py) answers rows, and the table has them (it once ran its library file instead,
+    which printed nothing)."""
+    script = TOOLS[0].parent / "compare_servers.py"
+    got = subprocess.run([sys.executable, str(script), "--model", str(tiny_model_path), "--parallel", "2",
+                          "--ctx-size", "256", "-c", "1,2", "-n", "4", "-r", "1", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-3000:]
+    rows = [line for line in got.stdout.splitlines() if line.startswith("| sarai-llama serve |")]
+    assert len(rows) == 2 and rows[1].split("|")[2].strip() == "2", got.stdout
+    assert all(row.rstrip(" |").endswith(f"of {4 * c}") for row, c in zip(rows, (1, 2))), got.stdout

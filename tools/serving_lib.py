@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -183,7 +184,9 @@ def measure_process(proc: subprocess.Popen, url: str, concurrency: str, n_gen: i
     """
     try:
         wait_ready(proc, url, ready_timeout)
-        out = subprocess.run([sys.executable, __file__, url, "-c", concurrency, "-n", str(n_gen),
+        # The load comes from bench_serve.py's command line (this file is its library).
+        client = Path(__file__).with_name("bench_serve.py")
+        out = subprocess.run([sys.executable, str(client), url, "-c", concurrency, "-n", str(n_gen),
                               "-r", str(repetitions), "-o", "json"], check=True, capture_output=True, text=True)
         return list(json.loads(out.stdout))
     finally:
