@@ -35,10 +35,14 @@ def build_into_site(src: Path, tmp: Path, *config_settings: str) -> tuple[Path, 
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (wheel,) = (tmp / "wheels").glob("sarai_llama-*.whl")
-    site = tmp / "site"
+    return wheel, install_into_site(wheel, tmp / "site")
+
+
+def install_into_site(wheel: Path, site: Path) -> Path:
+    """``pip install --target site`` of ``wheel`` alone (no dependencies); returns ``site``."""
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
-    return wheel, site
+    return site
 
 
 def can_build_wheels() -> str | None:

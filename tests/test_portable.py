@@ -22,7 +22,7 @@ import pytest
 
 import sarai_llama
 import wheels  # tools/, on sys.path through conftest
-from conftest import build_into_site, zero_compile_wheel
+from conftest import build_into_site, install_into_site, zero_compile_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -59,11 +59,7 @@ def portable_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("portable")
     (tmp / "wheels").mkdir()
     if (published := zero_compile_wheel()) is not None:
-        wheel = Path(shutil.copy2(published, tmp / "wheels" / published.name))
-        site = tmp / "site"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site), str(wheel)],
-                       check=True, capture_output=True)
-        return site
+        return install_into_site(Path(shutil.copy2(published, tmp / "wheels" / published.name)), tmp / "site")
     pytest.importorskip("build")
     with tarfile.open(wheels.sdist(wheels.source_hash("manylinux"))) as tar:
         top = tar.getnames()[0].split("/")[0]
